@@ -1,0 +1,184 @@
+"""Streamed evaluation of an ensemble on one split of cached features.
+
+Member logits are computed once per batch and everything is derived from them: accuracy of every
+member, of the ensemble (argmax of the mean of logits, as published) and of the uniform weight
+soup, calibration of the ensemble, and every per-sample score of `sedlib.scores`. Only per-sample
+values are kept, never the ``(M, N, C)`` logits, so N can be millions of rows. ``features`` may be
+anything that slices into rows (a tensor, a NumPy array, an h5py dataset).
+
+Example:
+    >>> from sedlib.ensemble import HeadConfig
+    >>> ens = HeadEnsemble(HeadConfig(num_members=2, feature_dim=4, hidden_dim=8, num_classes=3))
+    >>> result = evaluate_split(ens, torch.randn(10, 4), torch.randint(0, 3, (10,)))
+    >>> sorted(result.summary())[:3]
+    ['best_single', 'brier', 'ece']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from sedlib.ensemble import HeadEnsemble
+from sedlib.metrics import accuracy, expected_calibration_error
+from sedlib.scores import compute_scores
+
+
+def _device(ensemble: HeadEnsemble) -> torch.device:
+    return next(ensemble.parameters()).device
+
+
+def iter_batches(features, batch_size: int, device: torch.device) -> Iterator[tuple[slice, Tensor]]:
+    """Rows of ``features`` batch by batch as float32 tensors on ``device``.
+
+    Args:
+        features: ``(N, d)`` rows, sliceable (tensor, NumPy array, h5py dataset).
+        batch_size: rows per batch.
+        device: where the batches go.
+
+    Yields:
+        ``(rows, batch)`` with ``rows`` the slice of the batch and ``batch`` ``(b, d)``.
+    """
+    for start in range(0, len(features), batch_size):
+        rows = slice(start, min(start + batch_size, len(features)))
+        yield rows, torch.as_tensor(features[rows]).to(device=device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def member_accuracies(ensemble: HeadEnsemble, features, labels, batch_size: int = 1024) -> tuple[np.ndarray, float]:
+    """Accuracy of each member and of the ensemble (argmax of the mean logit) on the labelled rows.
+
+    Returns:
+        ``(member_accuracy (M,), ensemble_accuracy)``.
+    """
+    device = _device(ensemble)
+    labels = torch.as_tensor(np.asarray(labels), device=device)
+    member_correct = torch.zeros(ensemble.num_members, device=device)
+    ensemble_correct = torch.zeros((), device=device)
+    for rows, batch in iter_batches(features, batch_size, device):
+        logits, target = ensemble(batch), labels[rows]
+        member_correct += (logits.argmax(dim=-1) == target).sum(dim=1)
+        ensemble_correct += (logits.mean(dim=0).argmax(dim=-1) == target).sum()
+    labelled = int((labels >= 0).sum())
+    return (member_correct / labelled).cpu().numpy(), float(ensemble_correct / labelled)
+
+
+@dataclass
+class SplitEvaluation:
+    """Results of `evaluate_split`.
+
+    Attributes:
+        member_accuracy: ``(M,)`` accuracy of each member (NaN without labels).
+        samples: one row per sample: ``label``, ``ensemble_prediction``, ``soup_prediction``,
+            ``ensemble_confidence``, ``nll`` and ``brier`` of the ensemble (NaN without a label), and
+            one column per score of `sedlib.scores.SCORES`.
+    """
+
+    member_accuracy: np.ndarray
+    samples: pd.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.samples["label"].to_numpy()
+
+    @property
+    def ensemble_accuracy(self) -> float:
+        return accuracy(self.samples["ensemble_prediction"], self.labels)
+
+    @property
+    def soup_accuracy(self) -> float:
+        return accuracy(self.samples["soup_prediction"], self.labels)
+
+    @property
+    def best_single(self) -> float:
+        """Accuracy of the best member on this split (an oracle: it looks at the test labels)."""
+        return float(np.max(self.member_accuracy))
+
+    @property
+    def mean_single(self) -> float:
+        return float(np.mean(self.member_accuracy))
+
+    def summary(self) -> dict[str, float]:
+        """Accuracies, calibration of the ensemble and the mean of every score, in one flat dict."""
+        labelled = self.samples[self.samples["label"] >= 0]
+        summary = {
+            "ensemble": self.ensemble_accuracy,
+            "soup": self.soup_accuracy,
+            "best_single": self.best_single,
+            "mean_single": self.mean_single,
+            "ece": (
+                expected_calibration_error(
+                    labelled["ensemble_confidence"], labelled["ensemble_prediction"] == labelled["label"]
+                )
+                if len(labelled)
+                else float("nan")
+            ),
+            "nll": float(labelled["nll"].mean()),
+            "brier": float(labelled["brier"].mean()),
+        }
+        summary.update({f"member_{m}": float(acc) for m, acc in enumerate(self.member_accuracy)})
+        score_columns = [c for c in self.samples.columns if c not in _SAMPLE_COLUMNS]
+        summary.update({f"mean_{name}": float(self.samples[name].mean()) for name in score_columns})
+        return summary
+
+
+_SAMPLE_COLUMNS = ("label", "ensemble_prediction", "soup_prediction", "ensemble_confidence", "nll", "brier")
+
+
+@torch.no_grad()
+def evaluate_split(
+    ensemble: HeadEnsemble,
+    features,
+    labels=None,
+    batch_size: int = 1024,
+    scores: list[str] | None = None,
+) -> SplitEvaluation:
+    """Evaluate an ensemble, its soup and every per-sample score on one split, streaming over batches.
+
+    Args:
+        ensemble: M heads.
+        features: ``(N, d)`` sliceable rows.
+        labels: ``(N,)`` class ids, ``-1`` (or None for all) where a sample has no label (OOD sets).
+        batch_size: rows per batch.
+        scores: names from `sedlib.scores.SCORES`; all when omitted.
+
+    Returns:
+        A `SplitEvaluation`.
+    """
+    n = len(features)
+    labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"labels have shape {labels.shape}, expected ({n},) to match the features")
+    soup = ensemble.soup()
+    device = _device(ensemble)
+    member_correct = torch.zeros(ensemble.num_members, device=device)
+    columns: dict[str, list[Tensor]] = {}
+    for rows, batch in iter_batches(features, batch_size, device):
+        logits, target = ensemble(batch), torch.as_tensor(labels[rows], device=device)
+        has_label = target >= 0
+        safe_target = target.clamp_min(0)
+        member_correct += (logits.argmax(dim=-1) == target).sum(dim=1)
+        mean_logits = logits.mean(dim=0)
+        log_probs = mean_logits.log_softmax(dim=-1)
+        probs = log_probs.exp()
+        true_class = torch.nn.functional.one_hot(safe_target, probs.shape[-1]).to(probs.dtype)
+        nan = torch.full_like(log_probs[:, 0], float("nan"))
+        batch_columns = {
+            "ensemble_prediction": mean_logits.argmax(dim=-1),
+            "soup_prediction": soup(batch)[0].argmax(dim=-1),
+            "ensemble_confidence": probs.amax(dim=-1),
+            "nll": torch.where(has_label, -log_probs.gather(-1, safe_target[:, None]).squeeze(-1), nan),
+            "brier": torch.where(has_label, (probs - true_class).square().sum(dim=-1), nan),
+            **compute_scores(logits, scores),
+        }
+        for name, values in batch_columns.items():
+            columns.setdefault(name, []).append(values.cpu())
+    labelled = int((labels >= 0).sum())
+    member_accuracy = member_correct.cpu().numpy() / labelled if labelled else np.full(ensemble.num_members, np.nan)
+    samples = pd.DataFrame({"label": labels, **{name: torch.cat(parts).numpy() for name, parts in columns.items()}})
+    return SplitEvaluation(member_accuracy=member_accuracy, samples=samples)

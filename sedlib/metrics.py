@@ -1,0 +1,155 @@
+"""Metrics: accuracy, OOD detection (AUROC, FPR@95, AUPR), calibration, and the C-1/C-5 aggregation.
+
+Detection metrics treat **OOD as the positive class** and take an explicit ``higher_is_ood``: a
+score that is high for in-distribution samples (MSP, max logit) is negated before ranking. FPR@95 is
+the fraction of ID samples flagged as OOD at the threshold that detects 95 % of the OOD samples
+(the convention of OpenOOD v1.5, Zhang et al. 2023, https://arxiv.org/abs/2306.09301). AUROC and
+AUPR come from scikit-learn; ties count one half.
+
+Calibration: expected calibration error with equal-width confidence bins (Guo et al., *On
+Calibration of Modern Neural Networks*, ICML 2017, https://arxiv.org/abs/1706.04599), negative
+log-likelihood and the multi-class Brier score (Brier 1950), all from per-sample values so that
+they can be accumulated over streamed batches.
+
+C-1 / C-5 are the unweighted means over the 15 ImageNet-C corruptions at severity 1 / 5
+(Hendrycks & Dietterich, ICLR 2019, https://arxiv.org/abs/1903.12261), as in the SED tables.
+
+Example:
+    >>> auroc(np.array([0.1, 0.2]), np.array([0.3, 0.4]), higher_is_ood=True)
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of ``predictions == labels`` over samples with a label (``labels >= 0``); NaN if none."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    labelled = labels >= 0
+    if not labelled.any():
+        return float("nan")
+    return float((predictions[labelled] == labels[labelled]).mean())
+
+
+def _ood_labels_and_scores(id_scores, ood_scores, higher_is_ood: bool) -> tuple[np.ndarray, np.ndarray]:
+    id_scores, ood_scores = np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)
+    if id_scores.size == 0 or ood_scores.size == 0:
+        raise ValueError(f"need ID and OOD samples, got {id_scores.size} ID and {ood_scores.size} OOD")
+    scores = np.concatenate([id_scores, ood_scores])
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf; check the logits they were computed from")
+    is_ood = np.concatenate([np.zeros(id_scores.size, dtype=int), np.ones(ood_scores.size, dtype=int)])
+    return is_ood, scores if higher_is_ood else -scores
+
+
+def auroc(id_scores, ood_scores, higher_is_ood: bool) -> float:
+    """Area under the ROC curve for separating OOD (positive) from ID samples.
+
+    Args:
+        id_scores: ``(N_id,)`` scores of in-distribution samples.
+        ood_scores: ``(N_ood,)`` scores of OOD samples.
+        higher_is_ood: orientation of the score.
+    """
+    return float(roc_auc_score(*_ood_labels_and_scores(id_scores, ood_scores, higher_is_ood)))
+
+
+def fpr_at_tpr(id_scores, ood_scores, higher_is_ood: bool, tpr: float = 0.95) -> float:
+    """False-positive rate on ID samples at the first threshold that detects ``tpr`` of the OOD samples."""
+    is_ood, scores = _ood_labels_and_scores(id_scores, ood_scores, higher_is_ood)
+    false_positive, true_positive, _ = roc_curve(is_ood, scores, drop_intermediate=False)
+    return float(false_positive[np.searchsorted(true_positive, tpr, side="left")])
+
+
+def aupr(id_scores, ood_scores, higher_is_ood: bool, positive: str = "ood") -> float:
+    """Area under the precision-recall curve (average precision).
+
+    Args:
+        id_scores: ``(N_id,)`` scores of in-distribution samples.
+        ood_scores: ``(N_ood,)`` scores of OOD samples.
+        higher_is_ood: orientation of the score.
+        positive: ``"ood"`` for AUPR-out (OOD samples are the positives) or ``"id"`` for AUPR-in.
+    """
+    is_ood, scores = _ood_labels_and_scores(id_scores, ood_scores, higher_is_ood)
+    if positive == "ood":
+        return float(average_precision_score(is_ood, scores))
+    if positive == "id":
+        return float(average_precision_score(1 - is_ood, -scores))
+    raise ValueError(f"positive must be 'ood' or 'id', got {positive!r}")
+
+
+def detection_metrics(id_scores, ood_scores, higher_is_ood: bool) -> dict[str, float]:
+    """AUROC, FPR@95, AUPR-in and AUPR-out in one dictionary."""
+    return {
+        "auroc": auroc(id_scores, ood_scores, higher_is_ood),
+        "fpr95": fpr_at_tpr(id_scores, ood_scores, higher_is_ood),
+        "aupr_in": aupr(id_scores, ood_scores, higher_is_ood, positive="id"),
+        "aupr_out": aupr(id_scores, ood_scores, higher_is_ood, positive="ood"),
+    }
+
+
+def expected_calibration_error(confidence, correct, num_bins: int = 15) -> float:
+    """ECE: the sample-weighted mean over equal-width bins of ``|accuracy - mean confidence|``.
+
+    Args:
+        confidence: ``(N,)`` top-class probabilities in [0, 1].
+        correct: ``(N,)`` whether the top class was right.
+        num_bins: number of bins over [0, 1]; a confidence on an inner edge goes to the lower bin.
+    """
+    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    bins = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
+    counts = np.bincount(bins, minlength=num_bins)
+    gaps = np.abs(np.bincount(bins, correct, num_bins) - np.bincount(bins, confidence, num_bins))
+    return float(gaps.sum() / counts.sum())
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample ``-log p[y]`` from probabilities ``(N, C)``."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    return -np.log(probs[np.arange(labels.size), labels])
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample multi-class Brier score ``sum_c (p[c] - 1[c == y])^2``, in [0, 2]."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    target = np.zeros_like(probs)
+    target[np.arange(labels.size), labels] = 1.0
+    return ((probs - target) ** 2).sum(axis=1)
+
+
+def corruption_mean(values: Mapping[str, float], corruptions: tuple[str, ...] = CORRUPTIONS) -> float:
+    """Unweighted mean of a per-corruption metric at one severity (C-1 or C-5).
+
+    Args:
+        values: corruption name -> metric, for exactly one severity.
+        corruptions: the corruptions that must all be present.
+
+    Raises:
+        KeyError: a corruption is missing, so the mean would not be comparable with the paper's.
+    """
+    missing = [name for name in corruptions if name not in values]
+    if missing:
+        raise KeyError(f"C-1/C-5 needs all {len(corruptions)} corruptions; missing {missing}")
+    return float(np.mean([values[name] for name in corruptions]))

@@ -1,0 +1,435 @@
+"""Training an ensemble of heads on cached features with SED's pair schedules.
+
+Paper: Rubinstein et al., *Scalable Ensemble Diversification for OOD Generalization and Detection*,
+arXiv:2409.16797 (https://arxiv.org/abs/2409.16797), Sec. 3.3 ("stochastic sum"). The loop follows
+the authors' code (``train/train.py``): epoch e reads augmentation pass ``e mod P``, shuffled, in
+batches whose last one is kept; an optional first epoch only measures the losses (no update, no
+schedule step); the learning rate follows a cosine schedule stepped once per updating epoch.
+
+Pair schedules (what one *step* does; a *pair-step* is one pair of members on one mini-batch):
+
+``iid`` (published)
+    Two distinct members, drawn uniformly, run on the batch; only they are updated. The other
+    members' weights and optimiser state stay bit-identical (no weight decay, no momentum).
+``matching``
+    Every round draws a random perfect matching of the members and runs its M/2 pairs in one
+    batched step, each pair on its own mini-batch. Every member is updated once per round, the same
+    number of updates as ``iid`` in expectation, with M/2 times the parallelism. With odd M one
+    member, drawn at random each round, sits the round out. A round that meets the short last batch
+    of an epoch runs it as a separate step with the next pair of the same matching.
+``all``
+    Every pair of members, each with random roles, on the same batch (the O(M^2) "naive A2D"
+    baseline). Each member's gradient is the mean over the M-1 pairs it belongs to, so its task
+    term has the same scale as under the other schedules.
+
+One step minimises ``sum over its pairs of L_pair / (pairs per member)`` with L_pair the SED
+objective of `sedlib.losses.sed_pair_loss`; with one pair per member this is the sum of the pairs'
+losses, and each member's gradient is that of its own pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
+from sedlib.evaluate import member_accuracies
+from sedlib.losses import sed_pair_loss
+from sedlib.optim import MemberAdamW, MemberSGD
+
+SCHEDULES = ("iid", "matching", "all")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
+PUBLISHED_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.1}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    The defaults follow the published 5-member runs (AdamW, lr 1e-3, batch 32, lambda 0.5, 11 epochs
+    with a frozen first one, cosine period 15); `sedlib.published` holds the four runs exactly.
+
+    Attributes:
+        schedule: pair schedule, one of ``iid``, ``matching``, ``all``.
+        batch_size: rows per mini-batch (per pair for ``matching``).
+        epochs: passes over the training data, the frozen first epoch included (11 published).
+        freeze_first_epoch: epoch 0 only measures the losses (published: True).
+        lam: lambda, the convex weight between the task and diversity terms.
+        kappa: the published ``manual_lambda``; the repulsion weight is ``kappa * lam``.
+        label_smoothing: eps of the task term's smoothed targets.
+        optimizer: ``sgd`` or ``adamw``.
+        lr: initial learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 (SGD) or decoupled (AdamW) weight decay, on every parameter; None for the
+            published value of the optimiser (SGD 1e-4, AdamW 0.1).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        lr_schedule: ``constant`` or ``cosine`` (``CosineAnnealingLR``, eta_min 0).
+        cosine_t_max: cosine period in updating epochs (15 published, so the rate ends at 35 %);
+            None for the number of updating epochs.
+        seed: seeds the initialisation and, per epoch, the shuffles, pairs and roles.
+        eval_batch_size: rows per batch for the per-epoch validation.
+        check_every: steps between checks for a non-finite loss (and progress bar updates).
+    """
+
+    schedule: str = "iid"
+    batch_size: int = 32
+    epochs: int = 11
+    freeze_first_epoch: bool = True
+    lam: float = 0.5
+    kappa: float = 1.0
+    label_smoothing: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_schedule: str = "cosine"
+    cosine_t_max: int | None = 15
+    seed: int = 42
+    eval_batch_size: int = 1024
+    check_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.weight_decay is None:
+            object.__setattr__(self, "weight_decay", PUBLISHED_WEIGHT_DECAY.get(self.optimizer))
+        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "epochs", "eval_batch_size", "check_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.lam <= 1:
+            raise ValueError(f"TrainConfig.lam must lie in [0, 1], got {self.lam!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"TrainConfig.label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
+        for name in ("kappa", "lr", "momentum", "weight_decay", "eps"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.cosine_t_max is not None and self.cosine_t_max < 1:
+            raise ValueError(f"TrainConfig.cosine_t_max must be a positive integer or None, got {self.cosine_t_max!r}")
+        if self.freeze_first_epoch and self.epochs < 2:
+            raise ValueError("TrainConfig.epochs must be >= 2 when freeze_first_epoch is set (epoch 0 does not update)")
+
+    @classmethod
+    def from_dict(cls, values: Mapping, source: str = "TrainConfig") -> TrainConfig:
+        """Build from a mapping (e.g. a params file section); unknown keys are an error naming them."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KeyError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one training step does.
+
+    Attributes:
+        rows: ``(G, B)`` row indices into the current pass, one mini-batch per group.
+        members: ``(k,)`` active members, sorted.
+        member_group: ``(k,)`` the group (mini-batch) each active member reads.
+        pairs: ``(P, 2)`` positions into ``members``; column 0 is the member whose argmax A2D uses.
+        pairs_per_member: how many of the step's pairs each active member belongs to.
+    """
+
+    rows: Tensor
+    members: Tensor
+    member_group: Tensor
+    pairs: Tensor
+    pairs_per_member: int
+
+    @property
+    def num_pairs(self) -> int:
+        return self.pairs.shape[0]
+
+
+def _plan_step(rows: Tensor, pair_members: Tensor, pair_group: Tensor, pairs_per_member: int) -> StepPlan:
+    members = pair_members.flatten().unique()
+    positions = torch.searchsorted(members, pair_members)
+    member_group = torch.empty_like(members)
+    member_group[positions.flatten()] = pair_group.repeat_interleave(2)
+    return StepPlan(rows, members, member_group, positions, pairs_per_member)
+
+
+def plan_epoch(
+    schedule: str, num_rows: int, num_members: int, batch_size: int, generator: torch.Generator
+) -> list[StepPlan]:
+    """Draw the steps of one epoch: the shuffle, the pairs and their roles.
+
+    Args:
+        schedule: ``iid``, ``matching`` or ``all``.
+        num_rows: rows in the pass.
+        num_members: M >= 2.
+        batch_size: rows per mini-batch.
+        generator: CPU generator; the same state gives the same plan.
+
+    Returns:
+        The epoch's steps in order.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if num_members < 2:
+        raise ValueError(f"the pair schedules need at least 2 members, got {num_members}")
+    batches = torch.randperm(num_rows, generator=generator).split(batch_size)
+    one_group = torch.zeros(1, dtype=torch.long)
+    if schedule == "iid":
+        return [
+            _plan_step(batch[None], torch.randperm(num_members, generator=generator)[:2][None], one_group, 1)
+            for batch in batches
+        ]
+    if schedule == "all":
+        first, second = torch.triu_indices(num_members, num_members, offset=1)
+        plans = []
+        for batch in batches:
+            swap = torch.rand(first.numel(), generator=generator) < 0.5
+            pair_members = torch.stack((torch.where(swap, second, first), torch.where(swap, first, second)), dim=1)
+            plans.append(_plan_step(batch[None], pair_members, one_group.expand(first.numel()), num_members - 1))
+        return plans
+    pairs_per_round = num_members // 2
+    plans = []
+    for start in range(0, len(batches), pairs_per_round):
+        round_batches = batches[start : start + pairs_per_round]
+        matching = torch.randperm(num_members, generator=generator)[: 2 * pairs_per_round].view(-1, 2)
+        full = [batch for batch in round_batches if len(batch) == batch_size]
+        if full:
+            plans.append(_plan_step(torch.stack(full), matching[: len(full)], torch.arange(len(full)), 1))
+        if len(full) < len(round_batches):
+            short = round_batches[len(full)]
+            plans.append(_plan_step(short[None], matching[len(full) : len(full) + 1], one_group, 1))
+    return plans
+
+
+def epoch_seed(config: TrainConfig, epoch: int) -> int:
+    """Seed of an epoch's shuffle and pairs: ``seed + epoch``, minus one after a frozen first epoch.
+
+    As in the published code, the frozen epoch 0 and the first updating epoch share a seed.
+    """
+    return config.seed + epoch - (1 if config.freeze_first_epoch and epoch > 0 else 0)
+
+
+def _as_passes(features, labels) -> tuple[Tensor, Tensor]:
+    features = torch.as_tensor(features)
+    labels = torch.as_tensor(labels)
+    if features.dim() == 2:
+        features = features[None]
+    if features.dim() != 3:
+        raise ValueError(f"train features must be (N, d) or (passes, N, d), got shape {tuple(features.shape)}")
+    if labels.dim() == 1:
+        labels = labels[None].expand(features.shape[0], -1)
+    if labels.shape != features.shape[:2]:
+        raise ValueError(
+            f"train labels of shape {tuple(labels.shape)} do not match features of shape {tuple(features.shape)}"
+        )
+    return features, labels
+
+
+class EnsembleTrainer:
+    """Trains a `HeadEnsemble` in place with the SED objective and a pair schedule.
+
+    Args:
+        ensemble: the heads; their device is the training device.
+        config: hyperparameters.
+    """
+
+    def __init__(self, ensemble: HeadEnsemble, config: TrainConfig) -> None:
+        if ensemble.num_members < 2:
+            raise ValueError(f"SED trains at least 2 members, the ensemble has {ensemble.num_members}")
+        self.ensemble = ensemble
+        self.config = config
+        self.device = next(ensemble.parameters()).device
+        self.names = [name for name, _ in ensemble.named_parameters()]
+        params = list(ensemble.parameters())
+        if config.optimizer == "sgd":
+            self.optimizer = MemberSGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = MemberAdamW(
+                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+            )
+        updating_epochs = config.epochs - int(config.freeze_first_epoch)
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.cosine_t_max or updating_epochs)
+            if config.lr_schedule == "cosine"
+            else None
+        )
+
+    def step(
+        self, plan: StepPlan, features: Tensor, labels: Tensor, update: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run one planned step on a pass that lies on the training device.
+
+        Args:
+            plan: from `plan_epoch`.
+            features: ``(N, d)`` float32 rows of the current pass.
+            labels: ``(N,)`` labels of the current pass.
+            update: apply the optimiser (False: only measure the losses).
+
+        Returns:
+            Sums over the step's pairs of the total loss, the task term and the repulsion (0-dim
+            tensors on the device; reading them synchronises).
+        """
+        device = self.device
+        rows = plan.rows.to(device)
+        members = plan.members.to(device)
+        pairs = plan.pairs.to(device)
+        member_group = plan.member_group.to(device)
+        all_members = plan.members.numel() == self.ensemble.num_members
+        if all_members:
+            params = dict(zip(self.names, self.ensemble.parameters()))
+        else:
+            params = {
+                name: p.detach().index_select(0, members).requires_grad_(update)
+                for name, p in zip(self.names, self.ensemble.parameters())
+            }
+        x = features[rows]
+        y = labels[rows]
+        with torch.set_grad_enabled(update):
+            inputs = x[0] if x.shape[0] == 1 else x[member_group]
+            logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
+            loss = sed_pair_loss(
+                logits[pairs[:, 0]],
+                logits[pairs[:, 1]],
+                y[member_group[pairs[:, 0]]],
+                lam=self.config.lam,
+                kappa=self.config.kappa,
+                label_smoothing=self.config.label_smoothing,
+            )
+            if update:
+                objective = loss.total.sum() / plan.pairs_per_member
+                grads = torch.autograd.grad(objective, list(params.values()))
+                self.optimizer.step(grads, members=None if all_members else plan.members)
+        return loss.total.detach().sum(), loss.task.detach().sum(), loss.repulsion.detach().sum()
+
+    def fit(
+        self,
+        train_features,
+        train_labels,
+        val_features=None,
+        val_labels=None,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Train for ``config.epochs`` epochs and return the per-epoch log.
+
+        Args:
+            train_features: ``(N, d)`` or ``(P, N, d)`` for P augmentation passes (any device/dtype;
+                one pass at a time is moved to the training device as float32).
+            train_labels: ``(N,)`` or ``(P, N)``.
+            val_features: optional ``(N_val, d)`` for per-epoch validation accuracy.
+            val_labels: ``(N_val,)``.
+            progress: show a tqdm bar per epoch.
+
+        Returns:
+            One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
+            ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs),
+            ``seconds``, and with validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and
+            ``val_acc_member_<m>`` for every member.
+
+        Raises:
+            FloatingPointError: the loss became NaN or infinite; the message names epoch and step.
+        """
+        config = self.config
+        features, labels = _as_passes(train_features, train_labels)
+        if features.shape[-1] != self.ensemble.config.feature_dim:
+            raise ValueError(
+                f"train features have width {features.shape[-1]}, the heads expect {self.ensemble.config.feature_dim}"
+            )
+        records = []
+        for epoch in range(config.epochs):
+            frozen = config.freeze_first_epoch and epoch == 0
+            pass_index = epoch % features.shape[0]
+            started = time.perf_counter()
+            record = self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress)
+            if not frozen and self.scheduler is not None:
+                self.scheduler.step()
+            if val_features is not None:
+                self.ensemble.eval()
+                member_acc, ensemble_acc = member_accuracies(
+                    self.ensemble, val_features, val_labels, config.eval_batch_size
+                )
+                record["val_acc_ensemble"] = ensemble_acc
+                record["val_acc_member_mean"] = float(member_acc.mean())
+                record.update({f"val_acc_member_{m}": float(acc) for m, acc in enumerate(member_acc)})
+            record.update(pass_=pass_index, seconds=time.perf_counter() - started)
+            records.append(record)
+        log = pd.DataFrame(records).rename(columns={"pass_": "pass"})
+        leading = ["epoch", "pass", "frozen", "lr", "steps", "pair_steps", "task_loss", "repulsion", "total_loss"]
+        return log[leading + [c for c in log.columns if c not in leading]]
+
+    def _run_epoch(self, epoch: int, frozen: bool, features: Tensor, labels: Tensor, progress: bool) -> dict:
+        config = self.config
+        features = features.to(self.device, torch.float32)
+        labels = labels.to(self.device, torch.long)
+        generator = torch.Generator().manual_seed(epoch_seed(config, epoch))
+        plans = plan_epoch(config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator)
+        lr = self.optimizer.param_groups[0]["lr"]
+        sums = torch.zeros(3, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        pair_steps = 0
+        label = f"epoch {epoch + 1}/{config.epochs}" + (" (frozen)" if frozen else "")
+        bar = tqdm(total=len(plans), desc=label, disable=not progress, leave=True)
+        for index, plan in enumerate(plans):
+            step_sums = torch.stack(self.step(plan, features, labels, update=not frozen))
+            sums += step_sums
+            pair_steps += plan.num_pairs
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_sums[0]), index, first_bad)
+            if (index + 1) % config.check_every == 0 or index + 1 == len(plans):
+                self._raise_if_diverged(int(first_bad), epoch, len(plans), lr)
+                bar.set_postfix(loss=f"{float(sums[0]) / pair_steps:.4f}", refresh=False)
+                bar.update((index + 1) - bar.n)
+        bar.close()
+        total, task, repulsion = (sums / max(pair_steps, 1)).tolist()
+        return {
+            "epoch": epoch,
+            "frozen": frozen,
+            "lr": lr,
+            "steps": len(plans),
+            "pair_steps": pair_steps,
+            "task_loss": task,
+            "repulsion": repulsion,
+            "total_loss": total,
+        }
+
+    @staticmethod
+    def _raise_if_diverged(first_bad: int, epoch: int, steps: int, lr: float) -> None:
+        if first_bad >= 0:
+            raise FloatingPointError(
+                f"non-finite training loss at epoch {epoch}, step {first_bad} (of {steps}); the weights are no "
+                f"longer usable. Lower the learning rate (now {lr:g}) or check the features for NaN/inf."
+            )
+
+
+def train_ensemble(
+    head_config: HeadConfig,
+    config: TrainConfig,
+    train_features,
+    train_labels,
+    val_features=None,
+    val_labels=None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[HeadEnsemble, pd.DataFrame]:
+    """Initialise an ensemble from ``config.seed`` and train it; see `EnsembleTrainer.fit`.
+
+    Returns:
+        ``(ensemble, log)``.
+    """
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(config.seed)).to(device)
+    log = EnsembleTrainer(ensemble, config).fit(train_features, train_labels, val_features, val_labels, progress)
+    return ensemble, log

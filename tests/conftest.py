@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny synthetic stand-ins for cached features and heads."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sedlib.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config() -> HeadConfig:
+    return HeadConfig(num_members=4, feature_dim=12, hidden_dim=20, num_classes=5)
+
+
+@pytest.fixture
+def tiny_ensemble(tiny_config) -> HeadEnsemble:
+    ensemble = HeadEnsemble(tiny_config, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # make the MLP branch matter, as after training
+        ensemble.ls2.gamma.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        ensemble.norm2.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+    return ensemble
+
+
+def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread: float = 1.0):
+    """Features around one random centre per class, and their labels."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(classes, dim, generator=generator)
+    labels = torch.randint(0, classes, (rows,), generator=generator)
+    return centres[labels] + spread * torch.randn(rows, dim, generator=generator), labels
