@@ -160,10 +160,15 @@ class HeadEnsemble(nn.Module):
     @torch.no_grad()
     def soup(self) -> HeadEnsemble:
         """The uniform weight average of all members (a "model soup") as a one-member ensemble."""
-        soup = HeadEnsemble(dataclasses.replace(self.config, num_members=1)).to(self.head.weight.device)
+        soup = HeadEnsemble._uninitialised(dataclasses.replace(self.config, num_members=1)).to(self.head.weight.device)
         for name, p in soup.named_parameters():
             p.copy_(self.get_parameter(name).mean(dim=0, keepdim=True))
         return soup
+
+    @classmethod
+    def _uninitialised(cls, config: HeadConfig) -> HeadEnsemble:
+        """An ensemble whose weights are about to be overwritten; leaves the global RNG alone."""
+        return cls(config, generator=torch.Generator())
 
     def save(self, path: str | Path) -> Path:
         """Write the weights to ``path`` (``.safetensors``) and the config to a JSON sidecar beside it.
@@ -172,6 +177,8 @@ class HeadEnsemble(nn.Module):
             The path of the sidecar (``<path without suffix>.json``).
         """
         path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path}: ensemble files end in .safetensors (the JSON sidecar takes the .json name)")
         description = self._description()
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.named_parameters()}
         save_file(tensors, str(path), metadata={"sedlib": json.dumps(description, sort_keys=True)})
@@ -203,7 +210,10 @@ class HeadEnsemble(nn.Module):
         description = json.loads(sidecar.read_text())
         if description.get("format") != FORMAT:
             raise ValueError(f"{sidecar}: format is {description.get('format')!r}, expected {FORMAT!r}")
-        config = HeadConfig(**description["config"])
+        try:
+            config = HeadConfig(**description["config"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{sidecar}: invalid config ({error})") from error
         if expected is not None and config != expected:
             differences = {
                 key: (value, getattr(expected, key))
@@ -214,7 +224,7 @@ class HeadEnsemble(nn.Module):
                 f"{path}: stored config differs from the expected one in "
                 + ", ".join(f"{key} (stored {got!r}, expected {want!r})" for key, (got, want) in differences.items())
             )
-        ensemble = cls(config)
+        ensemble = cls._uninitialised(config)
         if description != ensemble._description():
             raise ValueError(f"{sidecar}: the sidecar is inconsistent (shapes do not follow from its config)")
         tensors = load_file(str(path))

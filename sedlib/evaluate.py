@@ -57,7 +57,7 @@ def member_accuracies(ensemble: HeadEnsemble, features, labels, batch_size: int 
         ``(member_accuracy (M,), ensemble_accuracy)``.
     """
     device = _device(ensemble)
-    labels = torch.as_tensor(np.asarray(labels), device=device)
+    labels = torch.as_tensor(labels).to(device)
     member_correct = torch.zeros(ensemble.num_members, device=device)
     ensemble_correct = torch.zeros((), device=device)
     for rows, batch in iter_batches(features, batch_size, device):
@@ -151,7 +151,9 @@ def evaluate_split(
         A `SplitEvaluation`.
     """
     n = len(features)
-    labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    labels = (
+        np.full(n, -1, dtype=np.int64) if labels is None else torch.as_tensor(labels).cpu().numpy().astype(np.int64)
+    )
     if labels.shape != (n,):
         raise ValueError(f"labels have shape {labels.shape}, expected ({n},) to match the features")
     soup = ensemble.soup()

@@ -56,7 +56,8 @@ def hardness_weights(member_logits: Tensor, labels: Tensor) -> Tensor:
 
     ``e_n = CE(mean_m z_m, y_n)`` (the ensemble is the mean of logits) and
     ``alpha_n = e_n / (mean_b e_b)^2``, so the batch mean of alpha is ``1 / mean(e)`` (not 1). No
-    gradient flows through the weights.
+    gradient flows through the weights. Where every ``e_n`` of a batch is exactly 0 the weights are
+    0 (the published code has no guard and returns NaN).
 
     Args:
         member_logits: ``(k, ..., B, C)``, member axis first.
@@ -66,7 +67,9 @@ def hardness_weights(member_logits: Tensor, labels: Tensor) -> Tensor:
         alpha: ``(..., B)``.
     """
     errors = cross_entropy(member_logits.mean(dim=0), labels)
-    return errors / errors.mean(dim=-1, keepdim=True).square()
+    # A batch the ensemble gets exactly right (every e_n == 0 in float) would give 0/0; it gets alpha = 0.
+    squared_mean = errors.mean(dim=-1, keepdim=True).square().clamp_min(torch.finfo(errors.dtype).tiny)
+    return errors / squared_mean
 
 
 def a2d_disagreement(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -135,11 +138,13 @@ def sed_pair_loss(
     lam: float,
     kappa: float,
     label_smoothing: float = 0.0,
+    alpha: Tensor | None = None,
 ) -> PairLoss:
     """The SED objective for P pairs of members, each pair on its own batch.
 
     ``L = (1 - lam) * T + kappa * lam * mean_n(alpha_n * A2D_n)`` per pair (see the module docstring).
-    As in the published code the repulsion is not computed when ``lam == 0`` (it is reported as 0).
+    The repulsion is not computed when its weight ``kappa * lam`` is 0 (it is reported as 0); the
+    published code skips it for ``lam == 0`` and multiplies it by 0 for ``kappa == 0``.
 
     Args:
         logits_a: ``(P, B, C)``, the member of each pair in the argmax role.
@@ -148,6 +153,8 @@ def sed_pair_loss(
         lam: the convex weight lambda in [0, 1].
         kappa: the published ``manual_lambda`` (>= 0).
         label_smoothing: eps for the task term only.
+        alpha: ``(P, B)`` hardness weights when more members than the pair see the batch; by
+            default they come from the pair's own mean logit.
 
     Returns:
         `PairLoss` with ``total``, ``task`` (T) and ``repulsion`` (R, after the alpha weighting,
@@ -157,9 +164,9 @@ def sed_pair_loss(
         cross_entropy(logits_a, labels, label_smoothing).mean(dim=-1)
         + cross_entropy(logits_b, labels, label_smoothing).mean(dim=-1)
     ) / 2
-    if lam == 0:
-        repulsion = torch.zeros_like(task)
-    else:
+    if kappa * lam == 0:
+        return PairLoss((1 - lam) * task, task, torch.zeros_like(task))
+    if alpha is None:
         alpha = hardness_weights(torch.stack((logits_a, logits_b)), labels)
-        repulsion = (alpha * a2d_disagreement(logits_a, logits_b)).mean(dim=-1)
+    repulsion = (alpha * a2d_disagreement(logits_a, logits_b)).mean(dim=-1)
     return PairLoss((1 - lam) * task + kappa * lam * repulsion, task, repulsion)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 
 class _MemberOptimizer(torch.optim.Optimizer):
-    """Shared step logic: update the selected rows of every parameter in place."""
+    """Shared step logic: update the selected rows of every parameter in place, run by run."""
 
     _state_names: tuple[str, ...] = ()
 
@@ -56,30 +56,49 @@ class _MemberOptimizer(torch.optim.Optimizer):
         Args:
             grads: one gradient per parameter (in ``param_groups`` order), shaped ``(k, ...)`` for
                 ``k`` selected members, or ``(M, ...)`` when ``members`` is None.
-            members: ``(k,)`` distinct member indices (best on the CPU: they are read on the host),
-                or None for all members.
+            members: ``(k,)`` distinct member indices in increasing order (a CPU tensor or a
+                sequence: they are read on the host), or None for all members. Consecutive members
+                are updated together, so a step costs kernels per run of members, not per member.
         """
         params = [p for group in self.param_groups for p in group["params"]]
         if len(grads) != len(params):
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
-        rows = members.tolist() if isinstance(members, Tensor) else members
+        runs = None if members is None else _contiguous_runs(members)
         grads_left = iter(grads)
         for group in self.param_groups:
             for p in group["params"]:
                 grad, state = next(grads_left), self._state(p)
-                if rows is None:
+                if runs is None:
                     targets = [(p, grad, state)]
                 else:
                     targets = [
-                        (p.narrow(0, row, 1), grad.narrow(0, i, 1), {k: v.narrow(0, row, 1) for k, v in state.items()})
-                        for i, row in enumerate(rows)
+                        (
+                            p.narrow(0, row, length),
+                            grad.narrow(0, position, length),
+                            {name: value.narrow(0, row, length) for name, value in state.items()},
+                        )
+                        for position, row, length in runs
                     ]
-                for values, row_grad, row_state in targets:
-                    row_state["step"] += 1
-                    self._update(group, values, row_grad, row_state)
+                for values, run_grad, run_state in targets:
+                    run_state["step"] += 1
+                    self._update(group, values, run_grad, run_state)
 
     def _update(self, group: dict, p: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
         raise NotImplementedError
+
+
+def _contiguous_runs(members: Tensor | Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(position in members, first row, length)`` of each run of consecutive member indices."""
+    rows = members.tolist() if isinstance(members, Tensor) else [int(member) for member in members]
+    if any(later <= earlier for earlier, later in zip(rows, rows[1:])):
+        raise ValueError(f"members must be distinct and increasing, got {rows}")
+    runs: list[tuple[int, int, int]] = []
+    for position, row in enumerate(rows):
+        if runs and runs[-1][1] + runs[-1][2] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((position, row, 1))
+    return runs
 
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:

@@ -18,13 +18,18 @@ Pair schedules (what one *step* does; a *pair-step* is one pair of members on on
     member, drawn at random each round, sits the round out. A round that meets the short last batch
     of an epoch runs it as a separate step with the next pair of the same matching.
 ``all``
-    Every pair of members, each with random roles, on the same batch (the O(M^2) "naive A2D"
-    baseline). Each member's gradient is the mean over the M-1 pairs it belongs to, so its task
-    term has the same scale as under the other schedules.
+    Every pair of members, each with random roles, on the same batch (the O(M^2) all-pairs
+    schedule of naive A2D, here with SED's hardness weights). Each member's gradient is the mean over
+    the M-1 pairs it belongs to, so its task term has the same scale as under the other schedules.
 
 One step minimises ``sum over its pairs of L_pair / (pairs per member)`` with L_pair the SED
 objective of `sedlib.losses.sed_pair_loss`; with one pair per member this is the sum of the pairs'
-losses, and each member's gradient is that of its own pair.
+losses, and each member's gradient is that of its own pair. The hardness weights of a mini-batch come
+from the mean logit of all active members that read it: the pair under ``iid`` and ``matching``, all
+M members under ``all``.
+
+On the CPU a run is bit-reproducible for a given seed; on a GPU, atomic additions in some backward
+kernels can change the last bits between runs.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from tqdm.auto import tqdm
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
 from sedlib.evaluate import member_accuracies
-from sedlib.losses import sed_pair_loss
+from sedlib.losses import hardness_weights, sed_pair_loss
 from sedlib.optim import MemberAdamW, MemberSGD
 
 SCHEDULES = ("iid", "matching", "all")
@@ -148,6 +153,7 @@ class StepPlan:
         member_group: ``(k,)`` the group (mini-batch) each active member reads.
         pairs: ``(P, 2)`` positions into ``members``; column 0 is the member whose argmax A2D uses.
         pairs_per_member: how many of the step's pairs each active member belongs to.
+        member_ids: ``members`` as host integers, so that the optimiser never reads the device.
     """
 
     rows: Tensor
@@ -155,10 +161,21 @@ class StepPlan:
     member_group: Tensor
     pairs: Tensor
     pairs_per_member: int
+    member_ids: tuple[int, ...]
 
     @property
     def num_pairs(self) -> int:
         return self.pairs.shape[0]
+
+    def to(self, device: torch.device) -> StepPlan:
+        """The same plan with its index tensors on ``device``."""
+        return dataclasses.replace(
+            self,
+            rows=self.rows.to(device),
+            members=self.members.to(device),
+            member_group=self.member_group.to(device),
+            pairs=self.pairs.to(device),
+        )
 
 
 def _plan_step(rows: Tensor, pair_members: Tensor, pair_group: Tensor, pairs_per_member: int) -> StepPlan:
@@ -166,7 +183,7 @@ def _plan_step(rows: Tensor, pair_members: Tensor, pair_group: Tensor, pairs_per
     positions = torch.searchsorted(members, pair_members)
     member_group = torch.empty_like(members)
     member_group[positions.flatten()] = pair_group.repeat_interleave(2)
-    return StepPlan(rows, members, member_group, positions, pairs_per_member)
+    return StepPlan(rows, members, member_group, positions, pairs_per_member, tuple(members.tolist()))
 
 
 def plan_epoch(
@@ -285,37 +302,44 @@ class EnsembleTrainer:
             Sums over the step's pairs of the total loss, the task term and the repulsion (0-dim
             tensors on the device; reading them synchronises).
         """
-        device = self.device
-        rows = plan.rows.to(device)
-        members = plan.members.to(device)
-        pairs = plan.pairs.to(device)
-        member_group = plan.member_group.to(device)
-        all_members = plan.members.numel() == self.ensemble.num_members
+        plan = plan.to(self.device)
+        all_members = len(plan.member_ids) == self.ensemble.num_members
         if all_members:
             params = dict(zip(self.names, self.ensemble.parameters()))
         else:
             params = {
-                name: p.detach().index_select(0, members).requires_grad_(update)
+                name: p.detach().index_select(0, plan.members).requires_grad_(update)
                 for name, p in zip(self.names, self.ensemble.parameters())
             }
-        x = features[rows]
-        y = labels[rows]
+        x = features[plan.rows]
+        y = labels[plan.rows]
         with torch.set_grad_enabled(update):
-            inputs = x[0] if x.shape[0] == 1 else x[member_group]
+            inputs = x[0] if x.shape[0] == 1 else x[plan.member_group]
             logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
+            pair_group = plan.member_group[plan.pairs[:, 0]]
+            repulsive = self.config.kappa * self.config.lam > 0
             loss = sed_pair_loss(
-                logits[pairs[:, 0]],
-                logits[pairs[:, 1]],
-                y[member_group[pairs[:, 0]]],
+                logits[plan.pairs[:, 0]],
+                logits[plan.pairs[:, 1]],
+                y[pair_group],
                 lam=self.config.lam,
                 kappa=self.config.kappa,
                 label_smoothing=self.config.label_smoothing,
+                alpha=self._hardness_weights(plan, logits, y)[pair_group] if repulsive else None,
             )
             if update:
                 objective = loss.total.sum() / plan.pairs_per_member
                 grads = torch.autograd.grad(objective, list(params.values()))
-                self.optimizer.step(grads, members=None if all_members else plan.members)
+                self.optimizer.step(grads, members=None if all_members else plan.member_ids)
         return loss.total.detach().sum(), loss.task.detach().sum(), loss.repulsion.detach().sum()
+
+    @staticmethod
+    def _hardness_weights(plan: StepPlan, logits: Tensor, labels: Tensor) -> Tensor:
+        """``(G, B)`` alpha of each mini-batch from the mean logit of all active members reading it."""
+        groups = plan.rows.shape[0]
+        counts = torch.bincount(plan.member_group, minlength=groups).to(logits.dtype)
+        sums = logits.new_zeros((groups,) + logits.shape[1:]).index_add_(0, plan.member_group, logits.detach())
+        return hardness_weights((sums / counts[:, None, None])[None], labels)
 
     def fit(
         self,
@@ -350,39 +374,51 @@ class EnsembleTrainer:
             raise ValueError(
                 f"train features have width {features.shape[-1]}, the heads expect {self.ensemble.config.feature_dim}"
             )
+        classes = self.ensemble.config.num_classes
+        if labels.is_floating_point() or labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(
+                f"train labels must be integer class ids in [0, {classes}), got dtype {labels.dtype} and values in "
+                f"[{labels.min().item()}, {labels.max().item()}]"
+            )
         records = []
         for epoch in range(config.epochs):
             frozen = config.freeze_first_epoch and epoch == 0
             pass_index = epoch % features.shape[0]
             started = time.perf_counter()
-            record = self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress)
+            record = {"epoch": epoch, "pass": pass_index, "frozen": frozen}
+            record.update(self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress))
             if not frozen and self.scheduler is not None:
                 self.scheduler.step()
             if val_features is not None:
-                self.ensemble.eval()
                 member_acc, ensemble_acc = member_accuracies(
                     self.ensemble, val_features, val_labels, config.eval_batch_size
                 )
                 record["val_acc_ensemble"] = ensemble_acc
                 record["val_acc_member_mean"] = float(member_acc.mean())
                 record.update({f"val_acc_member_{m}": float(acc) for m, acc in enumerate(member_acc)})
-            record.update(pass_=pass_index, seconds=time.perf_counter() - started)
+            record["seconds"] = time.perf_counter() - started
             records.append(record)
-        log = pd.DataFrame(records).rename(columns={"pass_": "pass"})
+        log = pd.DataFrame(records)
         leading = ["epoch", "pass", "frozen", "lr", "steps", "pair_steps", "task_loss", "repulsion", "total_loss"]
         return log[leading + [c for c in log.columns if c not in leading]]
 
     def _run_epoch(self, epoch: int, frozen: bool, features: Tensor, labels: Tensor, progress: bool) -> dict:
+        """Run (or, frozen, only measure) one epoch on one pass; returns its losses and counts."""
         config = self.config
         features = features.to(self.device, torch.float32)
         labels = labels.to(self.device, torch.long)
         generator = torch.Generator().manual_seed(epoch_seed(config, epoch))
-        plans = plan_epoch(config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator)
+        plans = [
+            plan.to(self.device)
+            for plan in plan_epoch(
+                config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator
+            )
+        ]
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         pair_steps = 0
-        label = f"epoch {epoch + 1}/{config.epochs}" + (" (frozen)" if frozen else "")
+        label = f"epoch {epoch}/{config.epochs - 1}" + (" (frozen)" if frozen else "")
         bar = tqdm(total=len(plans), desc=label, disable=not progress, leave=True)
         for index, plan in enumerate(plans):
             step_sums = torch.stack(self.step(plan, features, labels, update=not frozen))
@@ -396,8 +432,6 @@ class EnsembleTrainer:
         bar.close()
         total, task, repulsion = (sums / max(pair_steps, 1)).tolist()
         return {
-            "epoch": epoch,
-            "frozen": frozen,
             "lr": lr,
             "steps": len(plans),
             "pair_steps": pair_steps,

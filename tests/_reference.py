@@ -46,23 +46,27 @@ def reference_heads(ensemble: HeadEnsemble) -> nn.ModuleList:
     return nn.ModuleList(ReferenceHead(ensemble, m) for m in range(ensemble.num_members))
 
 
-def reference_pair_loss(logits_a, logits_b, labels, lam, kappa, smoothing):
+def reference_hardness(member_logits, labels):
+    """alpha_n = e_n / mean(e)^2 with e_n the CE of the mean of the members' logits, sample by sample."""
+    with torch.no_grad():
+        mean_logits = sum(member_logits) / len(member_logits)
+        errors = torch.stack([torch.logsumexp(row, 0) - row[y] for row, y in zip(mean_logits, labels)])
+        return errors / errors.mean() ** 2
+
+
+def reference_pair_loss(logits_a, logits_b, labels, alpha, lam, kappa, smoothing):
     """(1 - lam) T + kappa lam mean(alpha A2D), written out sample by sample from the formulas."""
     classes = logits_a.shape[-1]
     target = torch.full_like(logits_a, smoothing / classes)
     target[torch.arange(len(labels)), labels] += 1 - smoothing
     task = sum(-(target * torch.log_softmax(z, dim=-1)).sum(dim=-1).mean() for z in (logits_a, logits_b)) / 2
-    with torch.no_grad():
-        mean_logits = (logits_a + logits_b) / 2
-        errors = torch.stack([torch.logsumexp(row, 0) - row[y] for row, y in zip(mean_logits, labels)])
-        alpha = errors / errors.mean() ** 2
     p_a, p_b = torch.softmax(logits_a, -1), torch.softmax(logits_b, -1)
     a2d = []
     for n in range(len(labels)):
         c = int(torch.argmax(p_a[n]))
         a, b = p_a[n, c], p_b[n, c]
         a2d.append(-torch.log(a * (1 - b) + b * (1 - a) + 1e-9))
-    repulsion = (alpha * torch.stack(a2d)).mean() if lam > 0 else torch.zeros(())
+    repulsion = (alpha * torch.stack(a2d)).mean() if kappa * lam > 0 else torch.zeros(())
     return (1 - lam) * task + kappa * lam * repulsion
 
 
@@ -77,17 +81,26 @@ def reference_optimizer(heads: nn.ModuleList, config: TrainConfig) -> torch.opti
 
 
 def reference_step(heads, optimizer, plan: StepPlan, features, labels, config: TrainConfig) -> None:
-    """One planned step: every pair's loss on its own batch, summed / pairs per member, one update."""
+    """One planned step: every pair's loss on its own batch, summed / pairs per member, one update.
+
+    The hardness weights of a batch come from all members that read it.
+    """
     optimizer.zero_grad(set_to_none=True)
     members = plan.members.tolist()
+    groups = plan.member_group.tolist()
+    logits, alphas = {}, {}
+    for group, rows in enumerate(plan.rows):
+        readers = [position for position, g in enumerate(groups) if g == group]
+        for position in readers:
+            logits[position] = heads[members[position]](features[rows])
+        alphas[group] = reference_hardness([logits[position] for position in readers], labels[rows])
     total = 0.0
     for a, b in plan.pairs.tolist():
-        group = int(plan.member_group[a])
-        rows = plan.rows[group]
-        x, y = features[rows], labels[rows]
+        group = groups[a]
         total = total + reference_pair_loss(
-            heads[members[a]](x), heads[members[b]](x), y, config.lam, config.kappa, config.label_smoothing
-        )
+            logits[a], logits[b], labels[plan.rows[group]], alphas[group],
+            config.lam, config.kappa, config.label_smoothing,
+        )  # fmt: skip
     (total / plan.pairs_per_member).backward()
     optimizer.step()
 

@@ -143,3 +143,27 @@ def test_load_names_a_missing_sidecar(tmp_path, tiny_ensemble):
 def test_head_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"HeadConfig.{field}"):
         HeadConfig(**{"num_members": 2, field: value})
+
+
+def test_soup_and_load_leave_the_global_random_state_alone(tmp_path, tiny_ensemble):
+    path = tmp_path / "ens.safetensors"
+    tiny_ensemble.save(path)
+    state = torch.get_rng_state()
+    tiny_ensemble.soup()
+    HeadEnsemble.load(path)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_save_refuses_a_path_that_would_collide_with_the_sidecar(tmp_path, tiny_ensemble):
+    with pytest.raises(ValueError, match="end in .safetensors"):
+        tiny_ensemble.save(tmp_path / "ens.json")
+
+
+def test_load_names_an_invalid_sidecar_config(tmp_path, tiny_ensemble):
+    path = tmp_path / "ens.safetensors"
+    tiny_ensemble.save(path)
+    description = json.loads((tmp_path / "ens.json").read_text())
+    description["config"]["num_heads"] = 3
+    (tmp_path / "ens.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"ens.json: invalid config .*num_heads"):
+        HeadEnsemble.load(path)

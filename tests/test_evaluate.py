@@ -58,3 +58,11 @@ def test_member_accuracies_agree_with_evaluate_split(tiny_ensemble):
 def test_labels_must_match_the_features(tiny_ensemble):
     with pytest.raises(ValueError, match=r"expected \(4,\)"):
         evaluate_split(tiny_ensemble, torch.randn(4, 12), torch.zeros(3))
+
+
+def test_labels_may_be_a_tensor_list_or_array(tiny_ensemble):
+    features = torch.randn(6, 12)
+    labels = [0, 1, 2, 3, 4, 0]
+    expected = evaluate_split(tiny_ensemble, features, np.array(labels)).ensemble_accuracy
+    assert evaluate_split(tiny_ensemble, features, torch.tensor(labels)).ensemble_accuracy == expected
+    assert evaluate_split(tiny_ensemble, features, labels).ensemble_accuracy == expected

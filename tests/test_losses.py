@@ -116,3 +116,24 @@ def test_divdis_extremes():
     assert divdis_repulsion(copied).item() == pytest.approx(math.log(2))
     constant = torch.tensor([0.3, 0.7]).expand(2, 5, 2)  # predictions that ignore the input
     assert divdis_repulsion(constant).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_hardness_weights_of_a_batch_the_ensemble_gets_exactly_right_are_zero():
+    confident = torch.tensor([[100.0, 0.0], [0.0, 100.0]])  # CE is exactly 0 in float32
+    alpha = hardness_weights(torch.stack((confident, confident)), torch.tensor([0, 1]))
+    assert torch.equal(alpha, torch.zeros(2))
+
+
+def test_without_a_repulsion_weight_saturated_logits_stay_finite():
+    confident = torch.tensor([[[60.0, 0.0, 0.0], [0.0, 60.0, 0.0]]], requires_grad=True)
+    loss = sed_pair_loss(confident, confident * 0.9, torch.tensor([[0, 1]]), lam=0.5, kappa=0.0)
+    assert torch.isfinite(loss.total).all() and loss.repulsion.eq(0).all()
+    assert torch.isfinite(torch.autograd.grad(loss.total.sum(), confident)[0]).all()
+
+
+def test_given_hardness_weights_replace_the_pairs_own():
+    la, lb = torch.randn(1, 4, 3), torch.randn(1, 4, 3)
+    labels = torch.randint(0, 3, (1, 4))
+    alpha = torch.tensor([[0.0, 2.0, 0.0, 0.0]])
+    loss = sed_pair_loss(la, lb, labels, lam=0.5, kappa=1.0, alpha=alpha)
+    assert loss.repulsion.item() == pytest.approx(2.0 * a2d_disagreement(la, lb)[0, 1].item() / 4, rel=1e-6)

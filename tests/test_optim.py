@@ -29,7 +29,7 @@ def run_both(stacked_optimizer, torch_optimizer, member_sets, seed=0):
     return stacked, per_member, ours
 
 
-MEMBER_SETS = [[0, 3], [3, 1], [4, 0], [0, 3], [2, 4], [1, 0]]
+MEMBER_SETS = [[0, 3], [1, 3], [0, 4], [0, 3], [2, 3, 4], [0, 1], [1, 2, 4]]
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,9 @@ def test_works_with_torch_lr_schedulers():
 def test_rejects_parameters_without_a_shared_member_axis():
     with pytest.raises(ValueError, match="leading member axis"):
         MemberSGD([torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))], lr=0.1)
+
+
+def test_rejects_members_out_of_order():
+    optimizer = MemberSGD(make_params(), lr=0.1)
+    with pytest.raises(ValueError, match="increasing"):
+        optimizer.step([torch.zeros((2,) + shape[1:]) for shape in SHAPES], members=[3, 1])

@@ -37,10 +37,13 @@ def test_iid_runs_two_distinct_members_per_step_with_random_roles():
 
 
 def test_matching_uses_every_member_once_per_round():
-    for step in plans("matching", rows=64, members=6, batch=4):  # 16 full batches: rounds of 3 pairs
+    steps = plans("matching", rows=64, members=6, batch=4)  # 16 batches: 5 rounds of 3 pairs, then 1 pair
+    assert [step.num_pairs for step in steps] == [3, 3, 3, 3, 3, 1]
+    for step in steps:
         members = step.members[step.pairs.flatten()]
-        assert sorted(members.tolist()) == list(range(6)) or step is not None and step.num_pairs < 3
-        assert len(set(members.tolist())) == members.numel()
+        assert len(set(members.tolist())) == members.numel()  # nobody twice in a round
+        if step.num_pairs == 3:
+            assert sorted(members.tolist()) == list(range(6))
         # each pair reads its own batch
         assert step.member_group[step.pairs[:, 0]].tolist() == list(range(step.num_pairs))
         assert torch.equal(step.member_group[step.pairs[:, 0]], step.member_group[step.pairs[:, 1]])
@@ -220,3 +223,29 @@ def test_weight_decay_defaults_to_the_published_value_of_the_optimiser():
     assert TrainConfig(optimizer="sgd").weight_decay == 1e-4
     assert TrainConfig(optimizer="adamw").weight_decay == 0.1
     assert TrainConfig(optimizer="adamw", weight_decay=0.0).weight_decay == 0.0
+
+
+def test_fit_reads_several_passes_of_float16_numpy_features():
+    head_config, features, labels = small_problem(members=3)
+    passes = np.stack([features.numpy() + 0.01 * k for k in range(4)]).astype(np.float16)
+    config = TrainConfig(schedule="matching", epochs=5, batch_size=16, freeze_first_epoch=False)
+    ensemble, log = train_ensemble(head_config, config, passes, labels.numpy(), progress=False)
+    assert log["pass"].tolist() == [0, 1, 2, 3, 0]
+    assert ensemble.head.weight.dtype == torch.float32 and np.isfinite(log["total_loss"]).all()
+
+
+def test_fit_refuses_labels_outside_the_classes():
+    head_config, features, labels = small_problem()
+    for bad in (labels - 1, labels + 1, labels.float()):
+        with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
+            train_ensemble(head_config, TrainConfig(epochs=2), features, bad, progress=False)
+
+
+def test_all_schedule_weighs_samples_by_the_whole_ensemble():
+    head_config, features, labels = small_problem(members=4)
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0))
+    step = plans("all", rows=64, members=4, batch=8)[0]
+    logits = ensemble(features[step.rows[0]]).detach()
+    alpha = EnsembleTrainer._hardness_weights(step, logits, labels[step.rows])
+    expected = torch.nn.functional.cross_entropy(logits.mean(0), labels[step.rows[0]], reduction="none")
+    torch.testing.assert_close(alpha[0], expected / expected.mean() ** 2)
