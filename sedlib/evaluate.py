@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sedlib.ensemble import HeadEnsemble
 from sedlib.metrics import accuracy, expected_calibration_error
@@ -137,6 +138,7 @@ def evaluate_split(
     labels=None,
     batch_size: int = 1024,
     scores: list[str] | None = None,
+    progress: bool = True,
 ) -> SplitEvaluation:
     """Evaluate an ensemble, its soup and every per-sample score on one split, streaming over batches.
 
@@ -146,6 +148,7 @@ def evaluate_split(
         labels: ``(N,)`` class ids, ``-1`` (or None for all) where a sample has no label (OOD sets).
         batch_size: rows per batch.
         scores: names from `sedlib.scores.SCORES`; all when omitted.
+        progress: show a tqdm bar over the batches.
 
     Returns:
         A `SplitEvaluation`.
@@ -160,7 +163,14 @@ def evaluate_split(
     device = _device(ensemble)
     member_correct = torch.zeros(ensemble.num_members, device=device)
     columns: dict[str, list[Tensor]] = {}
-    for rows, batch in iter_batches(features, batch_size, device):
+    batches = tqdm(
+        iter_batches(features, batch_size, device),
+        total=-(-n // batch_size),
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+    )
+    for rows, batch in batches:
         logits, target = ensemble(batch), torch.as_tensor(labels[rows], device=device)
         has_label = target >= 0
         safe_target = target.clamp_min(0)
