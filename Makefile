@@ -1,27 +1,38 @@
 # make setup   create .venv and install the pinned environment (Python 3.11)
 # make test    run the test suite (sets up .venv first when missing)
+# make report  run the default study end to end (five notebooks) and render runs/default/report/
+# make smoke   the same on params/smoke.yaml (about a minute)
 # make bench   print the training-speed benchmark
+# make lab     open the notebooks in JupyterLab
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench lab
+.PHONY: setup test report smoke bench lab
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "Python 3.11 is needed (the pins are tested with it); found %d.%d. Run: make PYTHON=python3.11 setup" % v)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
+report: setup
+	$(BIN)/python -m sedlib.run params/default.yaml
+
+smoke: setup
+	$(BIN)/python -m sedlib.run params/smoke.yaml
+
 bench: setup
 	$(BIN)/python -m sedlib.bench
 
+# JupyterLab refuses to start as root without --allow-root (containers, CI machines).
 lab: setup
-	$(BIN)/jupyter lab
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)

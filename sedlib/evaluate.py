@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sedlib.ensemble import HeadEnsemble
 from sedlib.metrics import accuracy, expected_calibration_error
+from sedlib.progress import tqdm
 from sedlib.scores import compute_scores
 
 

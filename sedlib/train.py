@@ -42,12 +42,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
 from sedlib.evaluate import member_accuracies
 from sedlib.losses import hardness_weights, sed_pair_loss
 from sedlib.optim import MemberAdamW, MemberSGD
+from sedlib.progress import tqdm
 
 SCHEDULES = ("iid", "matching", "all")
 OPTIMIZERS = ("sgd", "adamw")

@@ -1,0 +1,76 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Caching the features of a frozen backbone
+#
+# SED never fine-tunes its backbone. The paper freezes a DeiT-3-B pretrained on ImageNet-21k, caches
+# the 768-d feature that enters its last MLP block once for every image (four augmented passes over
+# ImageNet-1k train, the validation set, ImageNet-C and the OOD sets), and trains every ensemble
+# member as a small head on that cache. Training and evaluation then cost seconds per epoch instead
+# of hours, which is what makes ensembles of 50 heads affordable.
+#
+# This notebook builds the same cache for the study in the params file. In the embedded default study
+# the backbone is EfficientNet-Lite0 with its ImageNet-1k weights, and the data are Fashion-MNIST
+# (in-distribution), fifteen ImageNet-C corruptions of its test images at severities 1 and 5
+# (covariate shift), and two semantic-OOD sets: Animal-MNIST silhouettes and scikit-learn's
+# handwritten digits. Each grey image is resized to the backbone's input resolution as RGB, then
+# augmented (train passes) or corrupted, and stored as one row of an HDF5 file per split, with a
+# manifest of how it was made. An interrupted run resumes where it stopped; a file made with other
+# settings is refused rather than silently reused.
+
+# %% tags=["parameters"]
+params_file = "params/default.yaml"
+run_dir = None
+overrides = {}
+
+# %%
+from IPython.display import Markdown, display
+
+from sedlib.cache import cache_features, example_inputs, plan_splits
+from sedlib.config import load_config
+from sedlib.plots import image_rows, save_figure
+from sedlib.rundir import RunDir
+
+config = load_config(params_file, overrides)
+run = RunDir.open(config, run_dir)
+print(f"run directory: {run.root}\nsplits to cache: {len(plan_splits(config))}")
+
+# %% [markdown]
+# ## The inputs
+#
+# A few images of every kind, at the resolution the backbone sees: clean training images with their
+# augmentation, the clean test images, two corruptions at the highest severity, and the OOD sets.
+
+# %%
+#| label: fig-examples
+#| fig-cap: "Inputs of the backbone: train images (clean and augmented), test images, corrupted test images, and the semantic-OOD sets."
+figure = image_rows(example_inputs(config))
+saved = save_figure(figure, run.figures, "examples")
+
+# %% [markdown]
+# ## Caching
+#
+# One progress bar per split. Re-running this notebook reuses every complete file whose manifest
+# matches the params, and continues a partial one.
+
+# %%
+splits = cache_features(config, run)
+splits.to_csv(run.results / "splits.csv", index=False)
+
+# %%
+#| label: tbl-splits
+#| tbl-cap: "Cached splits: rows, augmentation passes, what was found before this run, and the time spent now."
+display(Markdown(splits.drop(columns=["file"]).to_markdown(index=False)))

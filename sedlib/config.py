@@ -1,0 +1,380 @@
+"""Run configuration: one YAML params file per run, typed and validated.
+
+A params file (``params/default.yaml``, ``params/smoke.yaml``, ...) holds every setting of a study:
+which images are cached with which backbone (``data``, ``cache``), the heads' shape (``head``), the
+training defaults (``train``, the keys of `sedlib.train.TrainConfig`), the ensembles to train
+(``models``, each a name with its own overrides) and the evaluation (``eval``). The notebooks receive
+the file's path and optional ``overrides`` (a nested mapping merged over the file) from papermill.
+
+An unknown key or a value of the wrong type is an error that names the file and the key path, so a
+typo never silently falls back to a default. The resolved configuration is saved with every run
+(``runs/<run>/params.yaml``) and hashed per stage, so a stage reruns exactly when its inputs change.
+
+Example:
+    >>> config = RunConfig.from_dict({"run_name": "demo", "models": {"de": {"num_members": 2, "lam": 0.0}}})
+    >>> config.models["de"].train.lam, config.models["de"].train.batch_size
+    (0.0, 32)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sedlib.metrics import CORRUPTIONS
+from sedlib.train import TrainConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+OOD_SETS = ("animal_mnist", "digits")
+
+
+class ConfigError(ValueError):
+    """A params file (or an override) has an unknown key, a wrong type or an invalid value."""
+
+
+def _check_type(value, annotation, where: str):
+    """Return ``value`` if it matches ``annotation`` (int, float, bool, str, X | None, list[X]); else raise."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)[:1]
+        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if (
+        annotation in (int, str, bool)
+        and isinstance(value, annotation)
+        and not (annotation is int and isinstance(value, bool))
+    ):
+        return value
+    raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _section(cls, values, where: str):
+    """Build dataclass ``cls`` from a mapping, naming unknown keys and wrong types by their path."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {known}")
+    checked = {key: _check_type(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+    try:
+        return cls(**checked)
+    except (ValueError, KeyError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images are cached.
+
+    Attributes:
+        dataset: the in-distribution source (``fashion_mnist``).
+        train_rows: training images drawn from the dataset's train split (None for all but the
+            validation rows).
+        val_rows: validation images held out of the train split (model selection, training curves).
+        test_rows: clean test images (the ImageNet-val analog; None for the whole test split).
+        corruption_rows: test images corrupted per corruption and severity (the ImageNet-C analog).
+        corruptions: names from `sedlib.metrics.CORRUPTIONS`; empty for all 15.
+        severities: corruption severities (1-5); the tables report C-1 and C-5 when present.
+        ood_sets: semantic-OOD sets from `sedlib.data.SOURCES`.
+        ood_rows: at most this many images per OOD set (None for all).
+        seed: draws the subsets and seeds the corruptions.
+    """
+
+    dataset: str = "fashion_mnist"
+    train_rows: int | None = 12000
+    val_rows: int = 2000
+    test_rows: int | None = 5000
+    corruption_rows: int = 1000
+    corruptions: list[str] = ()
+    severities: list[int] = (1, 5)
+    ood_sets: list[str] = OOD_SETS
+    ood_rows: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset != "fashion_mnist":
+            raise ValueError(f"dataset must be 'fashion_mnist' (the embedded study), got {self.dataset!r}")
+        if not self.corruptions:
+            object.__setattr__(self, "corruptions", CORRUPTIONS)
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {unknown}; choose from {list(CORRUPTIONS)}")
+        if not set(self.severities) <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"severities must lie in 1..5, got {list(self.severities)}")
+        unknown = [s for s in self.ood_sets if s not in OOD_SETS]
+        if unknown:
+            raise ValueError(f"unknown OOD set(s) {unknown}; choose from {list(OOD_SETS)}")
+        for name in ("train_rows", "val_rows", "test_rows", "corruption_rows", "ood_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How features are computed and stored (stage 01).
+
+    Attributes:
+        backbone: a name from `sedlib.backbones.BACKBONES`.
+        image_size: side of the square RGB input the grey 28x28 images are resized to.
+        augmentation_passes: P, augmented passes over the training images (epoch e reads pass e mod P).
+        augmentation_scale: area range of the random resized crop.
+        dtype: ``float16`` halves the files; ``float32`` keeps full precision.
+        batch_size: images per backbone forward pass.
+        chunk_rows: rows written per resumable chunk.
+        rebuild: rebuild feature files made with other settings instead of refusing them.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 48
+    augmentation_passes: int = 2
+    augmentation_scale: list[float] = (0.35, 1.0)
+    dtype: str = "float16"
+    batch_size: int = 256
+    chunk_rows: int = 2048
+    rebuild: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32 (the corruptions need it), got {self.image_size}")
+        for name in ("augmentation_passes", "batch_size", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        low, high = self.augmentation_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"augmentation_scale must satisfy 0 < low <= high <= 1, got {list(self.augmentation_scale)}"
+            )
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """The trainable head's shape; ``feature_dim`` and ``num_classes`` come from the cached features."""
+
+    hidden_dim: int = 512
+    layer_scale_init: float = 1e-4
+    norm_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ensemble to train: its display label, size and training settings."""
+
+    name: str
+    label: str
+    num_members: int
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation (stages 03-04).
+
+    Attributes:
+        batch_size: rows per evaluation batch.
+        scores: names from `sedlib.scores.SCORES`; empty for all.
+        reference_model: the model whose diversity the others are compared with (the deep ensemble);
+            empty for the first model.
+        histogram_scores: scores drawn as histograms in stage 04.
+    """
+
+    batch_size: int = 2048
+    scores: list[str] = ()
+    reference_model: str = ""
+    histogram_scores: list[str] = ("bma", "pds", "num_unique")
+
+
+_MODEL_KEYS = ("label", "num_members")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole study, as read from a params file.
+
+    Attributes:
+        run_name: results go to ``runs/<run_name>/``.
+        description: one line for the report.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        data, cache, head, eval: the sections above.
+        train: training defaults shared by all models (`sedlib.train.TrainConfig` keys).
+        models: name -> `ModelSpec`; each entry may override any `train` key.
+        source: where the values came from (for messages).
+    """
+
+    run_name: str
+    description: str = ""
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    train: dict = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = "params"
+
+    @classmethod
+    def from_dict(cls, values: Mapping, source: str = "params") -> RunConfig:
+        """Validate a parsed params mapping; errors name ``source`` and the key path."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
+        sections = {"data": DataConfig, "cache": CacheConfig, "head": HeadSettings, "eval": EvalConfig}
+        known = ["run_name", "description", "device", "train", "models", *sections]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known keys are {known}")
+        if "run_name" not in values:
+            raise ConfigError(f"{source}: missing key 'run_name' (results go to runs/<run_name>/)")
+        run_name = _check_type(values["run_name"], str, f"{source}: run_name")
+        if not run_name or not run_name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{source}: run_name must be letters, digits, '-' or '_', got {run_name!r}")
+        device = _check_type(values.get("device", "cpu"), str, f"{source}: device")
+        if device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+        train_defaults = dict(values.get("train") or {})
+        _train_config(train_defaults, f"{source}: train")
+        models = {}
+        for name, entry in (values.get("models") or {}).items():
+            where = f"{source}: models.{name}"
+            entry = dict(entry or {})
+            label = _check_type(entry.pop("label", name), str, f"{where}.label")
+            if "num_members" not in entry:
+                raise ConfigError(f"{where}: missing key 'num_members'")
+            members = _check_type(entry.pop("num_members"), int, f"{where}.num_members")
+            if members < 1:
+                raise ConfigError(f"{where}.num_members must be >= 1, got {members}")
+            models[name] = ModelSpec(name, label, members, _train_config({**train_defaults, **entry}, where))
+        if not models:
+            raise ConfigError(f"{source}: 'models' must name at least one ensemble to train")
+        built = {key: _section(kind, values.get(key), f"{source}: {key}") for key, kind in sections.items()}
+        config = cls(
+            run_name=run_name,
+            description=_check_type(values.get("description", ""), str, f"{source}: description"),
+            device=device,
+            train=train_defaults,
+            models=models,
+            source=source,
+            **built,
+        )
+        if not config.eval.reference_model:
+            object.__setattr__(config, "eval", dataclasses.replace(config.eval, reference_model=next(iter(models))))
+        if config.eval.reference_model not in models:
+            raise ConfigError(
+                f"{source}: eval.reference_model {config.eval.reference_model!r} is not one of the models "
+                f"{list(models)}"
+            )
+        return config
+
+    def to_dict(self) -> dict:
+        """The resolved values (defaults filled in), as written to ``runs/<run>/params.yaml``."""
+
+        def plain(value):
+            if isinstance(value, tuple | list):
+                return [plain(v) for v in value]
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return {
+            "run_name": self.run_name,
+            "description": self.description,
+            "device": self.device,
+            "data": plain(dataclasses.asdict(self.data)),
+            "cache": plain(dataclasses.asdict(self.cache)),
+            "head": plain(dataclasses.asdict(self.head)),
+            "train": plain(self.train),
+            "models": {
+                name: {"label": spec.label, "num_members": spec.num_members, **plain(spec.train.to_dict())}
+                for name, spec in self.models.items()
+            },
+            "eval": plain(dataclasses.asdict(self.eval)),
+        }
+
+    def section_hash(self, *keys: str) -> str:
+        """Short sha256 of the named sections of `to_dict` (what a stage's output depends on)."""
+        resolved = self.to_dict()
+        payload = json.dumps({key: resolved[key] for key in keys}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _train_config(values: dict, where: str) -> TrainConfig:
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - set(hints) - set(_MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(hints)}")
+    checked = {key: _check_type(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+    try:
+        return TrainConfig.from_dict(checked, where)
+    except (ValueError, KeyError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def merge(base: Mapping, overrides: Mapping) -> dict:
+    """Deep-merge ``overrides`` into a copy of ``base`` (nested mappings merge, other values replace)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_path(path: str | Path) -> Path:
+    """An absolute path as is; a relative one relative to the project root (notebooks run from anywhere)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_config(params_file: str | Path, overrides: Mapping | None = None) -> RunConfig:
+    """Read, merge and validate a params file.
+
+    Args:
+        params_file: YAML file; a relative path is taken relative to the project root.
+        overrides: nested mapping merged over the file's values (papermill's ``overrides`` parameter).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message lists the files in ``params/``).
+        ConfigError: unknown key, wrong type or invalid value (names the file and the key path).
+    """
+    path = resolve_path(params_file)
+    if not path.is_file():
+        available = sorted(p.name for p in (PROJECT_ROOT / "params").glob("*.yaml"))
+        raise FileNotFoundError(f"params file {params_file} not found; the project has params/{available}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{params_file}: not valid YAML ({error})") from error
+    if overrides:
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{params_file}: expected a mapping at the top level")
+        values = merge(values, overrides)
+    return RunConfig.from_dict(values, source=str(params_file))

@@ -1,0 +1,178 @@
+"""Figures of the report: training curves, corruption breakdown, ROC curves, score histograms, summary.
+
+Each function returns a matplotlib Figure and leaves showing or saving it to the caller
+(`save_figure` writes a PNG beside the results), so a notebook cell both displays and keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from sedlib.scores import SCORES
+from sedlib.tables import AGGREGATIONS, Evaluations, ood_sets, pooled_scores
+
+
+def save_figure(figure: Figure, directory: Path, name: str) -> Path:
+    """Write ``figure`` as ``<directory>/<name>.png`` (150 dpi) and return the path."""
+    path = Path(directory) / f"{name}.png"
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
+    """Validation accuracy (ensemble and mean member), task loss and repulsion per epoch.
+
+    Args:
+        logs: model label -> the log of `sedlib.train.EnsembleTrainer.fit`.
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    for (label, log), colour in zip(logs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        axes[0].plot(log["epoch"], 100 * log["val_acc_ensemble"], color=colour, label=f"{label}: ensemble")
+        axes[0].plot(log["epoch"], 100 * log["val_acc_member_mean"], color=colour, ls="--", label=f"{label}: members")
+        axes[1].plot(log["epoch"], log["task_loss"], color=colour, label=label)
+        axes[2].plot(log["epoch"], log["repulsion"], color=colour, label=label)
+    for axis, title in zip(axes, ("validation accuracy (%)", "task loss (CE)", "repulsion (weighted A2D)")):
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return figure
+
+
+def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensemble") -> Figure:
+    """Accuracy per corruption, one panel per severity, one bar per model."""
+    chosen = per_corruption[per_corruption["aggregation"] == aggregation]
+    severities = sorted(chosen["severity"].unique())
+    figure, axes = plt.subplots(len(severities), 1, figsize=(12, 2.8 * len(severities)), layout="constrained")
+    axes = np.atleast_1d(axes)
+    labels = list(dict.fromkeys(chosen["label"]))
+    width = 0.8 / len(labels)
+    for axis, severity in zip(axes, severities):
+        at_severity = chosen[chosen["severity"] == severity]
+        corruptions = list(dict.fromkeys(at_severity["corruption"]))
+        for k, label in enumerate(labels):
+            values = at_severity[at_severity["label"] == label].set_index("corruption").loc[corruptions, "accuracy"]
+            axis.bar(np.arange(len(corruptions)) + k * width, 100 * values, width, label=label)
+        axis.set_xticks(np.arange(len(corruptions)) + width * (len(labels) - 1) / 2)
+        axis.set_xticklabels([c.replace("_", " ") for c in corruptions], rotation=30, ha="right", fontsize=8)
+        axis.set_ylabel("accuracy (%)")
+        axis.set_title(f"severity {severity}: {AGGREGATIONS[aggregation].lower()}")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=len(labels))
+    return figure
+
+
+def roc_curves(
+    evaluations: Evaluations, config, scores: tuple[str, ...] = ("bma", "pds"), id_split: str = "test"
+) -> Figure:
+    """ROC curves (OOD positive) of ``scores`` for every model, one panel per OOD set."""
+    sets = ood_sets(config)
+    figure, axes = plt.subplots(1, len(sets), figsize=(3.2 * len(sets), 3.3), layout="constrained", squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (ood_set, splits) in zip(axes[0], sets.items()):
+        for colour, (name, spec) in zip(colours, config.models.items()):
+            for style, score in zip(styles, scores):
+                sign = 1 if SCORES[score].higher_is_ood else -1
+                id_values = evaluations[name, id_split].samples[score].to_numpy()
+                ood_values = pooled_scores(evaluations, name, splits, score)
+                truth = np.r_[np.zeros(len(id_values)), np.ones(len(ood_values))]
+                fpr, tpr, _ = roc_curve(truth, sign * np.r_[id_values, ood_values])
+                axis.plot(fpr, tpr, color=colour, ls=style, label=f"{spec.label}: {SCORES[score].label}")
+        axis.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        axis.set_title(f"{id_split} vs {ood_set}")
+        axis.set_xlabel("false positive rate")
+        axis.set_aspect("equal")
+    axes[0, 0].set_ylabel("true positive rate")
+    axes[0, -1].legend(fontsize=6, loc="lower right")
+    return figure
+
+
+def score_histograms(evaluations: Evaluations, config, scores: tuple[str, ...], id_split: str = "test") -> Figure:
+    """Histograms of each score on the ID split and every OOD set; rows = scores, columns = models."""
+    models = list(config.models.items())
+    figure, axes = plt.subplots(
+        len(scores), len(models), figsize=(4 * len(models), 2.4 * len(scores)), layout="constrained", squeeze=False
+    )
+    sets = {id_split: [id_split], **ood_sets(config)}
+    for row, score in enumerate(scores):
+        for column, (name, spec) in enumerate(models):
+            axis = axes[row, column]
+            values = {label: pooled_scores(evaluations, name, splits, score) for label, splits in sets.items()}
+            edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=30)
+            for label, data in values.items():
+                axis.hist(
+                    data, bins=edges, density=True, histtype="step", lw=1.4 if label == id_split else 1, label=label
+                )
+            axis.set_title(f"{spec.label}: {SCORES[score].label}", fontsize=9)
+            axis.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=6)
+    return figure
+
+
+def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame) -> Figure:
+    """Three panels: ensemble accuracy per split, PDS vs BMA AUROC per OOD set, #unique per split.
+
+    Args:
+        table1: `sedlib.tables.generalisation_tables` summary.
+        detection: `sedlib.tables.detection_table`.
+        diversity: `sedlib.tables.diversity_table`.
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
+    labels = list(dict.fromkeys(table1["label"]))
+    width = 0.8 / len(labels)
+    ensemble = table1[table1["aggregation"] == "ensemble"].set_index("label")
+    splits = [c for c in table1.columns if c == "test" or c.startswith("C-")]
+    for k, label in enumerate(labels):
+        axes[0].bar(
+            np.arange(len(splits)) + k * width, 100 * ensemble.loc[label, splits].astype(float), width, label=label
+        )
+    axes[0].set_xticks(np.arange(len(splits)) + width * (len(labels) - 1) / 2, splits)
+    axes[0].set_title("ensemble accuracy (%)")
+    sets = list(dict.fromkeys(detection["ood_set"]))
+    for k, label in enumerate(labels):
+        for score, hatch in (("bma", ""), ("pds", "//")):
+            chosen = detection[(detection["label"] == label) & (detection["score"] == score)].set_index("ood_set")
+            offset = k * width + (0 if score == "bma" else width / 2)
+            axes[1].bar(
+                np.arange(len(sets)) + offset, 100 * chosen.loc[sets, "auroc"], width / 2, hatch=hatch,
+                color=f"C{k}", label=f"{label}: {SCORES[score].label}",
+            )  # fmt: skip
+    axes[1].axhline(50, color="grey", lw=0.5)
+    axes[1].set_xticks(np.arange(len(sets)) + width * (len(labels) - 1) / 2, sets)
+    axes[1].set_title("detection AUROC (%): BMA vs PDS (hatched)")
+    split_names = list(dict.fromkeys(diversity["split"]))
+    for k, label in enumerate(labels):
+        chosen = diversity[diversity["label"] == label].set_index("split")
+        axes[2].bar(np.arange(len(split_names)) + k * width, chosen.loc[split_names, "num_unique"], width, label=label)
+    axes[2].set_xticks(np.arange(len(split_names)) + width * (len(labels) - 1) / 2, split_names)
+    axes[2].set_title("mean #unique member predictions")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    for axis in axes:
+        axis.tick_params(axis="x", labelsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
+    """One row of images per entry (title -> ``(K, H, W, 3)`` uint8), titles on the left."""
+    count = max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
+    for axis_row, (title, images) in zip(axes, rows.items()):
+        for k, axis in enumerate(axis_row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_frame_on(False)
+            if k < len(images):
+                axis.imshow(images[k])
+        axis_row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    figure.subplots_adjust(wspace=0.05, hspace=0.08, left=0.16)
+    return figure

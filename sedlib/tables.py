@@ -1,0 +1,251 @@
+"""Paper-style tables from per-sample evaluations (stages 03-05).
+
+* `generalisation_tables`: the Table-1 analog (SED paper, Table 1): accuracy of the prediction
+  ensemble (mean logits), the uniform soup, the best single member and the mean member on the clean
+  test split and its corrupted copies, with C-1 / C-5 = unweighted means over the corruptions at
+  severity 1 / 5. The best member is given twice: as the published code picks it (an oracle, chosen
+  on each test split and each corruption separately) and as a standard protocol picks it (the member
+  with the best validation accuracy, then evaluated everywhere).
+* `detection_table`: the Table-3 analog: every score of `sedlib.scores` separates the clean test
+  split (ID, negative) from each OOD set (positive): the pooled corrupted copies at severity 1 / 5
+  (covariate shift, C-1 / C-5) and each semantic-OOD set. AUROC, FPR@95 and AUPR (OOD and ID
+  positive) follow `sedlib.metrics`.
+* `diversity_table`: mean #unique member predictions and mean PDS per split, the signature SED
+  aims at (members agree on ID data and disagree off it).
+
+Tables are pandas DataFrames; `to_markdown` renders them as pipe tables, which survive into both
+the HTML and the PDF report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from sedlib.cache import corruption_split
+from sedlib.config import RunConfig
+from sedlib.evaluate import SplitEvaluation
+from sedlib.metrics import accuracy, aupr, auroc, fpr_at_tpr
+from sedlib.scores import SCORES
+
+Evaluations = Mapping[tuple[str, str], SplitEvaluation]
+
+AGGREGATIONS = {
+    "ensemble": "Ensemble (mean logits)",
+    "soup": "Soup (uniform)",
+    "best_single_oracle": "Best single (oracle per split)",
+    "best_single_val": "Best single (val-selected)",
+    "mean_single": "Mean single",
+}
+
+
+def _accuracies(evaluation: SplitEvaluation, val_member: int) -> dict[str, float]:
+    samples = evaluation.samples
+    return {
+        "ensemble": accuracy(samples["ensemble_prediction"], samples["label"]),
+        "soup": accuracy(samples["soup_prediction"], samples["label"]),
+        "best_single_oracle": evaluation.best_single,
+        "best_single_val": float(evaluation.member_accuracy[val_member]),
+        "mean_single": evaluation.mean_single,
+    }
+
+
+def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy of every model and aggregation on the clean and corrupted test splits.
+
+    Args:
+        evaluations: ``(model, split) -> SplitEvaluation`` covering ``val``, ``test`` and every
+            corruption split of the run.
+        config: the run (models, corruptions, severities).
+
+    Returns:
+        ``(summary, per_corruption)``. ``summary``: one row per (model, aggregation) with columns
+        ``model``, ``label``, ``aggregation``, ``test``, and ``C-<s>`` for each severity (accuracy in
+        [0, 1]). ``per_corruption``: long format, columns ``model``, ``label``, ``aggregation``,
+        ``corruption``, ``severity``, ``accuracy``.
+    """
+    summary, per_corruption = [], []
+    for name, spec in config.models.items():
+        val_member = int(np.argmax(evaluations[name, "val"].member_accuracy))
+        test = _accuracies(evaluations[name, "test"], val_member)
+        rows = {aggregation: {"test": value} for aggregation, value in test.items()}
+        for severity in config.data.severities:
+            for corruption in config.data.corruptions:
+                values = _accuracies(evaluations[name, corruption_split(corruption, severity)], val_member)
+                for aggregation, value in values.items():
+                    per_corruption.append(
+                        {
+                            "model": name,
+                            "label": spec.label,
+                            "aggregation": aggregation,
+                            "corruption": corruption,
+                            "severity": severity,
+                            "accuracy": value,
+                        }
+                    )
+        long = pd.DataFrame([r for r in per_corruption if r["model"] == name])
+        for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
+            rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
+        for aggregation in AGGREGATIONS:
+            summary.append({"model": name, "label": spec.label, "aggregation": aggregation, **rows[aggregation]})
+    return pd.DataFrame(summary), pd.DataFrame(per_corruption)
+
+
+def ood_sets(config: RunConfig) -> dict[str, list[str]]:
+    """OOD set name -> the cached splits pooled into it (``C-<s>`` pools the corruptions at severity s)."""
+    sets = {f"C-{s}": [corruption_split(c, s) for c in config.data.corruptions] for s in config.data.severities}
+    sets.update({name: [name] for name in config.data.ood_sets})
+    return sets
+
+
+def pooled_scores(evaluations: Evaluations, model: str, splits: list[str], score: str) -> np.ndarray:
+    """One score's per-sample values over several splits, concatenated."""
+    return np.concatenate([evaluations[model, split].samples[score].to_numpy() for split in splits])
+
+
+def detection_table(evaluations: Evaluations, config: RunConfig, id_split: str = "test") -> pd.DataFrame:
+    """Detection metrics of every score, model and OOD set (ID = ``id_split``, OOD positive).
+
+    Returns:
+        Long format: ``model``, ``label``, ``score``, ``score_label``, ``ood_set``, ``auroc``,
+        ``fpr95``, ``aupr_out``, ``aupr_in``.
+    """
+    rows = []
+    for name, spec in config.models.items():
+        id_samples = evaluations[name, id_split].samples
+        scores = [s for s in SCORES if s in id_samples.columns]
+        for ood_set, splits in ood_sets(config).items():
+            for score in scores:
+                higher = SCORES[score].higher_is_ood
+                id_values = id_samples[score].to_numpy()
+                ood_values = pooled_scores(evaluations, name, splits, score)
+                rows.append(
+                    {
+                        "model": name,
+                        "label": spec.label,
+                        "score": score,
+                        "score_label": SCORES[score].label,
+                        "ood_set": ood_set,
+                        "auroc": auroc(id_values, ood_values, higher),
+                        "fpr95": fpr_at_tpr(id_values, ood_values, higher),
+                        "aupr_out": aupr(id_values, ood_values, higher, positive="ood"),
+                        "aupr_in": aupr(id_values, ood_values, higher, positive="id"),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str = "test") -> pd.DataFrame:
+    """Mean #unique predictions and mean PDS per model on the ID split and each OOD set.
+
+    Returns:
+        Columns ``model``, ``label``, ``split``, ``num_unique``, ``pds``.
+    """
+    rows = []
+    for name, spec in config.models.items():
+        for split, splits in {id_split: [id_split], **ood_sets(config)}.items():
+            rows.append(
+                {
+                    "model": name,
+                    "label": spec.label,
+                    "split": split,
+                    "num_unique": float(pooled_scores(evaluations, name, splits, "num_unique").mean()),
+                    "pds": float(pooled_scores(evaluations, name, splits, "pds").mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def percent(frame: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.DataFrame:
+    """A copy with ``columns`` (fractions) shown as percentages rounded to ``digits``."""
+    frame = frame.copy()
+    frame[columns] = (100 * frame[columns]).round(digits)
+    return frame
+
+
+def table1(summary: pd.DataFrame) -> pd.DataFrame:
+    """Table-1 layout: rows ``Model / aggregation``, columns Test, C-1, C-5 (accuracy, %)."""
+    columns = [c for c in summary.columns if c == "test" or c.startswith("C-")]
+    table = percent(summary, columns)
+    table.insert(0, "Method", table["label"] + " / " + table["aggregation"].map(AGGREGATIONS))
+    return table[["Method", *columns]].rename(columns={"test": "Test"})
+
+
+def table3(detection: pd.DataFrame, scores: tuple[str, ...] = ("bma", "pds")) -> pd.DataFrame:
+    """Table-3 layout: rows ``Model / score``, one AUROC column (%) per OOD set."""
+    chosen = detection[detection["score"].isin(scores)]
+    table = chosen.pivot_table(index=["label", "score_label"], columns="ood_set", values="auroc", sort=False)
+    table = (100 * table).round(1).reset_index()
+    table.insert(0, "Method", table.pop("label") + " / " + table.pop("score_label"))
+    table.columns.name = None
+    return table
+
+
+def detection_wide(detection: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every score of every model in rows, one ``metric`` column (%) per OOD set."""
+    table = detection.pivot_table(index=["label", "score_label"], columns="ood_set", values=metric, sort=False)
+    table = (100 * table).round(1).reset_index().rename(columns={"label": "Model", "score_label": "Score"})
+    table.columns.name = None
+    return table
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def results_summary(
+    summary: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame, config: RunConfig, id_split: str = "test"
+) -> str:
+    """A short Markdown results section whose every number is read from the three result tables.
+
+    It states plainly whether the paper's qualitative signature appears: each diversified model's
+    members disagree more (#unique, PDS) than the reference model's (``eval.reference_model``, the
+    deep ensemble) on the OOD sets, and how PDS compares with BMA as a detector.
+    """
+    reference = config.eval.reference_model
+    labels = {name: spec.label for name, spec in config.models.items()}
+    ensemble = summary[summary["aggregation"] == "ensemble"].set_index("model")
+    severities = [c for c in summary.columns if c.startswith("C-")]
+    lines = ["**Generalisation.** Ensemble accuracy (mean logits) on the clean test split and under corruption:", ""]
+    for name, label in labels.items():
+        shifted = ", ".join(f"{s} {_pct(ensemble.loc[name, s])}" for s in severities)
+        lines.append(f"- {label}: test {_pct(ensemble.loc[name, 'test'])}; {shifted}.")
+    sets = list(dict.fromkeys(detection["ood_set"]))
+    for name, label in labels.items():
+        if name == reference:
+            continue
+        ours = diversity[diversity["model"] == name].set_index("split")
+        base = diversity[diversity["model"] == reference].set_index("split")
+        higher = [s for s in sets if ours.loc[s, "num_unique"] > base.loc[s, "num_unique"]]
+        pds_higher = [s for s in sets if ours.loc[s, "pds"] > base.loc[s, "pds"]]
+        holds = len(higher) == len(sets) and len(pds_higher) == len(sets)
+        verdict = "appears" if holds else "does not fully appear"
+        lines.append("")
+        lines.append(
+            f"**Diversity signature ({label} vs {labels[reference]}).** The paper's signature (members that "
+            f"disagree more off-distribution) {verdict}: mean #unique is higher on {len(higher)} of {len(sets)} "
+            f"OOD sets and mean PDS on {len(pds_higher)} of {len(sets)}. On the clean test split: #unique "
+            f"{ours.loc[id_split, 'num_unique']:.2f} vs {base.loc[id_split, 'num_unique']:.2f}, PDS "
+            f"{ours.loc[id_split, 'pds']:.2f} vs {base.loc[id_split, 'pds']:.2f}."
+        )
+        lines.append("")
+        for s in sets:
+            lines.append(
+                f"- {s}: #unique {ours.loc[s, 'num_unique']:.2f} vs {base.loc[s, 'num_unique']:.2f}; "
+                f"PDS {ours.loc[s, 'pds']:.2f} vs {base.loc[s, 'pds']:.2f}."
+            )
+    lines.append("")
+    lines.append("**Detection.** AUROC of PDS against BMA (ID = clean test split; OOD positive):")
+    lines.append("")
+    auroc_of = detection.set_index(["model", "score", "ood_set"])["auroc"]
+    for name, label in labels.items():
+        parts = []
+        wins = 0
+        for s in sets:
+            pds_value, bma_value = auroc_of[name, "pds", s], auroc_of[name, "bma", s]
+            wins += pds_value > bma_value
+            parts.append(f"{s} {_pct(pds_value)} vs {_pct(bma_value)}")
+        lines.append(f"- {label}: PDS beats BMA on {wins} of {len(sets)} sets ({'; '.join(parts)}).")
+    return "\n".join(lines)

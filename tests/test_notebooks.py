@@ -1,0 +1,61 @@
+"""The notebooks: paired sources in sync, a parameters cell, no logic, and every label the report embeds."""
+
+import ast
+import re
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from sedlib.run import STAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = [stage.name for stage in STAGES]
+
+
+def code_cells(notebook):
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pair_is_in_sync(name):
+    source = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    paired = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in source.cells] == [(c.cell_type, c.source) for c in paired.cells], (
+        f"notebooks/{name}.ipynb differs from notebooks/{name}.py; run: jupytext --sync notebooks/{name}.py"
+    )
+    assert all(not cell.get("outputs") for cell in code_cells(paired)), f"{name}.ipynb holds outputs; clear them"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_cell_and_no_definitions(name):
+    notebook = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    parameters = [cell for cell in code_cells(notebook) if "parameters" in cell.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    assigned = {node.targets[0].id for node in ast.parse(parameters[0].source).body}
+    assert assigned == {"params_file", "run_dir", "overrides"}
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith(f"# {name[:2]} ·")
+    for cell in code_cells(notebook):
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda), (
+                f"{name}: notebooks hold no definitions; move the logic into sedlib"
+            )
+
+
+def labels_of(name):
+    notebook = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    return {
+        match.group(1)
+        for cell in code_cells(notebook)
+        for match in [re.match(r"#\| label: (\S+)", cell.source)]
+        if match
+    }
+
+
+def test_every_embedded_label_exists():
+    article = (ROOT / "report" / "index.qmd").read_text()
+    embeds = re.findall(r"\{\{< embed notebooks/(\w+)\.ipynb#([\w-]+) >\}\}", article)
+    assert embeds, "report/index.qmd embeds nothing"
+    for notebook, label in embeds:
+        assert label in labels_of(notebook), f"report/index.qmd embeds {notebook}#{label}, which has no such cell"

@@ -1,0 +1,120 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sedlib.config import RunConfig
+from sedlib.evaluate import SplitEvaluation
+from sedlib.tables import (
+    detection_table,
+    diversity_table,
+    generalisation_tables,
+    ood_sets,
+    results_summary,
+    table1,
+    table3,
+)
+
+CONFIG = RunConfig.from_dict(
+    {
+        "run_name": "t",
+        "data": {"corruptions": ["fog", "snow"], "severities": [1, 5], "ood_sets": ["digits"]},
+        "models": {"de": {"label": "DE", "num_members": 2, "lam": 0.0}, "sed": {"label": "SED", "num_members": 2}},
+        "eval": {"reference_model": "de"},
+    }
+)
+
+
+def evaluation(labels, ensemble, soup, members, pds, unique, bma):
+    samples = pd.DataFrame(
+        {
+            "label": labels,
+            "ensemble_prediction": ensemble,
+            "soup_prediction": soup,
+            "pds": pds,
+            "num_unique": unique,
+            "bma": bma,
+        }
+    )
+    return SplitEvaluation(member_accuracy=np.array(members, dtype=float), samples=samples)
+
+
+def fake_evaluations(shift: float):
+    """Every split has 4 labelled samples (label 0); OOD scores are shifted by ``shift`` per model."""
+    evaluations = {}
+    for model, bonus in (("de", 0.0), ("sed", shift)):
+
+        def add(split, ensemble, soup, members, pds, unique, bma, labels=(0, 0, 0, 0), model=model):
+            evaluations[model, split] = evaluation(list(labels), ensemble, soup, members, pds, unique, bma)
+
+        add("val", [0, 0, 0, 1], [0, 0, 0, 0], [0.5, 0.75], [1, 1, 1, 1], [1, 1, 1, 1], [0.9] * 4)
+        add("test", [0, 0, 0, 1], [0, 0, 1, 1], [0.9, 0.6], [1.0, 1.1, 1.2, 1.3], [1, 1, 1, 2], [0.9, 0.8, 0.7, 0.6])
+        for corruption, correct in (("fog", 2), ("snow", 1)):
+            for severity in (1, 5):
+                ensemble = [0] * correct + [1] * (4 - correct)
+                ood = [1.5 + bonus] * 4
+                add(f"{corruption}-{severity}", ensemble, [1] * 4, [0.25, 0.5], ood, [2 + bonus] * 4, [0.5] * 4)
+        add("digits", [1] * 4, [1] * 4, [np.nan, np.nan], [1.15 + bonus] * 4, [1 + bonus] * 4, [0.95] * 4,
+            labels=(-1, -1, -1, -1))  # fmt: skip
+    return evaluations
+
+
+def test_generalisation_table_hand_computed():
+    summary, per_corruption = generalisation_tables(fake_evaluations(0.5), CONFIG)
+    de = summary[summary["model"] == "de"].set_index("aggregation")
+    assert de.loc["ensemble", "test"] == pytest.approx(0.75)
+    assert de.loc["soup", "test"] == pytest.approx(0.5)
+    assert de.loc["best_single_oracle", "test"] == pytest.approx(0.9)
+    # member 1 is best on val (0.75 > 0.5), so the val-selected member reports member 1 everywhere
+    assert de.loc["best_single_val", "test"] == pytest.approx(0.6)
+    assert de.loc["best_single_val", "C-5"] == pytest.approx(0.5)
+    # fog 2/4 and snow 1/4 correct: C-1 = mean(0.5, 0.25)
+    assert de.loc["ensemble", "C-1"] == pytest.approx(0.375)
+    assert de.loc["best_single_oracle", "C-5"] == pytest.approx(0.5)
+    assert de.loc["mean_single", "C-1"] == pytest.approx(0.375)
+    assert len(per_corruption) == 2 * 5 * 2 * 2  # models x aggregations x corruptions x severities
+    assert list(table1(summary).columns) == ["Method", "Test", "C-1", "C-5"]
+    assert table1(summary).iloc[0]["Test"] == 75.0
+
+
+def test_ood_sets_pool_corruptions_by_severity():
+    assert ood_sets(CONFIG) == {"C-1": ["fog-1", "snow-1"], "C-5": ["fog-5", "snow-5"], "digits": ["digits"]}
+
+
+def test_detection_table_directions_and_pooling():
+    detection = detection_table(fake_evaluations(0.5), CONFIG).set_index(["model", "score", "ood_set"])
+    # PDS: test 1.0..1.3 vs corrupted 1.5 -> perfectly separated, higher = OOD
+    assert detection.loc[("de", "pds", "C-1"), "auroc"] == pytest.approx(1.0)
+    assert detection.loc[("de", "pds", "C-1"), "fpr95"] == pytest.approx(0.0)
+    # BMA: test 0.6..0.9 vs corrupted 0.5; low confidence = OOD, so also perfect
+    assert detection.loc[("de", "bma", "C-5"), "auroc"] == pytest.approx(1.0)
+    # digits: PDS 1.15 for the deep ensemble; beats 1.0 and 1.1 only -> AUROC = 2/4
+    assert detection.loc[("de", "pds", "digits"), "auroc"] == pytest.approx(0.5)
+    # with the +0.5 shift SED's digits PDS (1.65) is above every test value
+    assert detection.loc[("sed", "pds", "digits"), "auroc"] == pytest.approx(1.0)
+    # BMA on digits (0.95) is above every test confidence: the detector is inverted
+    assert detection.loc[("de", "bma", "digits"), "auroc"] == pytest.approx(0.0)
+    wide = table3(detection.reset_index())
+    assert list(wide.columns) == ["Method", "C-1", "C-5", "digits"]
+    assert wide.set_index("Method").loc["SED / PDS", "digits"] == 100.0
+
+
+def test_diversity_and_summary_report_the_signature():
+    evaluations = fake_evaluations(0.5)
+    diversity = diversity_table(evaluations, CONFIG).set_index(["model", "split"])
+    assert diversity.loc[("de", "test"), "num_unique"] == pytest.approx(1.25)
+    assert diversity.loc[("sed", "C-1"), "num_unique"] == pytest.approx(2.5)
+    assert diversity.loc[("sed", "digits"), "pds"] == pytest.approx(1.65)
+    summary, _ = generalisation_tables(evaluations, CONFIG)
+    text = results_summary(summary, detection_table(evaluations, CONFIG), diversity.reset_index(), CONFIG)
+    assert "SED vs DE" in text and "appears" in text and "does not" not in text
+    assert "test 75.0 %" in text
+    assert "higher on 3 of 3 OOD sets" in text
+    assert "PDS beats BMA on 1 of 3 sets" in text  # DE: digits 50 % > 0 %; C-1/C-5 tie at 100 %
+
+
+def test_summary_says_plainly_when_the_signature_is_missing():
+    evaluations = fake_evaluations(-0.1)  # SED disagrees less than the deep ensemble off-distribution
+    summary, _ = generalisation_tables(evaluations, CONFIG)
+    text = results_summary(summary, detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG), CONFIG)
+    assert "does not fully appear" in text
+    assert "higher on 0 of 3 OOD sets" in text
