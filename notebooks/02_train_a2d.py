@@ -34,8 +34,9 @@
 # matching per round, all pairs in one batched step) and `all` (every pair).
 #
 # This notebook trains each model of the params file. The default study compares a **deep
-# ensemble** (λ = 0: no diversity term, every member trained on every batch) with **SED-A2D**
-# (λ = 0.5, κ = 1), five members each. The first epoch is frozen (losses measured, no update), and the
+# ensemble** (λ = 0: no diversity term) with **SED-A2D** (λ = 0.5, κ = 0.5, the published
+# semantic-OOD detection setting), five members each. Both use the same stochastic pairs, so they
+# differ only in the diversity term. The first epoch is frozen (losses measured, no update), and the
 # learning rate follows the published cosine schedule.
 
 # %% tags=["parameters"]

@@ -64,17 +64,13 @@ display(Markdown(table3(detection).to_markdown(index=False)))
 # %% [markdown]
 # ## Every score
 #
-# AUROC (higher is better) and FPR@95 (lower is better) for every score and model.
+# Every score of `sedlib.scores` for every model: AUROC (higher is better), FPR at 95 % TPR (lower is
+# better) and AUPR with OOD as the positive class (higher is better).
 
 # %%
 #| label: tbl-ood-det-all
-#| tbl-cap: "AUROC (%) of every score."
-display(Markdown(detection_wide(detection, "auroc").to_markdown(index=False)))
-
-# %%
-#| label: tbl-ood-det-fpr
-#| tbl-cap: "FPR at 95 % TPR (%) of every score."
-display(Markdown(detection_wide(detection, "fpr95").to_markdown(index=False)))
+#| tbl-cap: "AUROC / FPR@95 / AUPR-out (%) of every score for each OOD set (ID = clean test split)."
+display(Markdown(detection_wide(detection, ("auroc", "fpr95", "aupr_out")).to_markdown(index=False)))
 
 # %% [markdown]
 # ## Diversity

@@ -45,8 +45,9 @@ diversity = pd.read_csv(run.results / "diversity.csv")
 tables = {
     "table1_ood_generalisation": table1(ood_gen),
     "table3_ood_detection": table3(ood_det),
-    "ood_detection_auroc_all_scores": detection_wide(ood_det, "auroc"),
-    "ood_detection_fpr95_all_scores": detection_wide(ood_det, "fpr95"),
+    "ood_detection_auroc_all_scores": detection_wide(ood_det, ("auroc",)),
+    "ood_detection_fpr95_all_scores": detection_wide(ood_det, ("fpr95",)),
+    "ood_detection_aupr_out_all_scores": detection_wide(ood_det, ("aupr_out",)),
 }
 for name, table in tables.items():
     (run.tables / f"{name}.md").write_text(table.to_markdown(index=False) + "\n")

@@ -155,7 +155,7 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     axes[2].set_xticks(np.arange(len(split_names)) + width * (len(labels) - 1) / 2, split_names)
     axes[2].set_title("mean #unique member predictions")
     axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     for axis in axes:
         axis.tick_params(axis="x", labelsize=8)
         axis.grid(axis="y", alpha=0.3)

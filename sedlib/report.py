@@ -67,7 +67,6 @@ EMBEDDED_CELLS: tuple[tuple[str, str], ...] = (
     ("notebooks/03_eval_ood_gen.ipynb", "fig-corruptions"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-ood-det"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-ood-det-all"),
-    ("notebooks/04_eval_ood_det.ipynb", "tbl-ood-det-fpr"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-diversity"),
     ("notebooks/04_eval_ood_det.ipynb", "fig-roc"),
     ("notebooks/04_eval_ood_det.ipynb", "fig-score-histograms"),

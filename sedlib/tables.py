@@ -183,10 +183,23 @@ def table3(detection: pd.DataFrame, scores: tuple[str, ...] = ("bma", "pds")) ->
     return table
 
 
-def detection_wide(detection: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Every score of every model in rows, one ``metric`` column (%) per OOD set."""
-    table = detection.pivot_table(index=["label", "score_label"], columns="ood_set", values=metric, sort=False)
-    table = (100 * table).round(1).reset_index().rename(columns={"label": "Model", "score_label": "Score"})
+METRIC_LABELS = {"auroc": "AUROC", "fpr95": "FPR@95", "aupr_out": "AUPR-out", "aupr_in": "AUPR-in"}
+
+
+def detection_wide(detection: pd.DataFrame, metrics: tuple[str, ...] = ("auroc",)) -> pd.DataFrame:
+    """Every score of every model in rows, one column per OOD set.
+
+    With one metric a cell holds its value in %; with several, the values joined by " / " in the
+    order given (e.g. ``AUROC / FPR@95 / AUPR-out``).
+    """
+    values = (100 * detection[list(metrics)]).round(1)
+    cells = values.astype(str).agg(" / ".join, axis=1) if len(metrics) > 1 else values[metrics[0]]
+    frame = detection.assign(cell=cells)
+    table = frame.pivot_table(
+        index=["label", "score_label"], columns="ood_set", values="cell", aggfunc="first", sort=False
+    )
+    table = table[list(dict.fromkeys(detection["ood_set"]))].reset_index()
+    table = table.rename(columns={"label": "Model", "score_label": "Score"})
     table.columns.name = None
     return table
 
@@ -229,6 +242,13 @@ def results_summary(
             f"OOD sets and mean PDS on {len(pds_higher)} of {len(sets)}. On the clean test split: #unique "
             f"{ours.loc[id_split, 'num_unique']:.2f} vs {base.loc[id_split, 'num_unique']:.2f}, PDS "
             f"{ours.loc[id_split, 'pds']:.2f} vs {base.loc[id_split, 'pds']:.2f}."
+        )
+        auroc_of = detection.set_index(["model", "score", "ood_set"])["auroc"]
+        better = [s for s in sets if auroc_of[name, "pds", s] > auroc_of[reference, "pds", s]]
+        lines.append(
+            f"Whether that disagreement separates OOD from ID better is a separate question: {label}'s PDS has "
+            f"the higher AUROC on {len(better)} of {len(sets)} OOD sets"
+            + (f" ({', '.join(better)})." if better else ".")
         )
         lines.append("")
         for s in sets:

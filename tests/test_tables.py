@@ -6,6 +6,7 @@ from sedlib.config import RunConfig
 from sedlib.evaluate import SplitEvaluation
 from sedlib.tables import (
     detection_table,
+    detection_wide,
     diversity_table,
     generalisation_tables,
     ood_sets,
@@ -109,6 +110,8 @@ def test_diversity_and_summary_report_the_signature():
     assert "SED vs DE" in text and "appears" in text and "does not" not in text
     assert "test 75.0 %" in text
     assert "higher on 3 of 3 OOD sets" in text
+    # SED's digits PDS AUROC is 1.0 against the deep ensemble's 0.5; C-1/C-5 tie at 1.0
+    assert "PDS has the higher AUROC on 1 of 3 OOD sets (digits)" in text
     assert "PDS beats BMA on 1 of 3 sets" in text  # DE: digits 50 % > 0 %; C-1/C-5 tie at 100 %
 
 
@@ -118,3 +121,14 @@ def test_summary_says_plainly_when_the_signature_is_missing():
     text = results_summary(summary, detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG), CONFIG)
     assert "does not fully appear" in text
     assert "higher on 0 of 3 OOD sets" in text
+
+
+def test_detection_wide_joins_metrics_per_cell():
+    detection = detection_table(fake_evaluations(0.5), CONFIG)
+    one = detection_wide(detection, ("auroc",)).set_index(["Model", "Score"])
+    assert list(one.columns) == ["C-1", "C-5", "digits"]
+    assert one.loc[("DE", "PDS"), "digits"] == 50.0
+    joined = detection_wide(detection, ("auroc", "fpr95")).set_index(["Model", "Score"])
+    # digits, DE, PDS: OOD 1.15 everywhere; detecting 95 % of it needs threshold 1.15, which flags the ID
+    # values 1.2 and 1.3 -> FPR 2/4
+    assert joined.loc[("DE", "PDS"), "digits"] == "50.0 / 50.0"
