@@ -11,4 +11,9 @@ per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed
 (`sedlib.evaluate`). `python -m sedlib.bench` measures training speed.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+#: The checkout the package lives in (an editable install): params/, notebooks/, runs/, _quarto.yml.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent

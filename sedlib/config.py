@@ -30,10 +30,10 @@ from pathlib import Path
 
 import yaml
 
+from sedlib import PROJECT_ROOT
 from sedlib.metrics import CORRUPTIONS
 from sedlib.train import TrainConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 OOD_SETS = ("animal_mnist", "digits")
 
 

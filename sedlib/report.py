@@ -47,6 +47,8 @@ from pathlib import Path
 
 import yaml
 
+from sedlib import PROJECT_ROOT
+
 ARTICLE = "index.qmd"
 QUARTO_CONFIG = "_quarto.yml"
 SOURCE_DIR = "report"  # in the project root: the article and the files it needs
@@ -614,11 +616,6 @@ def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     return formats
 
 
-def default_project_root() -> Path:
-    """The checkout this package lives in (holding ``_quarto.yml`` and ``report/``)."""
-    return Path(__file__).resolve().parents[1]
-
-
 def render_report(
     run_dir: Path | str,
     project_root: Path | str | None = None,
@@ -651,7 +648,7 @@ def render_report(
             "or use engine='pandoc' (pandoc + Typst from PyPI)"
         )
     run_dir = Path(run_dir)
-    stage_report_sources(default_project_root() if project_root is None else project_root, run_dir)
+    stage_report_sources(PROJECT_ROOT if project_root is None else project_root, run_dir)
     if engine == "quarto" or (engine == "auto" and quarto is not None):
         return render_with_quarto(run_dir, formats, quarto)
     return render_with_pandoc(run_dir, formats)

@@ -33,6 +33,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from sedlib import PROJECT_ROOT
+
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",
@@ -45,7 +47,6 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The directory that holds the ``sedlib`` package (the checkout's root)."""
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs the idx files."""
