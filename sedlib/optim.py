@@ -27,9 +27,17 @@ from torch import Tensor
 
 
 class _MemberOptimizer(torch.optim.Optimizer):
-    """Shared step logic: update the selected rows of every parameter in place, run by run."""
+    """Shared step logic: update the selected rows of every parameter in place, run by run.
+
+    A *run* is a block of consecutive selected members; each run is updated by one call of torch's
+    fused multi-tensor kernel (``torch._fused_sgd_`` / ``torch._fused_adamw_``, the kernels behind
+    ``fused=True`` in `torch.optim`) over the run's views of all parameters, so a step costs one
+    kernel per run, reads and writes every element once, and copies nothing.
+    """
 
     _state_names: tuple[str, ...] = ()
+    #: AdamW's bias correction reads one step count per kernel call, so its runs must share it.
+    _runs_share_step_count = False
 
     def __init__(self, params: Iterable[Tensor], defaults: dict) -> None:
         super().__init__(params, defaults)
@@ -37,6 +45,7 @@ class _MemberOptimizer(torch.optim.Optimizer):
             members = {p.shape[0] for p in group["params"]}
             if len(members) != 1:
                 raise ValueError(f"all parameters must share the leading member axis, got sizes {sorted(members)}")
+        self._host_steps: dict[int, list[int]] = {}
 
     def _state(self, p: Tensor) -> dict[str, Tensor]:
         state = self.state[p]
@@ -46,64 +55,70 @@ class _MemberOptimizer(torch.optim.Optimizer):
             state["step"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
         return state
 
+    def _step_counts(self, index: int, group: dict) -> list[int]:
+        """Host copy of the group's per-member step counts (read once from the state, then kept)."""
+        if index not in self._host_steps:
+            self._host_steps[index] = self._state(group["params"][0])["step"].long().tolist()
+        return self._host_steps[index]
+
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor], members: Tensor | Sequence[int] | None = None) -> None:  # type: ignore[override]
         """Update the rows ``members`` of every parameter with ``grads``.
 
         The rows are updated in place through views, so nothing of the size of a member is copied;
-        the gradients are used as scratch space and are overwritten.
+        the gradients may be used as scratch space.
 
         Args:
             grads: one gradient per parameter (in ``param_groups`` order), shaped ``(k, ...)`` for
                 ``k`` selected members, or ``(M, ...)`` when ``members`` is None.
             members: ``(k,)`` distinct member indices in increasing order (a CPU tensor or a
-                sequence: they are read on the host), or None for all members. Consecutive members
-                are updated together, so a step costs kernels per run of members, not per member.
+                sequence: they are read on the host), or None for all members.
         """
         params = [p for group in self.param_groups for p in group["params"]]
         if len(grads) != len(params):
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
-        runs = None if members is None else _contiguous_runs(members)
         grads_left = iter(grads)
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad, state = next(grads_left), self._state(p)
-                if runs is None:
-                    targets = [(p, grad, state)]
-                else:
-                    targets = [
-                        (
-                            p.narrow(0, row, length),
-                            grad.narrow(0, position, length),
-                            {name: value.narrow(0, row, length) for name, value in state.items()},
-                        )
-                        for position, row, length in runs
-                    ]
-                for values, run_grad, run_state in targets:
-                    run_state["step"] += 1
-                    self._update(group, values, run_grad, run_state)
+        for index, group in enumerate(self.param_groups):
+            # The fused kernels walk memory in the parameters' layout; autograd may hand back
+            # transposed gradients (e.g. of a weight used as w.T), so make them dense first.
+            group_grads = [next(grads_left).contiguous() for _ in group["params"]]
+            states = [self._state(p) for p in group["params"]]
+            rows = list(range(group["params"][0].shape[0])) if members is None else _increasing(members)
+            counts = self._step_counts(index, group)
+            key = counts.__getitem__ if self._runs_share_step_count else None
+            for position, row, length in _contiguous_runs(rows, key):
+                for state in states:
+                    state["step"].narrow(0, row, length).add_(1)
+                self._update(
+                    group,
+                    [p.narrow(0, row, length) for p in group["params"]],
+                    [g.narrow(0, position, length) for g in group_grads],  # made dense above
+                    [{name: value.narrow(0, row, length) for name, value in state.items()} for state in states],
+                )
+            for row in rows:
+                counts[row] += 1
 
-    def _update(self, group: dict, p: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
         raise NotImplementedError
 
 
-def _contiguous_runs(members: Tensor | Sequence[int]) -> list[tuple[int, int, int]]:
-    """``(position in members, first row, length)`` of each run of consecutive member indices."""
+def _increasing(members: Tensor | Sequence[int]) -> list[int]:
     rows = members.tolist() if isinstance(members, Tensor) else [int(member) for member in members]
     if any(later <= earlier for earlier, later in zip(rows, rows[1:])):
         raise ValueError(f"members must be distinct and increasing, got {rows}")
+    return rows
+
+
+def _contiguous_runs(rows: Sequence[int], key=None) -> list[tuple[int, int, int]]:
+    """``(position in rows, first row, length)`` of each run of consecutive rows (with equal ``key(row)``)."""
     runs: list[tuple[int, int, int]] = []
     for position, row in enumerate(rows):
-        if runs and runs[-1][1] + runs[-1][2] == row:
-            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        last = runs[-1] if runs else None
+        if last and last[1] + last[2] == row and (key is None or key(row) == key(last[1])):
+            runs[-1] = (last[0], last[1], last[2] + 1)
         else:
             runs.append((position, row, 1))
     return runs
-
-
-def _per_member(values: Tensor, like: Tensor) -> Tensor:
-    """``(k,)`` -> ``(k, 1, ..., 1)`` broadcastable against ``like``."""
-    return values.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 class MemberSGD(_MemberOptimizer):
@@ -123,13 +138,21 @@ class MemberSGD(_MemberOptimizer):
             raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
-    def _update(self, group: dict, p: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
-        if group["weight_decay"]:
-            grad.add_(p, alpha=group["weight_decay"])
-        if group["momentum"]:
-            # A zero buffer times momentum plus the gradient equals torch's first-step clone exactly.
-            grad = state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-        p.add_(grad, alpha=-group["lr"])
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
+        # Zero-initialised buffers make every step a plain momentum step: momentum * 0 + grad is
+        # exactly torch's first-step clone of the gradient.
+        torch._fused_sgd_(
+            params,
+            grads,
+            [state["momentum_buffer"] for state in states] if group["momentum"] else [],
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            lr=group["lr"],
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+            is_first_step=False,
+        )
 
 
 class MemberAdamW(_MemberOptimizer):
@@ -144,6 +167,7 @@ class MemberAdamW(_MemberOptimizer):
     """
 
     _state_names = ("exp_avg", "exp_avg_sq")
+    _runs_share_step_count = True
 
     def __init__(
         self,
@@ -157,16 +181,20 @@ class MemberAdamW(_MemberOptimizer):
             raise ValueError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
-    def _update(self, group: dict, p: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
         beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        p.mul_(1 - lr * group["weight_decay"])
-        state["exp_avg"].lerp_(grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        # Bias corrections in float64, as torch computes them from a Python float.
-        steps = state["step"].double()
-        correction1 = _per_member((1 - beta1**steps).to(p.dtype), p)
-        correction2_sqrt = _per_member((1 - beta2**steps).sqrt().to(p.dtype), p)
-        step_size = lr / correction1
-        update = state["exp_avg_sq"].sqrt().div_(correction2_sqrt).add_(group["eps"])
-        p.sub_(update.reciprocal_().mul_(state["exp_avg"]).mul_(step_size))
+        torch._fused_adamw_(
+            params,
+            grads,
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            [state["step"][0] for state in states],  # the run shares one count (see _runs_share_step_count)
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
+        )

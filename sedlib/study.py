@@ -3,9 +3,9 @@
 Training (stage 02) fits each model of ``config.models`` on the cached train passes with
 `sedlib.train.train_ensemble`, validating on ``val`` every epoch, and writes
 ``models/<name>.safetensors`` (+ JSON sidecar), ``models/<name>_log.csv`` and
-``models/<name>_train.json`` (what the model was trained from). A model whose record matches the
-current settings and features is loaded instead of retrained; one that does not is retrained, and the
-reason is printed.
+``models/<name>_train.json`` (what the model was trained from: settings, features and a hash of the
+training code). A model whose record matches is loaded instead of retrained; one that does not is
+retrained, and the reason is printed.
 
 Evaluation (stages 03-04) streams every split through every model once (`sedlib.evaluate`), and
 derives the generalisation and detection tables from the per-sample results (`sedlib.tables`).
@@ -13,8 +13,10 @@ derives the generalisation and detection tables from the per-sample results (`se
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -51,6 +53,17 @@ def head_config(config: RunConfig, spec: ModelSpec, feature_dim: int, num_classe
     )
 
 
+TRAINING_CODE = ("ensemble.py", "losses.py", "optim.py", "train.py")
+
+
+def training_code_hash() -> str:
+    """Hash of the modules that determine a trained model: a change to them retrains, not reuses."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, train_hash: str, val_hash: str) -> dict:
     return {
         "model": spec.name,
@@ -58,6 +71,7 @@ def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, trai
         "heads": heads.to_dict(),
         "train": json.loads(json.dumps(spec.train.to_dict())),
         "features": {"train": train_hash, "val": val_hash},
+        "code": training_code_hash(),
     }
 
 
@@ -113,6 +127,11 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
             raise ValueError(
                 f"{run.model_path(name)} was trained with other settings than {config.source} now gives for "
                 f"models.{name}; rerun notebooks/02_train_a2d"
+            )
+        if record.get("code") != training_code_hash():
+            raise ValueError(
+                f"{run.model_path(name)} was trained by another version of the training code "
+                f"({', '.join(TRAINING_CODE)}); rerun notebooks/02_train_a2d"
             )
         ensemble = HeadEnsemble.load(run.model_path(name), expected=HeadConfig(**record["heads"]), device=device)
         models[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)

@@ -99,3 +99,17 @@ def test_rejects_members_out_of_order():
     optimizer = MemberSGD(make_params(), lr=0.1)
     with pytest.raises(ValueError, match="increasing"):
         optimizer.step([torch.zeros((2,) + shape[1:]) for shape in SHAPES], members=[3, 1])
+
+
+@pytest.mark.parametrize("optimizer", [lambda p: MemberSGD(p, lr=0.1, momentum=0.9), lambda p: MemberAdamW(p, lr=0.01)])
+def test_transposed_gradients_update_the_right_elements(optimizer):
+    # autograd returns the gradient of a weight used as w.T in the transposed layout
+    dense, strided = make_params(), make_params()
+    generator = torch.Generator().manual_seed(3)
+    grads = [torch.randn((2,) + shape[1:], generator=generator) for shape in SHAPES]
+    transposed = [g.transpose(-1, -2).contiguous().transpose(-1, -2) if g.dim() == 3 else g for g in grads]
+    assert not transposed[0].is_contiguous()
+    optimizer(dense).step([g.clone() for g in grads], members=[1, 4])
+    optimizer(strided).step(transposed, members=[1, 4])
+    for a, b in zip(dense, strided):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
