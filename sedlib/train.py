@@ -178,6 +178,28 @@ class StepPlan:
         )
 
 
+_PLAN_TENSORS = ("rows", "members", "member_group", "pairs")
+
+
+def plans_to(plans: list[StepPlan], device: torch.device) -> list[StepPlan]:
+    """Move an epoch of plans to ``device`` in one transfer (an epoch has ~10^5 steps at paper scale).
+
+    The index tensors of all plans are concatenated, copied once, and split back into views.
+    """
+    device = torch.device(device)
+    if not plans or all(plan.rows.device == device for plan in plans):
+        return plans
+    return _map_plan_tensors(plans, lambda flat: flat.to(device))
+
+
+def _map_plan_tensors(plans: list[StepPlan], function) -> list[StepPlan]:
+    """Apply ``function`` once to all index tensors of ``plans``, concatenated; rebuild the plans from views."""
+    parts = [getattr(plan, name) for plan in plans for name in _PLAN_TENSORS]
+    mapped = function(torch.cat([part.reshape(-1) for part in parts])).split([part.numel() for part in parts])
+    views = iter(view.view(part.shape) for view, part in zip(mapped, parts))
+    return [dataclasses.replace(plan, **{name: next(views) for name in _PLAN_TENSORS}) for plan in plans]
+
+
 def _plan_step(rows: Tensor, pair_members: Tensor, pair_group: Tensor, pairs_per_member: int) -> StepPlan:
     members = pair_members.flatten().unique()
     positions = torch.searchsorted(members, pair_members)
@@ -408,12 +430,10 @@ class EnsembleTrainer:
         features = features.to(self.device, torch.float32)
         labels = labels.to(self.device, torch.long)
         generator = torch.Generator().manual_seed(epoch_seed(config, epoch))
-        plans = [
-            plan.to(self.device)
-            for plan in plan_epoch(
-                config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator
-            )
-        ]
+        plans = plans_to(
+            plan_epoch(config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator),
+            self.device,
+        )
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)

@@ -249,3 +249,19 @@ def test_all_schedule_weighs_samples_by_the_whole_ensemble():
     alpha = EnsembleTrainer._hardness_weights(step, logits, labels[step.rows])
     expected = torch.nn.functional.cross_entropy(logits.mean(0), labels[step.rows[0]], reduction="none")
     torch.testing.assert_close(alpha[0], expected / expected.mean() ** 2)
+
+
+def test_plans_move_in_one_transfer_and_keep_their_values():
+    from sedlib.train import _map_plan_tensors, plans_to
+
+    plans = plan_epoch("matching", 37, 5, 4, torch.Generator().manual_seed(0))
+    moved = plans_to(plans, torch.device("meta"))
+    assert len(moved) == len(plans)
+    for before, after in zip(plans, moved):
+        assert after.rows.device.type == "meta" and after.rows.shape == before.rows.shape
+        assert after.pairs.shape == before.pairs.shape and after.member_ids == before.member_ids
+    # the concatenate-map-split path puts every value back in its own plan and field
+    negated = _map_plan_tensors(plans, torch.neg)
+    for before, after in zip(plans, negated):
+        for name in ("rows", "members", "member_group", "pairs"):
+            assert torch.equal(-getattr(before, name), getattr(after, name))
