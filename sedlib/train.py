@@ -34,6 +34,7 @@ kernels can change the last bits between runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ from sedlib.progress import tqdm
 SCHEDULES = ("iid", "matching", "all")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "tf32", "bf16")
 PUBLISHED_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.1}
 
 
@@ -83,6 +85,9 @@ class TrainConfig:
         seed: seeds the initialisation and, per epoch, the shuffles, pairs and roles.
         eval_batch_size: rows per batch for the per-epoch validation.
         check_every: steps between checks for a non-finite loss (and progress bar updates).
+        precision: ``fp32`` (default); ``tf32`` lets CUDA matmuls use TensorFloat-32 (no effect on the
+            CPU); ``bf16`` runs the heads' forward and backward under bfloat16 autocast (weights,
+            optimiser state and the loss's softmax stay fp32).
     """
 
     schedule: str = "iid"
@@ -103,11 +108,12 @@ class TrainConfig:
     seed: int = 42
     eval_batch_size: int = 1024
     check_every: int = 100
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", PUBLISHED_WEIGHT_DECAY.get(self.optimizer))
-        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -256,6 +262,21 @@ def plan_epoch(
     return plans
 
 
+@contextlib.contextmanager
+def _precision(precision: str, device: torch.device):
+    """Matmul precision of one step: fp32, TF32 matmuls on CUDA, or bfloat16 autocast."""
+    if precision == "tf32" and device.type == "cuda":
+        matmul = torch.backends.cuda.matmul
+        previous, matmul.fp32_precision = matmul.fp32_precision, "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = previous
+    else:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+
+
 def epoch_seed(config: TrainConfig, epoch: int) -> int:
     """Seed of an epoch's shuffle and pairs: ``seed + epoch``, minus one after a frozen first epoch.
 
@@ -335,7 +356,7 @@ class EnsembleTrainer:
             }
         x = features[plan.rows]
         y = labels[plan.rows]
-        with torch.set_grad_enabled(update):
+        with torch.set_grad_enabled(update), _precision(self.config.precision, self.device):
             inputs = x[0] if x.shape[0] == 1 else x[plan.member_group]
             logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
             pair_group = plan.member_group[plan.pairs[:, 0]]

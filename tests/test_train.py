@@ -265,3 +265,31 @@ def test_plans_move_in_one_transfer_and_keep_their_values():
     for before, after in zip(plans, negated):
         for name in ("rows", "members", "member_group", "pairs"):
             assert torch.equal(-getattr(before, name), getattr(after, name))
+
+
+def _fit(precision, schedule="iid"):
+    features, labels = clustered_features(96, 12, 3, seed=4)
+    config = TrainConfig(schedule=schedule, batch_size=16, epochs=3, lam=0.5, kappa=1.0, precision=precision, seed=1)
+    heads = HeadConfig(num_members=4, feature_dim=12, hidden_dim=20, num_classes=3)
+    return train_ensemble(heads, config, features, labels, progress=False)
+
+
+def test_tf32_is_plain_fp32_off_cuda():
+    fp32, _ = _fit("fp32")
+    tf32, _ = _fit("tf32")
+    for a, b in zip(fp32.parameters(), tf32.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights():
+    fp32, fp32_log = _fit("fp32", "matching")
+    bf16, bf16_log = _fit("bf16", "matching")
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(fp32.parameters(), bf16.parameters()))  # autocast did act
+    assert np.isfinite(bf16_log["total_loss"]).all()
+    assert bf16_log["task_loss"].iloc[-1] == pytest.approx(fp32_log["task_loss"].iloc[-1], rel=0.05)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp8")
