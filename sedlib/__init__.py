@@ -11,9 +11,20 @@ per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed
 (`sedlib.evaluate`). `python -m sedlib.bench` measures training speed.
 """
 
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 __version__ = "0.1.0"
 
 #: The checkout the package lives in (an editable install): params/, notebooks/, runs/, _quarto.yml.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_hash(root: Path, paths: Iterable[Path]) -> str:
+    """sha256 over files' paths (relative to ``root``) and contents: what a cached result was made by."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

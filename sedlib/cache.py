@@ -25,7 +25,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,7 +140,8 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True) -> pd.
         before: missing / partial / complete), ``seconds`` spent now, ``file``.
     """
     cache, data = config.cache, config.data
-    backbone = load_backbone(cache.backbone, pretrained=True, device=resolve_device(config.device))
+    device = resolve_device(config.device)
+    backbone = load_backbone(cache.backbone, pretrained=True, device=device)
     rows = []
     for plan in plan_splits(config):
         images, index = source_images(config, plan)
@@ -172,7 +172,7 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True) -> pd.
                 batch = augment(batch, data.seed, pass_index, rows_index, scale=tuple(cache.augmentation_scale))
             elif plan.kind == "corruption":
                 batch = corrupt_images(batch, plan.corruption, plan.severity, data.seed, rows_index)
-            features = extract_features(backbone, batch, cache.batch_size, device=backbone_device(backbone))
+            features = extract_features(backbone, batch, cache.batch_size, device=device)
             return features, images.labels[rows_index], rows_index
 
         started = time.perf_counter()
@@ -222,15 +222,6 @@ def resolve_device(device: str):
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for, but torch sees no GPU; set device: auto or cpu")
     return torch.device(device)
-
-
-def backbone_device(backbone):
-    return next(backbone.parameters()).device
-
-
-def feature_paths(run: RunDir, config: RunConfig) -> list[Path]:
-    """The feature files a run's later stages read, in plan order."""
-    return [run.features / f"{plan.name}.h5" for plan in plan_splits(config)]
 
 
 def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from collections.abc import Mapping
@@ -317,12 +315,6 @@ class RunConfig:
             },
             "eval": plain(dataclasses.asdict(self.eval)),
         }
-
-    def section_hash(self, *keys: str) -> str:
-        """Short sha256 of the named sections of `to_dict` (what a stage's output depends on)."""
-        resolved = self.to_dict()
-        payload = json.dumps({key: resolved[key] for key in keys}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _train_config(values: dict, where: str) -> TrainConfig:

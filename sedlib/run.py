@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sedlib import progress
+from sedlib import progress, source_hash
 from sedlib.config import PROJECT_ROOT, RunConfig, load_config
 from sedlib.rundir import RunDir
 
@@ -64,11 +64,7 @@ def _sha256(path: Path) -> str:
 
 def library_hash() -> str:
     """Hash of the `sedlib` sources: a change to the library reruns the stages that use it."""
-    digest = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "sedlib").rglob("*.py")):
-        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return source_hash(PROJECT_ROOT, sorted((PROJECT_ROOT / "sedlib").rglob("*.py")))
 
 
 def stage_outputs(run: RunDir, stage: Stage) -> dict[str, str]:

@@ -13,7 +13,6 @@ derives the generalisation and detection tables from the per-sample results (`se
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from sedlib import source_hash
 from sedlib.cache import load_split, plan_splits, resolve_device
 from sedlib.config import ModelSpec, RunConfig
 from sedlib.ensemble import HeadConfig, HeadEnsemble
@@ -58,10 +58,8 @@ TRAINING_CODE = ("ensemble.py", "losses.py", "optim.py", "train.py")
 
 def training_code_hash() -> str:
     """Hash of the modules that determine a trained model: a change to them retrains, not reuses."""
-    digest = hashlib.sha256()
-    for name in TRAINING_CODE:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
+    package = Path(__file__).parent
+    return source_hash(package, [package / name for name in TRAINING_CODE])[:16]
 
 
 def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, train_hash: str, val_hash: str) -> dict:

@@ -183,9 +183,6 @@ def table3(detection: pd.DataFrame, scores: tuple[str, ...] = ("bma", "pds")) ->
     return table
 
 
-METRIC_LABELS = {"auroc": "AUROC", "fpr95": "FPR@95", "aupr_out": "AUPR-out", "aupr_in": "AUPR-in"}
-
-
 def detection_wide(detection: pd.DataFrame, metrics: tuple[str, ...] = ("auroc",)) -> pd.DataFrame:
     """Every score of every model in rows, one column per OOD set.
 
