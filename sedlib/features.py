@@ -52,6 +52,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from sedlib.progress import tqdm
 
@@ -355,7 +356,43 @@ def _verify_existing(path: Path, manifest: SplitManifest) -> None:
         _scan(handle, path, manifest)
 
 
-def read_split(path: str | Path, expected: SplitManifest | None = None, verify: bool = True) -> FeatureSplit:
+class PassReader:
+    """The features of a finished split, read one pass at a time (for training on paper-scale caches).
+
+    ``reader[p]`` reads pass ``p`` as a ``(rows, d)`` tensor of the stored dtype; HDF5 verifies the
+    checksum of every chunk read, and non-finite values raise `CorruptFeaturesError`. ``shape`` is
+    ``(passes, rows, d)``, so `sedlib.train` treats it like an array of passes without loading them all.
+
+    Attributes:
+        path: the split's file.
+        shape: ``(passes, rows, d)``.
+    """
+
+    def __init__(self, path: Path, manifest: SplitManifest) -> None:
+        self.path = Path(path)
+        self.shape = (manifest.passes, manifest.rows, manifest.feature_dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, pass_index: int) -> torch.Tensor:
+        if not 0 <= pass_index < self.shape[0]:
+            raise IndexError(f"{self.path} has {self.shape[0]} pass(es), asked for pass {pass_index}")
+        with _open(self.path, "r") as handle, _corrupt_on_error(self.path, f"reading pass {pass_index}"):
+            features = handle["features"][pass_index]
+        finite = np.isfinite(features)
+        if not finite.all():
+            row, _ = np.argwhere(~finite)[0]
+            raise CorruptFeaturesError(
+                f"{self.path}: features of pass {pass_index}, row {row} are not finite (NaN or inf). "
+                f"{_advice(self.path)}"
+            )
+        return torch.from_numpy(features)
+
+
+def read_split(
+    path: str | Path, expected: SplitManifest | None = None, verify: bool = True, lazy: bool = False
+) -> FeatureSplit:
     """Read a finished split.
 
     The file must be complete and its datasets must have the shapes of its manifest; HDF5 checks the
@@ -365,6 +402,8 @@ def read_split(path: str | Path, expected: SplitManifest | None = None, verify: 
         path: the split's file, e.g. ``runs/<run>/features/test.h5``.
         expected: if given, the stored manifest must equal it.
         verify: also check that every feature is finite.
+        lazy: leave the features on disk: ``features`` is a `PassReader` (``(passes, rows, d)``, one
+            pass read per access, checked then), and only labels and index are read now.
 
     Returns:
         The features (``(passes, rows, d)``, or ``(rows, d)`` for one pass), labels, index and manifest.
@@ -383,9 +422,11 @@ def read_split(path: str | Path, expected: SplitManifest | None = None, verify: 
         if expected is not None:
             _check_expected(path, manifest, expected)
         with _corrupt_on_error(path, "reading the data (checksum verification)"):
-            features = handle["features"][...]
+            features = None if lazy else handle["features"][...]
             labels = handle["labels"][...]
             index = handle["index"][...]
+    if lazy:
+        return FeatureSplit(PassReader(path, manifest), labels, index, manifest, created, path)
     if verify:
         finite = np.isfinite(features)
         if not finite.all():

@@ -120,6 +120,8 @@ def score_histograms(evaluations: Evaluations, config, scores: tuple[str, ...], 
 def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame) -> Figure:
     """Three panels: ensemble accuracy per split, PDS vs BMA AUROC per OOD set, #unique per split.
 
+    Models without a PDS row (one member) show BMA only.
+
     Args:
         table1: `sedlib.tables.generalisation_tables` summary.
         detection: `sedlib.tables.detection_table`.
@@ -129,7 +131,7 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     labels = list(dict.fromkeys(table1["label"]))
     width = 0.8 / len(labels)
     ensemble = table1[table1["aggregation"] == "ensemble"].set_index("label")
-    splits = [c for c in table1.columns if c == "test" or c.startswith("C-")]
+    splits = [c for c in table1.columns if c not in ("model", "label", "aggregation")]
     for k, label in enumerate(labels):
         axes[0].bar(
             np.arange(len(splits)) + k * width, 100 * ensemble.loc[label, splits].astype(float), width, label=label
@@ -140,6 +142,8 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     for k, label in enumerate(labels):
         for score, hatch in (("bma", ""), ("pds", "//")):
             chosen = detection[(detection["label"] == label) & (detection["score"] == score)].set_index("ood_set")
+            if chosen.empty:  # PDS of a one-member model (the backbone's own head)
+                continue
             offset = k * width + (0 if score == "bma" else width / 2)
             axes[1].bar(
                 np.arange(len(sets)) + offset, 100 * chosen.loc[sets, "auroc"], width / 2, hatch=hatch,
@@ -163,7 +167,15 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
 
 
 def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
-    """One row of images per entry (title -> ``(K, H, W, 3)`` uint8), titles on the left."""
+    """One row of images per entry (title -> ``(K, H, W, 3)`` uint8), titles on the left.
+
+    With no rows (features imported, images absent) the figure says so instead.
+    """
+    if not rows:
+        figure, axis = plt.subplots(figsize=(6, 0.8))
+        axis.set_axis_off()
+        axis.text(0.5, 0.5, "no images available: every split was imported as features", ha="center", va="center")
+        return figure
     count = max(len(images) for images in rows.values())
     figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
     for axis_row, (title, images) in zip(axes, rows.items()):

@@ -72,6 +72,7 @@ EMBEDDED_CELLS: tuple[tuple[str, str], ...] = (
     ("notebooks/04_eval_ood_det.ipynb", "tbl-diversity"),
     ("notebooks/04_eval_ood_det.ipynb", "fig-roc"),
     ("notebooks/04_eval_ood_det.ipynb", "fig-score-histograms"),
+    ("notebooks/05_tables.ipynb", "published"),
     ("notebooks/05_tables.ipynb", "fig-summary"),
     ("notebooks/05_tables.ipynb", "summary"),
 )

@@ -44,11 +44,17 @@ class Stage:
 
 
 STAGES = (
-    Stage("01_cache", ("data", "cache"), ("features/*.h5", "results/splits.csv", "results/figures/examples.png")),
-    Stage("02_train_a2d", ("head", "train", "models"), ("models/*", "results/figures/training_curves.png")),
-    Stage("03_eval_ood_gen", ("eval",), ("results/ood_gen*.csv", "results/figures/corruptions.png")),
     Stage(
-        "04_eval_ood_det", ("eval",), ("results/ood_det*.csv", "results/diversity.csv", "results/figures/ood_det_*.png")
+        "01_cache",
+        ("protocol", "data", "cache"),
+        ("features/*.h5", "features/pretrained_head.*", "results/splits.csv", "results/figures/examples.png"),
+    ),
+    Stage("02_train_a2d", ("head", "train", "models"), ("models/*", "results/figures/training_curves.png")),
+    Stage("03_eval_ood_gen", ("protocol", "eval"), ("results/ood_gen*.csv", "results/figures/corruptions.png")),
+    Stage(
+        "04_eval_ood_det",
+        ("protocol", "eval"),
+        ("results/ood_det*.csv", "results/diversity.csv", "results/figures/ood_det_*.png"),
     ),
     Stage("05_tables", ("description",), ("results/tables/*", "results/figures/summary.png", "results/summary.md")),
 )

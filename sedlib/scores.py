@@ -16,6 +16,9 @@ Scores and sources:
   Detection for Real-World Settings*, ICML 2022 (https://arxiv.org/abs/1911.11132).
 * A2D score: the negated A2D loss of Pagliardini et al., ICLR 2023, averaged over member pairs as
   in the SED code.
+* GEN: Liu, Lochman & Zach, *GEN: Pushing the Limits of Softmax-Based Out-of-Distribution
+  Detection*, CVPR 2023 (code: https://github.com/XixiLiu95/GEN; paper:
+  https://openaccess.thecvf.com/content/CVPR2023/html/Liu_GEN_Pushing_the_Limits_of_Softmax-Based_Out-of-Distribution_Detection_CVPR_2023_paper.html).
 
 Example:
     >>> logits = torch.tensor([[[4.0, 0.0]], [[0.0, 4.0]]])   # 2 members, 1 sample, 2 classes
@@ -120,30 +123,75 @@ def a2d_score(logits: Tensor) -> Tensor:
     return disagreement[off_diagonal].reshape(members, members - 1, -1).mean(dim=(0, 1))
 
 
+GEN_GAMMA = 0.1
+GEN_TOP_M = 100
+
+
+def generalized_entropy(logits: Tensor, gamma: float = GEN_GAMMA, top_m: int = GEN_TOP_M) -> Tensor:
+    """GEN, ``sum_{top-M c} p[c]^gamma (1 - p[c])^gamma`` with ``p = softmax(mean_m z_m)``. Higher = more OOD.
+
+    The generalized entropy of Liu, Lochman & Zach (CVPR 2023, Eq. 6) applied to the ensemble
+    prediction (the softmax of the mean logit, as `bma_confidence`), with the paper's defaults
+    ``gamma = 0.1`` and ``M = 100`` (M is clipped to the number of classes C). It is largest for a
+    flat prediction; the official code returns its negation as an ID score.
+
+    Args:
+        logits: ``(M, N, C)`` member logits.
+        gamma: exponent, in (0, 1).
+        top_m: number of largest probabilities summed.
+
+    Returns:
+        ``(N,)`` scores in ``(0, min(M, C) * 4^-gamma]``.
+
+    Example:
+        >>> flat, peaked = torch.zeros(1, 1, 4), torch.tensor([[[9.0, 0.0, 0.0, 0.0]]])
+        >>> bool(generalized_entropy(flat) > generalized_entropy(peaked))
+        True
+    """
+    if not 0 < gamma < 1:
+        raise ValueError(f"GEN needs 0 < gamma < 1, got {gamma!r}")
+    if top_m < 1:
+        raise ValueError(f"GEN needs top_m >= 1, got {top_m!r}")
+    probs = logits.mean(dim=0).softmax(dim=-1)
+    top = probs.topk(min(top_m, probs.shape[-1]), dim=-1).values
+    return (top.pow(gamma) * (1 - top).pow(gamma)).sum(dim=-1)
+
+
 @dataclass(frozen=True)
 class Score:
-    """A per-sample score and its orientation."""
+    """A per-sample score and its orientation.
+
+    Attributes:
+        name: key in `SCORES`.
+        function: member logits ``(M, N, C)`` -> ``(N,)``.
+        higher_is_ood: the direction of the score.
+        label: name in tables.
+        needs_members: the score measures disagreement between members, so a one-member model (the
+            backbone's own head) has none: it is constant there and left out of its tables.
+    """
 
     name: str
     function: Callable[[Tensor], Tensor]
     higher_is_ood: bool
     label: str
+    needs_members: bool = False
 
 
 SCORES: dict[str, Score] = {
     score.name: score
     for score in (
-        Score("pds", pds, True, "PDS"),
-        Score("num_unique", num_unique, True, "#unique"),
+        Score("pds", pds, True, "PDS", needs_members=True),
+        Score("num_unique", num_unique, True, "#unique", needs_members=True),
         Score("bma", bma_confidence, False, "BMA (MSP of mean logit)"),
         Score("mean_prob_msp", mean_probability_confidence, False, "MSP of mean probability"),
         Score("member_msp", mean_member_confidence, False, "mean member MSP"),
         Score("predictive_entropy", predictive_entropy, True, "predictive entropy"),
         Score("expected_entropy", expected_entropy, True, "expected entropy"),
-        Score("mutual_information", mutual_information, True, "mutual information"),
+        Score("mutual_information", mutual_information, True, "mutual information", needs_members=True),
         Score("energy", average_energy, True, "mean energy"),
         Score("max_logit", average_max_logit, False, "mean max logit"),
-        Score("a2d", a2d_score, True, "A2D score"),
+        Score("a2d", a2d_score, True, "A2D score", needs_members=True),
+        Score("gen", generalized_entropy, True, "GEN"),
     )
 }
 

@@ -17,17 +17,40 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from sedlib import source_hash
-from sedlib.cache import load_split, plan_splits, resolve_device
-from sedlib.config import ModelSpec, RunConfig
+from sedlib.cache import load_pretrained_head, load_split, plan_splits, resolve_device, training_rows
+from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.evaluate import SplitEvaluation, evaluate_split
 from sedlib.progress import tqdm
 from sedlib.rundir import RunDir
 from sedlib.train import train_ensemble
+
+
+class SelectedRows:
+    """Some rows of every pass of a lazily read train split, one pass in memory at a time.
+
+    Args:
+        passes: ``(P, N, d)``, indexable by pass (a `sedlib.features.PassReader`).
+        rows: ``(n,)`` sorted positions to keep.
+    """
+
+    def __init__(self, passes, rows: np.ndarray) -> None:
+        self.passes = passes
+        self.rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        self.shape = (passes.shape[0], len(rows), passes.shape[2])
+        self.everything = len(rows) == passes.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, pass_index: int) -> torch.Tensor:
+        features = self.passes[pass_index]
+        return features if self.everything else features.index_select(0, self.rows)
 
 
 @dataclass
@@ -67,6 +90,7 @@ def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, trai
         "model": spec.name,
         "label": spec.label,
         "heads": heads.to_dict(),
+        "head_init": config.head.init,
         "train": json.loads(json.dumps(spec.train.to_dict())),
         "features": {"train": train_hash, "val": val_hash},
         "code": training_code_hash(),
@@ -80,12 +104,14 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         name -> `TrainedModel`, in the params file's order.
     """
     device = resolve_device(config.device)
-    train, val = load_split(config, run, "train"), load_split(config, run, "val")
-    num_classes = int(train.labels.max()) + 1
+    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    num_classes = DATASET_CLASSES[config.data.dataset]
     feature_dim = train.features.shape[-1]
-    train_features = torch.from_numpy(train.features)
-    train_labels = torch.from_numpy(train.labels)
+    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    train_features = SelectedRows(train.features, keep)
+    train_labels = torch.from_numpy(train.labels[keep])
     val_features = torch.from_numpy(val.features.astype("float32"))
+    initial = load_pretrained_head(run) if config.head.init == "pretrained" else None
     trained = {}
     for name, spec in config.models.items():
         heads = head_config(config, spec, feature_dim, num_classes)
@@ -103,7 +129,15 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         record_path.unlink(missing_ok=True)
         tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs)")
         ensemble, log = train_ensemble(
-            heads, spec.train, train_features, train_labels, val_features, val.labels, device=device, progress=progress
+            heads,
+            spec.train,
+            train_features,
+            train_labels,
+            val_features,
+            val.labels,
+            device=device,
+            progress=progress,
+            initial=_replicated(initial, spec.num_members),
         )
         ensemble.save(run.model_path(name))
         log.to_csv(run.log_path(name), index=False)
@@ -112,10 +146,26 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     return trained
 
 
+def _replicated(head: HeadEnsemble | None, members: int) -> HeadEnsemble | None:
+    """M copies of a one-member ensemble (``head.init: pretrained``), or None."""
+    if head is None:
+        return None
+    state = {name: p[0] for name, p in head.named_parameters()}
+    return HeadEnsemble.from_member_state(state, members, head.config.norm_eps)
+
+
 def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
-    """Load the models stage 02 wrote, checking that each was trained with the current settings."""
+    """Load the models stage 02 wrote, checking that each was trained with the current settings.
+
+    With ``eval.pretrained_head`` the backbone's own head comes first, as a one-member model named
+    ``pretrained_head`` ("row zero").
+    """
     device = resolve_device(config.device)
     models = {}
+    if config.eval.pretrained_head:
+        label = config.evaluated_models()[PRETRAINED_HEAD_MODEL]
+        spec = ModelSpec(PRETRAINED_HEAD_MODEL, label, 1, next(iter(config.models.values())).train)
+        models[PRETRAINED_HEAD_MODEL] = TrainedModel(spec, load_pretrained_head(run, device), pd.DataFrame(), True)
     for name, spec in config.models.items():
         record_path = run.models / f"{name}_train.json"
         if not record_path.is_file():
@@ -134,6 +184,15 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
         ensemble = HeadEnsemble.load(run.model_path(name), expected=HeadConfig(**record["heads"]), device=device)
         models[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)
     return models
+
+
+def class_subset(config: RunConfig, split: str):
+    """The classes (indices into the model's classes) of a class-subset split such as ImageNet-A, else None."""
+    if split not in config.data.subset_sets:
+        return None
+    from sedlib.data.imagenet import subset_mask
+
+    return subset_mask(split)
 
 
 def evaluate_models(
@@ -156,12 +215,87 @@ def evaluate_models(
     for split_name in splits:
         split = load_split(config, run, split_name)
         features = torch.from_numpy(split.features.astype("float32"))
-        labels = split.labels
+        subset = class_subset(config, split_name)
         for name, model in models.items():
             bar.set_postfix_str(f"{name} on {split_name}", refresh=False)
             results[name, split_name] = evaluate_split(
-                model.ensemble, features, labels, config.eval.batch_size, scores, progress=False
+                model.ensemble,
+                features,
+                split.labels,
+                config.eval.batch_size,
+                scores,
+                progress=False,
+                class_subset=subset,
+                protocol=config.protocol,
             )
             bar.update()
     bar.close()
     return results
+
+
+FEATURE_DETECTORS_MODEL = "backbone_features"
+"""Model name of the rows of the detectors that read the backbone features alone (no heads)."""
+
+
+def detector_table(
+    config: RunConfig, run: RunDir, models: dict[str, TrainedModel], progress: bool = True
+) -> pd.DataFrame:
+    """Post-hoc detectors (`sedlib.detectors`) on the run's OOD sets, in the layout of `detection_table`.
+
+    Every detector is fitted on the first training pass (the rows training uses) and nothing else.
+    Mahalanobis, relative Mahalanobis and KNN read the backbone features, shared by all members, so
+    they give one row each (model ``backbone_features``); ViM reads a classifier's input, so it is
+    fitted per model on the model's weight soup (the backbone's own head for row zero).
+
+    Returns:
+        Columns ``model``, ``label``, ``score``, ``score_label``, ``ood_set``, ``auroc``, ``fpr95``,
+        ``aupr_out``, ``aupr_in``; empty when ``eval.detectors`` is empty.
+    """
+    from sedlib.detectors import DETECTORS, KNN, ViM, linear_head, penultimate_features
+    from sedlib.tables import detection_splits, ood_set_metrics
+
+    names = list(config.eval.detectors)
+    if not names:
+        return pd.DataFrame()
+    device = resolve_device(config.device)
+    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    fit_features = SelectedRows(train.features, keep)[0].float().numpy()
+    fit_labels = train.labels[keep]
+    splits = ["test", *detection_splits(config)]
+    features = {split: load_split(config, run, split).features.astype(np.float32) for split in splits}
+    rows = []
+
+    def add(model: str, label: str, detector, transform=lambda x: x, score_label: str | None = None) -> None:
+        values = {split: detector.score(transform(features[split])) for split in splits}
+        metrics = ood_set_metrics(config, values["test"], values, detector.name)
+        for ood_set, row in metrics.items():
+            rows.append(
+                {
+                    "model": model,
+                    "label": label,
+                    "score": detector.name,
+                    "score_label": score_label or detector.label,
+                    "ood_set": ood_set,
+                    **row,
+                }
+            )
+
+    bar = tqdm(total=len(names), desc="detectors", disable=not progress)
+    backbone_label = f"{config.cache.backbone} features"
+    for name in names:
+        bar.set_postfix_str(name, refresh=False)
+        if name == "vim":
+            for model_name, model in models.items():
+                soup = model.ensemble.soup()
+                vim = ViM(device=device).fit(penultimate_features(soup, fit_features), *linear_head(soup))
+                label = config.evaluated_models()[model_name]
+                add(model_name, label, vim, lambda x, soup=soup: penultimate_features(soup, x), "ViM (weight soup)")
+        elif name == "knn":
+            knn = KNN(k=config.eval.knn_k, max_train_rows=config.eval.knn_train_rows, device=device)
+            add(FEATURE_DETECTORS_MODEL, backbone_label, knn.fit(fit_features))
+        else:
+            add(FEATURE_DETECTORS_MODEL, backbone_label, DETECTORS[name](device=device).fit(fit_features, fit_labels))
+        bar.update()
+    bar.close()
+    return pd.DataFrame(rows)

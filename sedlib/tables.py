@@ -56,18 +56,19 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
     """Accuracy of every model and aggregation on the clean and corrupted test splits.
 
     Args:
-        evaluations: ``(model, split) -> SplitEvaluation`` covering ``val``, ``test`` and every
-            corruption split of the run.
-        config: the run (models, corruptions, severities).
+        evaluations: ``(model, split) -> SplitEvaluation`` covering ``val``, ``test``, every
+            corruption split and every class-subset split (ImageNet-A/R) of the run.
+        config: the run (models, corruptions, severities, subset sets).
 
     Returns:
         ``(summary, per_corruption)``. ``summary``: one row per (model, aggregation) with columns
-        ``model``, ``label``, ``aggregation``, ``test``, and ``C-<s>`` for each severity (accuracy in
-        [0, 1]). ``per_corruption``: long format, columns ``model``, ``label``, ``aggregation``,
-        ``corruption``, ``severity``, ``accuracy``.
+        ``model``, ``label``, ``aggregation``, ``test``, ``C-<s>`` for each severity and one column
+        per class-subset set (accuracy in [0, 1], under the run's protocol). ``per_corruption``:
+        long format, columns ``model``, ``label``, ``aggregation``, ``corruption``, ``severity``,
+        ``accuracy``.
     """
     summary, per_corruption = [], []
-    for name, spec in config.models.items():
+    for name, label in config.evaluated_models().items():
         val_member = int(np.argmax(evaluations[name, "val"].member_accuracy))
         test = _accuracies(evaluations[name, "test"], val_member)
         rows = {aggregation: {"test": value} for aggregation, value in test.items()}
@@ -78,7 +79,7 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                     per_corruption.append(
                         {
                             "model": name,
-                            "label": spec.label,
+                            "label": label,
                             "aggregation": aggregation,
                             "corruption": corruption,
                             "severity": severity,
@@ -88,8 +89,11 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
         long = pd.DataFrame([r for r in per_corruption if r["model"] == name])
         for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
             rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
+        for subset in config.data.subset_sets:
+            for aggregation, value in _accuracies(evaluations[name, subset], val_member).items():
+                rows[aggregation][subset] = value
         for aggregation in AGGREGATIONS:
-            summary.append({"model": name, "label": spec.label, "aggregation": aggregation, **rows[aggregation]})
+            summary.append({"model": name, "label": label, "aggregation": aggregation, **rows[aggregation]})
     return pd.DataFrame(summary), pd.DataFrame(per_corruption)
 
 
@@ -113,28 +117,106 @@ def detection_table(evaluations: Evaluations, config: RunConfig, id_split: str =
         ``fpr95``, ``aupr_out``, ``aupr_in``.
     """
     rows = []
-    for name, spec in config.models.items():
+    for name, label in config.evaluated_models().items():
         id_samples = evaluations[name, id_split].samples
-        scores = [s for s in SCORES if s in id_samples.columns]
-        for ood_set, splits in ood_sets(config).items():
-            for score in scores:
-                higher = SCORES[score].higher_is_ood
-                id_values = id_samples[score].to_numpy()
-                ood_values = pooled_scores(evaluations, name, splits, score)
+        single = len(evaluations[name, id_split].member_accuracy) == 1
+        scores = [s for s in SCORES if s in id_samples.columns and not (single and SCORES[s].needs_members)]
+        for score in scores:
+            values = {split: evaluations[name, split].samples[score].to_numpy() for split in detection_splits(config)}
+            for ood_set, metrics in ood_set_metrics(config, id_samples[score].to_numpy(), values, score).items():
                 rows.append(
                     {
                         "model": name,
-                        "label": spec.label,
+                        "label": label,
                         "score": score,
                         "score_label": SCORES[score].label,
                         "ood_set": ood_set,
-                        "auroc": auroc(id_values, ood_values, higher),
-                        "fpr95": fpr_at_tpr(id_values, ood_values, higher),
-                        "aupr_out": aupr(id_values, ood_values, higher, positive="ood"),
-                        "aupr_in": aupr(id_values, ood_values, higher, positive="id"),
+                        **metrics,
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def detection_splits(config: RunConfig) -> list[str]:
+    """Every split of every OOD set (the corrupted copies and the semantic-OOD sets)."""
+    return [split for splits in ood_sets(config).values() for split in splits]
+
+
+def ood_set_metrics(
+    config: RunConfig, id_values: np.ndarray, split_values: Mapping[str, np.ndarray], score: str
+) -> dict[str, dict[str, float]]:
+    """AUROC, FPR@95, AUPR-out and AUPR-in of one score for each OOD set of the run.
+
+    Under the faithful protocol a C-s value is the mean of the per-corruption values (the published
+    tables); under the standard one the corrupted copies are pooled into one detection problem.
+
+    Args:
+        config: the run (its OOD sets and protocol).
+        id_values: ``(N_id,)`` the score on the ID split.
+        split_values: split name -> ``(N_split,)`` the score on every split of every OOD set.
+        score: a key of `sedlib.scores.SCORES` or `sedlib.detectors.DETECTORS` (its direction).
+
+    Returns:
+        OOD set -> metric name -> value.
+    """
+    higher = SCORES[score].higher_is_ood if score in SCORES else True  # every detector: higher = more OOD
+    results = {}
+    for ood_set, splits in ood_sets(config).items():
+        groups = [[split] for split in splits] if config.protocol == "faithful" else [splits]
+        metrics = [
+            _detection_metrics(id_values, np.concatenate([split_values[split] for split in group]), higher)
+            for group in groups
+        ]
+        results[ood_set] = {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
+    return results
+
+
+def _detection_metrics(id_values: np.ndarray, ood_values: np.ndarray, higher_is_ood: bool) -> dict[str, float]:
+    return {
+        "auroc": auroc(id_values, ood_values, higher_is_ood),
+        "fpr95": fpr_at_tpr(id_values, ood_values, higher_is_ood),
+        "aupr_out": aupr(id_values, ood_values, higher_is_ood, positive="ood"),
+        "aupr_in": aupr(id_values, ood_values, higher_is_ood, positive="id"),
+    }
+
+
+def published_comparison(
+    summary: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame, config: RunConfig
+) -> pd.DataFrame:
+    """Our numbers beside the published ones, for the models named after a published run.
+
+    Models whose name is a published run (``50_models``, ``ood_gen``, ``ood_det_cov``,
+    ``ood_det_sem``; `sedlib.published.PUBLISHED`) are matched with the reference file
+    ``params/reference/sed_published.csv`` (`sedlib.published.published_results`): accuracies in
+    %, AUROC in [0, 1], diversity as counts. A published value we did not compute stays, with NaN.
+
+    Returns:
+        Columns ``table``, ``run``, ``metric``, ``split``, ``published``, ``ours``, ``difference``
+        (ours - published); empty when no model is named after a published run.
+    """
+    from sedlib.published import PUBLISHED, compare_with_published
+
+    runs = [name for name in config.models if name in PUBLISHED]
+    accuracy = summary[summary["model"].isin(runs)].melt(
+        id_vars=["model", "aggregation"], value_vars=[c for c in summary.columns if c not in _ID_COLUMNS]
+    )
+    accuracy = accuracy.assign(value=100 * accuracy["value"]).rename(columns={"aggregation": "metric"})
+    spread = diversity[diversity["model"].isin(runs)].melt(
+        id_vars=["model", "split"], value_vars=["num_unique", "pds"], var_name="metric"
+    )
+    ood_gen = pd.concat([accuracy.rename(columns={"variable": "split"}), spread])
+    chosen = detection[detection["model"].isin(runs) & detection["score"].isin(["bma", "pds"])]
+    ood_det = chosen.rename(columns={"score": "metric", "ood_set": "split", "auroc": "value"})
+    tables = []
+    for table, ours in (("ood_gen", ood_gen), ("ood_det", ood_det)):
+        ours = ours.rename(columns={"model": "run"})[["run", "metric", "split", "value"]]
+        compared = compare_with_published(ours, table)
+        tables.append(compared[compared["run"].isin(runs)].assign(table=table))
+    frame = pd.concat(tables, ignore_index=True)
+    return frame[["table", "run", "metric", "split", "published", "ours", "difference"]]
+
+
+_ID_COLUMNS = ("model", "label", "aggregation")
 
 
 def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str = "test") -> pd.DataFrame:
@@ -144,12 +226,12 @@ def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str =
         Columns ``model``, ``label``, ``split``, ``num_unique``, ``pds``.
     """
     rows = []
-    for name, spec in config.models.items():
+    for name, label in config.evaluated_models().items():
         for split, splits in {id_split: [id_split], **ood_sets(config)}.items():
             rows.append(
                 {
                     "model": name,
-                    "label": spec.label,
+                    "label": label,
                     "split": split,
                     "num_unique": float(pooled_scores(evaluations, name, splits, "num_unique").mean()),
                     "pds": float(pooled_scores(evaluations, name, splits, "pds").mean()),
@@ -165,12 +247,55 @@ def percent(frame: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.Data
     return frame
 
 
+SPLIT_TITLES = {"test": "Test", "imagenet_a": "IN-A", "imagenet_r": "IN-R"}
+
+
+def generalisation_splits(config: RunConfig) -> list[str]:
+    """The splits the generalisation tables read: val (member selection), test, corruptions, class subsets."""
+    corrupted = [corruption_split(c, s) for s in config.data.severities for c in config.data.corruptions]
+    return ["val", "test", *corrupted, *config.data.subset_sets]
+
+
+def protocol_note(config: RunConfig, short: bool = False) -> str:
+    """One line naming the evaluation protocol (`sedlib.protocols`), printed above every table.
+
+    Args:
+        config: the run.
+        short: only the protocol's name (for the tables after the first one of a section).
+    """
+    if short:
+        return f"*Protocol: **{config.protocol}**.*"
+    imagenet = config.data.dataset == "imagenet"
+    if config.protocol == "faithful":
+        parts = ["the published evaluation code, quirks included"]
+        if imagenet:
+            parts += [
+                "ImageNet-A/R by a 1000-way-argmax vote restricted to the 200 classes",
+                "ImageNet-C resized to 256 and cropped",
+                "C-1/C-5 detection metrics averaged over the corruptions",
+            ]
+        else:
+            parts.append("C-1/C-5 detection metrics averaged over the corruptions")
+    else:
+        parts = ["standard protocols"]
+        if imagenet:
+            parts += [
+                "ImageNet-A/R logits restricted to the 200 classes before any argmax",
+                "ImageNet-C as distributed",
+            ]
+        parts.append("C-1/C-5 detection metrics on the pooled corruptions")
+    return (
+        f"*Protocol: **{config.protocol}** ({'; '.join(parts)}). Both best-single rows are shown: the oracle "
+        "(published) and the val-selected member (standard).*"
+    )
+
+
 def table1(summary: pd.DataFrame) -> pd.DataFrame:
-    """Table-1 layout: rows ``Model / aggregation``, columns Test, C-1, C-5 (accuracy, %)."""
-    columns = [c for c in summary.columns if c == "test" or c.startswith("C-")]
+    """Table-1 layout: rows ``Model / aggregation``, columns Test, C-1, C-5, IN-A, IN-R (accuracy, %)."""
+    columns = [c for c in summary.columns if c not in ("model", "label", "aggregation")]
     table = percent(summary, columns)
     table.insert(0, "Method", table["label"] + " / " + table["aggregation"].map(AGGREGATIONS))
-    return table[["Method", *columns]].rename(columns={"test": "Test"})
+    return table[["Method", *columns]].rename(columns=SPLIT_TITLES)
 
 
 def table3(detection: pd.DataFrame, scores: tuple[str, ...] = ("bma", "pds")) -> pd.DataFrame:
@@ -215,7 +340,8 @@ def results_summary(
     deep ensemble) on the OOD sets, and how PDS compares with BMA as a detector.
     """
     reference = config.eval.reference_model
-    labels = {name: spec.label for name, spec in config.models.items()}
+    labels = config.evaluated_models()
+    trained = {name: label for name, label in labels.items() if name in config.models}
     ensemble = summary[summary["aggregation"] == "ensemble"].set_index("model")
     severities = [c for c in summary.columns if c.startswith("C-")]
     lines = ["**Generalisation.** Ensemble accuracy (mean logits) on the clean test split and under corruption:", ""]
@@ -223,7 +349,7 @@ def results_summary(
         shifted = ", ".join(f"{s} {_pct(ensemble.loc[name, s])}" for s in severities)
         lines.append(f"- {label}: test {_pct(ensemble.loc[name, 'test'])}; {shifted}.")
     sets = list(dict.fromkeys(detection["ood_set"]))
-    for name, label in labels.items():
+    for name, label in trained.items():
         if name == reference:
             continue
         ours = diversity[diversity["model"] == name].set_index("split")
@@ -257,7 +383,7 @@ def results_summary(
     lines.append("**Detection.** AUROC of PDS against BMA (ID = clean test split; OOD positive):")
     lines.append("")
     auroc_of = detection.set_index(["model", "score", "ood_set"])["auroc"]
-    for name, label in labels.items():
+    for name, label in trained.items():
         parts = []
         wins = 0
         for s in sets:
@@ -266,3 +392,21 @@ def results_summary(
             parts.append(f"{s} {_pct(pds_value)} vs {_pct(bma_value)}")
         lines.append(f"- {label}: PDS beats BMA on {wins} of {len(sets)} sets ({'; '.join(parts)}).")
     return "\n".join(lines)
+
+
+def published_comparison_markdown(comparison: pd.DataFrame) -> str:
+    """`published_comparison` as Markdown tables (generalisation, detection), or a line saying why there is none."""
+    if comparison.empty:
+        return (
+            "*No model of this study is named after a published run (`50_models`, `ood_gen`, `ood_det_cov`, "
+            "`ood_det_sem`), so there are no published numbers to compare with: the paper's numbers are ImageNet "
+            "numbers (`params/imagenet_deit3b.yaml`).*"
+        )
+    parts = []
+    titles = {"ood_gen": "Generalisation (accuracy %, diversity counts)", "ood_det": "Detection (AUROC)"}
+    for table, frame in comparison.groupby("table", sort=False):
+        shown = frame.drop(columns=["table"]).round(3)
+        parts.append(f"**{titles[table]}**, published (the authors' released numbers) vs ours:\n")
+        parts.append(shown.to_markdown(index=False))
+        parts.append("")
+    return "\n".join(parts)

@@ -40,6 +40,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -286,11 +287,18 @@ def epoch_seed(config: TrainConfig, epoch: int) -> int:
 
 
 def _as_passes(features, labels) -> tuple[Tensor, Tensor]:
-    features = torch.as_tensor(features)
+    """``(P, N, d)`` passes and ``(P, N)`` labels.
+
+    A lazy reader of passes (``shape`` and indexing by pass, e.g. `sedlib.features.PassReader`) is
+    kept as it is, so that only one pass is in memory at a time.
+    """
+    lazy = not isinstance(features, Tensor | np.ndarray) and len(getattr(features, "shape", ())) == 3
+    if not lazy:
+        features = torch.as_tensor(features)
     labels = torch.as_tensor(labels)
-    if features.dim() == 2:
+    if not lazy and features.dim() == 2:
         features = features[None]
-    if features.dim() != 3:
+    if len(features.shape) != 3:
         raise ValueError(f"train features must be (N, d) or (passes, N, d), got shape {tuple(features.shape)}")
     if labels.dim() == 1:
         labels = labels[None].expand(features.shape[0], -1)
@@ -499,12 +507,37 @@ def train_ensemble(
     val_labels=None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    initial: HeadEnsemble | None = None,
 ) -> tuple[HeadEnsemble, pd.DataFrame]:
-    """Initialise an ensemble from ``config.seed`` and train it; see `EnsembleTrainer.fit`.
+    """Initialise an ensemble from ``config.seed`` (or from ``initial``) and train it.
+
+    Args:
+        head_config: the heads' shape.
+        config: hyperparameters.
+        train_features: as in `EnsembleTrainer.fit`.
+        train_labels: as in `EnsembleTrainer.fit`.
+        val_features: as in `EnsembleTrainer.fit`.
+        val_labels: as in `EnsembleTrainer.fit`.
+        progress: as in `EnsembleTrainer.fit`.
+        device: where to train.
+        initial: start from these weights (e.g. `HeadEnsemble.from_member_state` of a pretrained head)
+            instead of a random draw; its config must equal ``head_config`` but for ``layer_scale_init``.
 
     Returns:
         ``(ensemble, log)``.
     """
-    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(config.seed)).to(device)
+    if initial is None:
+        ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(config.seed))
+    else:
+        differs = {
+            key: (value, getattr(initial.config, key))
+            for key, value in head_config.to_dict().items()
+            if key != "layer_scale_init" and getattr(initial.config, key) != value
+        }
+        if differs:
+            raise ValueError(f"the initial heads do not have the configured shape: (configured, initial) {differs}")
+        ensemble = HeadEnsemble._uninitialised(head_config)
+        ensemble.load_state_dict(initial.state_dict())
+    ensemble = ensemble.to(device)
     log = EnsembleTrainer(ensemble, config).fit(train_features, train_labels, val_features, val_labels, progress)
     return ensemble, log

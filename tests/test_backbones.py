@@ -1,4 +1,7 @@
+import hashlib
+import importlib.metadata
 import math
+import re
 
 import numpy as np
 import pytest
@@ -6,10 +9,14 @@ import torch
 import torch.nn.functional as F
 from skimage.data import chelsea
 
+from sedlib._compat import import_torchvision
 from sedlib.backbones import (
     BACKBONES,
     DEFAULT_IMAGE_SIZE,
+    DEIT3_BASE_TIMM_NAME,
+    DEIT3_BASE_WEIGHTS_URL,
     FrozenBackbone,
+    HeadShape,
     augment,
     extract_features,
     load_backbone,
@@ -17,6 +24,7 @@ from sedlib.backbones import (
     random_resized_crop_box,
     to_model_input,
 )
+from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -219,3 +227,260 @@ def test_augment_flips_about_half_of_the_images():
 def test_augment_rejects_mismatched_indices():
     with pytest.raises(ValueError, match="indices"):
         augment(random_images(3, size=8), seed=0, pass_index=0, indices=np.arange(2))
+
+
+# --- DeiT-3-B, cut inside block 12 (random weights, built for 32 px: 2x2 patches + CLS) ---------------
+DEIT_SIZE = 32
+IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial values where timm's init is nearly inert (LayerScale 1e-6, CLS token ~1e-6, unit norms)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(tensor):
+        return torch.randn(tensor.shape, generator=g)
+
+    model.cls_token.copy_(randn(model.cls_token))
+    for block in model.blocks:
+        for scale in (block.ls1, block.ls2):
+            scale.gamma.copy_(0.5 * randn(scale.gamma))
+    for norm in [model.norm] + [block.norm1 for block in model.blocks] + [block.norm2 for block in model.blocks]:
+        norm.weight.copy_(1 + 0.3 * randn(norm.weight))
+        norm.bias.copy_(0.2 * randn(norm.bias))
+    model.head.weight.copy_(0.05 * randn(model.head.weight))
+    model.head.bias.copy_(0.5 * randn(model.head.bias))
+
+
+@pytest.fixture(scope="module")
+def deit() -> FrozenBackbone:
+    backbone = load_backbone("deit3_base", pretrained=False, image_size=DEIT_SIZE)
+    perturb(backbone.model)
+    return backbone
+
+
+def random_deit_input(n: int = 3, size: int = DEIT_SIZE, seed: int = 0) -> torch.Tensor:
+    return to_tensor(random_images(n, size=size, seed=seed))
+
+
+def to_fb_names(state: dict) -> dict:
+    return {re.sub(r"ls([12])\.gamma", r"gamma_\1", key): value.clone() for key, value in state.items()}
+
+
+# An independent forward, from the modules' parameters only (no timm forward methods).
+def attention_half(block, x):
+    attn, (b, n, c) = block.attn, x.shape
+    heads = attn.num_heads
+    h = F.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps)
+    q, k, v = F.linear(h, attn.qkv.weight, attn.qkv.bias).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    weights = (q @ k.transpose(-2, -1) / math.sqrt(c // heads)).softmax(dim=-1)
+    out = F.linear((weights @ v).transpose(1, 2).reshape(b, n, c), attn.proj.weight, attn.proj.bias)
+    return x + block.ls1.gamma * out
+
+
+def mlp_half(block, x):
+    h = F.layer_norm(x, x.shape[-1:], block.norm2.weight, block.norm2.bias, block.norm2.eps)
+    h = F.linear(
+        F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias
+    )
+    return x + block.ls2.gamma * h
+
+
+def cut_tokens(model, x):
+    """Tokens after block 12's attention residual; ``x`` in [0, 1]."""
+    x = (x - IMAGENET_MEAN.view(1, 3, 1, 1)) / IMAGENET_STD.view(1, 3, 1, 1)
+    proj = model.patch_embed.proj
+    patches = F.conv2d(x, proj.weight, proj.bias, stride=16).flatten(2).transpose(1, 2)
+    tokens = torch.cat([model.cls_token.expand(len(x), -1, -1), patches + model.pos_embed], dim=1)  # no_embed_class
+    for block in model.blocks[:-1]:
+        tokens = mlp_half(block, attention_half(block, tokens))
+    return attention_half(model.blocks[-1], tokens)
+
+
+def test_deit3_attributes(deit):
+    assert isinstance(BACKBONES["deit3_base"].head_shape, HeadShape)
+    assert deit.name == "deit3_base" and deit.feature_dim == 768 and deit.num_classes == 1000
+    assert deit.image_size == DEIT_SIZE and deit.model.pos_embed.shape == (1, 4, 768)
+    assert deit.head_shape == HeadShape(feature_dim=768, hidden_dim=3072, num_classes=1000, norm_eps=1e-6)
+    assert deit.mean == pytest.approx((0.485, 0.456, 0.406)) and deit.std == pytest.approx((0.229, 0.224, 0.225))
+    assert deit.weights == f"random init (timm {DEIT3_BASE_TIMM_NAME}, torch seed 0, img_size={DEIT_SIZE})"
+    assert not any(parameter.requires_grad for parameter in deit.parameters())
+    assert deit.fixed_input_size
+    with pytest.raises(ValueError, match="built for 32x32"):
+        deit(random_deit_input(1, size=48))
+
+
+def test_efficientnet_image_size_is_recorded_not_enforced():
+    net = load_backbone(pretrained=False, image_size=DEFAULT_IMAGE_SIZE)
+    assert net.image_size == DEFAULT_IMAGE_SIZE and not net.fixed_input_size
+    assert load_backbone(pretrained=False).image_size is None
+    with torch.no_grad():
+        assert net(to_tensor(random_images(1, size=32))).shape == (1, 1280)
+
+
+def test_deit3_head_on_the_cut_feature_reproduces_the_full_model(deit):
+    x = random_deit_input(4)
+    head = {name: tensor[None] for name, tensor in deit.pretrained_head().items()}
+    with torch.no_grad():
+        features, logits = deit(x), deit.classify(x)
+        via_head = head_forward(head, features, deit.head_shape.norm_eps)[0]
+        without_mlp = head_forward({**head, "ls2.gamma": torch.zeros_like(head["ls2.gamma"])}, features)[0]
+    assert features.shape == (4, 768) and logits.shape == (4, 1000)
+    assert (via_head - logits).abs().max() <= 1e-4
+    assert logits.std() > 0.5 and (without_mlp - logits).abs().max() > 0.1  # the MLP half matters
+
+
+def test_deit3_cut_is_inside_block_12(deit):
+    x = random_deit_input(3, seed=1)
+    with torch.no_grad():
+        tokens = cut_tokens(deit.model, x)
+        full = mlp_half(deit.model.blocks[-1], tokens)[:, 0]
+        features = deit(x)
+        model = deit.model
+        logits = F.linear(
+            F.layer_norm(full, (768,), model.norm.weight, model.norm.bias, 1e-6), *model.head.parameters()
+        )
+        torch.testing.assert_close(logits, deit.classify(x), atol=1e-4, rtol=1e-5)  # the manual forward is right
+    torch.testing.assert_close(features, tokens[:, 0], atol=1e-5, rtol=1e-5)
+    assert (features - full).abs().max() > 0.1 * features.abs().max()  # not the output of the whole block
+
+
+def test_deit3_loads_an_fb_checkpoint(deit, tmp_path):
+    fb = to_fb_names(deit.model.state_dict())
+    assert "blocks.0.gamma_1" in fb and "blocks.11.gamma_2" in fb
+    path = tmp_path / "deit_3_base_224_21k.pth"
+    torch.save({"model": fb}, path)
+    loaded = load_backbone("deit3_base", weights=str(path), image_size=DEIT_SIZE)
+    for (key, expected), actual in zip(deit.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(expected, actual), key
+    x = random_deit_input(2, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deit(x), atol=1e-6, rtol=0)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert loaded.weights == f"file deit_3_base_224_21k.pth sha256:{sha} (timm {DEIT3_BASE_TIMM_NAME})"
+
+
+def test_deit3_loads_a_timm_safetensors_checkpoint(deit, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({key: value.contiguous() for key, value in deit.model.state_dict().items()}, str(path))
+    loaded = load_backbone("deit3_base", weights=path, image_size=DEIT_SIZE)
+    x = random_deit_input(2, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deit(x), atol=1e-6, rtol=0)
+    assert loaded.weights.startswith("file model.safetensors sha256:")
+
+
+def test_deit3_checkpoint_that_does_not_fit_names_file_and_keys(deit, tmp_path):
+    fb = to_fb_names(deit.model.state_dict())
+    del fb["blocks.11.gamma_2"]
+    fb["blocks.12.gamma_1"] = torch.zeros(768)
+    path = tmp_path / "broken.pth"
+    torch.save({"model": fb}, path)
+    with pytest.raises(
+        ValueError, match=r"broken\.pth.*missing keys 1: blocks\.11\.ls2\.gamma.*unexpected keys 1: blocks\.12"
+    ):
+        load_backbone("deit3_base", weights=str(path), image_size=DEIT_SIZE)
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_backbone("deit3_base", weights=str(tmp_path / "nothing.pth"), image_size=DEIT_SIZE)
+
+
+def test_deit3_default_224_and_position_embedding_resampled_from_a_224_checkpoint(tmp_path):
+    from timm.layers import resample_abs_pos_embed
+
+    full = load_backbone("deit3_base", pretrained=False)
+    assert full.image_size == 224 and full.model.pos_embed.shape == (1, 196, 768)
+    with torch.no_grad():
+        assert full(random_deit_input(1, size=224)).shape == (1, 768)
+    path = tmp_path / "deit_3_base_224_21k.pth"
+    torch.save({"model": to_fb_names(full.model.state_dict())}, path)
+    small = load_backbone("deit3_base", weights=str(path), image_size=DEIT_SIZE)
+    expected = resample_abs_pos_embed(full.model.pos_embed, new_size=(2, 2), old_size=(14, 14), num_prefix_tokens=0)
+    torch.testing.assert_close(small.model.pos_embed, expected)
+    assert torch.equal(small.model.blocks[5].ls1.gamma, full.model.blocks[5].ls1.gamma)
+    assert small.weights.endswith("pos_embed resampled (1, 196, 768) -> (1, 4, 768)")
+
+
+def test_deit3_hub_weights_offline_and_not_cached_say_how_to_get_them(monkeypatch):
+    import_torchvision()
+    import timm
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(name, pretrained=False, **kwargs):
+        assert pretrained, "the test must not build a model"
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="cache.weights") as info:
+        load_backbone("deit3_base", weights="", image_size=DEIT_SIZE)
+    message = str(info.value)
+    assert DEIT3_BASE_WEIGHTS_URL in message and "README_revenge.md" in message
+    assert "LocalEntryNotFoundError" in message and DEIT3_BASE_TIMM_NAME in message
+
+
+def test_deit3_hub_weights_are_described_by_their_cached_file(deit, monkeypatch, tmp_path):
+    import_torchvision()
+    import huggingface_hub
+    import timm
+
+    calls = []
+
+    def cached(name, pretrained=False, **kwargs):
+        calls.append((name, pretrained, kwargs))
+        return deit.model
+
+    cache_file = tmp_path / "model.safetensors"
+    cache_file.write_bytes(b"weights")
+    monkeypatch.setattr(timm, "create_model", cached)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo_id, filename: str(cache_file))
+    backbone = load_backbone("deit3_base", image_size=DEIT_SIZE)
+    assert calls == [(DEIT3_BASE_TIMM_NAME, True, {"img_size": DEIT_SIZE})]
+    sha = hashlib.sha256(b"weights").hexdigest()[:16]
+    resampled = f", pos_embed resampled 224 -> {DEIT_SIZE} px"
+    assert backbone.weights == f"timm hub {DEIT3_BASE_TIMM_NAME} (model.safetensors sha256:{sha}){resampled}"
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo_id, filename: None)
+    version = importlib.metadata.version("timm")
+    assert load_backbone("deit3_base", image_size=DEIT_SIZE).weights.startswith(
+        f"timm hub {DEIT3_BASE_TIMM_NAME} (timm {version};"
+    )
+
+
+def test_pretrained_head_has_head_ensemble_names_and_shapes(deit, backbone):
+    head, shape = deit.pretrained_head(), deit.head_shape
+    config = HeadConfig(
+        num_members=1,
+        feature_dim=shape.feature_dim,
+        hidden_dim=shape.hidden_dim,
+        num_classes=shape.num_classes,
+        norm_eps=shape.norm_eps,
+    )
+    ensemble = HeadEnsemble(config, generator=torch.Generator().manual_seed(0))
+    assert {name: tuple(p.shape[1:]) for name, p in ensemble.named_parameters()} == {
+        name: tuple(tensor.shape) for name, tensor in head.items()
+    }
+    assert all(t.dtype == torch.float32 and t.device.type == "cpu" and not t.requires_grad for t in head.values())
+    block = deit.model.blocks[-1]
+    assert torch.equal(head["ls2.gamma"], block.ls2.gamma) and torch.equal(head["mlp.fc1.weight"], block.mlp.fc1.weight)
+    assert torch.equal(head["norm.weight"], deit.model.norm.weight) and torch.equal(
+        head["head.bias"], deit.model.head.bias
+    )
+    head["head.bias"].add_(1.0)  # copies: the backbone is untouched
+    assert not torch.equal(head["head.bias"], deit.model.head.bias)
+    ensemble.load_state_dict({name: tensor[None] for name, tensor in deit.pretrained_head().items()})
+    x = random_deit_input(2, seed=4)
+    with torch.no_grad():
+        assert (ensemble(deit(x))[0] - deit.classify(x)).abs().max() <= 1e-4
+    assert deit.head_hidden_dim == 3072 and deit.head_norm_eps == 1e-6
+    assert backbone.pretrained_head() is None and backbone.head_shape is None and backbone.num_classes == 1000
+    assert backbone.head_hidden_dim is None and backbone.head_norm_eps is None
+
+
+def test_weights_argument_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="pretrained=False"):
+        load_backbone("deit3_base", pretrained=False, weights="deit_3_base_224_21k.pth")
+    with pytest.raises(ValueError, match="does not take a weights file"):
+        load_backbone("efficientnet_lite0", weights="efficientnet.pth")
+    with pytest.raises(ValueError, match="image_size"):
+        load_backbone("deit3_base", pretrained=False, image_size=0)

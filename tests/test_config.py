@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 import yaml
 
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, merge, resolve_path
 from sedlib.metrics import CORRUPTIONS
+from sedlib.published import AUGMENTATION_PASSES, PUBLISHED
 
 MINIMAL = {"run_name": "t", "models": {"de": {"num_members": 3, "lam": 0.0}}}
 
@@ -14,11 +17,63 @@ def write(tmp_path, values):
 
 
 def test_project_params_files_load():
-    for name in ("default", "smoke"):
+    for name in ("default", "smoke", "imagenet_deit3b", "imagenet_deit3b_standard", "smoke_imagenet"):
         config = load_config(f"params/{name}.yaml")
         assert config.run_name == name
         assert config.eval.reference_model in config.models
         assert all(spec.num_members >= 2 for spec in config.models.values())
+
+
+def test_imagenet_params_hold_the_published_runs_exactly():
+    config = load_config("params/imagenet_deit3b.yaml")
+    assert (config.protocol, config.data.dataset, config.data.val_rows) == ("faithful", "imagenet", 0)
+    assert config.data.ood_sets == ("inaturalist", "openimage_o")
+    assert config.data.subset_sets == ("imagenet_a", "imagenet_r")
+    assert config.cache.augmentation_passes == AUGMENTATION_PASSES
+    assert list(config.cache.augmentation_scale) == [0.08, 1.0]
+    for name, run in PUBLISHED.items():
+        spec = config.models[name]
+        assert spec.num_members == run.heads.num_members
+        # the validation batch is a speed setting, not a hyperparameter of the run
+        assert dataclasses.replace(spec.train, eval_batch_size=run.train.eval_batch_size) == run.train, name
+        assert config.head.hidden_dim == run.heads.hidden_dim
+    ours = [name for name in config.models if name not in PUBLISHED]
+    assert ours and all("(ours)" in config.models[name].label for name in ours)
+    assert all(config.models[name].train.kappa > 0 for name in ours)
+    assert config.evaluated_models() == {"pretrained_head": "deit3_base pretrained head"} | {
+        name: spec.label for name, spec in config.models.items()
+    }
+
+
+def test_standard_variant_extends_the_faithful_file():
+    faithful = load_config("params/imagenet_deit3b.yaml").to_dict()
+    standard = load_config("params/imagenet_deit3b_standard.yaml").to_dict()
+    assert (standard["protocol"], standard["data"]["val_rows"]) == ("standard", 10000)
+    differs = {key for key in faithful if faithful[key] != standard[key]}
+    assert differs == {"run_name", "description", "protocol", "data"}
+    assert {k for k in faithful["data"] if faithful["data"][k] != standard["data"][k]} == {"val_rows"}
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="c.yaml: extends 'missing.yaml'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_imagenet_dataset_folders_resolve_under_root(tmp_path, monkeypatch):
+    config = RunConfig.from_dict({**MINIMAL, "data": {"dataset": "imagenet", "root": str(tmp_path)}})
+    assert config.data.folder("imagenet_a") == tmp_path / "imagenet-a"
+    own = RunConfig.from_dict(
+        {**MINIMAL, "data": {"dataset": "imagenet", "root": str(tmp_path), "inaturalist_dir": "elsewhere/inat"}}
+    )
+    assert own.data.folder("inaturalist") == tmp_path / "elsewhere" / "inat"
+    monkeypatch.setenv("SED_DATA", str(tmp_path / "shared"))
+    default_root = RunConfig.from_dict({**MINIMAL, "data": {"dataset": "imagenet"}})
+    assert default_root.data.folder("imagenet") == tmp_path / "shared" / "imagenet"
 
 
 def test_defaults_fill_in_and_models_inherit_train_section():
@@ -54,6 +109,13 @@ def test_model_entry_overrides_train_defaults():
         ({"train": {"epochs": 0}}, "epochs must be a positive integer"),
         ({"eval": {"reference_model": "nope"}}, "eval.reference_model 'nope'"),
         ({"device": "tpu"}, "device must be"),
+        ({"protocol": "paper"}, "protocol must be one of"),
+        ({"data": {"dataset": "cifar"}}, "dataset must be one of"),
+        ({"data": {"ood_sets": ["inaturalist"]}}, "unknown OOD set(s) ['inaturalist'] for dataset fashion_mnist"),
+        ({"data": {"subset_sets": ["imagenet_a"]}}, "unknown subset set(s) ['imagenet_a']"),
+        ({"data": {"val_rows": 0}}, "standard protocol does not allow"),
+        ({"head": {"init": "zeros"}}, "init must be one of"),
+        ({"models": {"pretrained_head": {"num_members": 2}}}, "reserved for eval.pretrained_head"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path, values, fragment):

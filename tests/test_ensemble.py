@@ -167,3 +167,17 @@ def test_load_names_an_invalid_sidecar_config(tmp_path, tiny_ensemble):
     (tmp_path / "ens.json").write_text(json.dumps(description))
     with pytest.raises(ValueError, match=r"ens.json: invalid config .*num_heads"):
         HeadEnsemble.load(path)
+
+
+def test_members_from_one_head_state_are_copies(tiny_ensemble, tiny_config):
+    state = {name: p[2].clone() for name, p in tiny_ensemble.named_parameters()}
+    copies = HeadEnsemble.from_member_state(state, num_members=3, norm_eps=tiny_config.norm_eps)
+    assert copies.config == dataclasses.replace(tiny_config, num_members=3, layer_scale_init=1e-4)
+    features = torch.randn(6, tiny_config.feature_dim)
+    expected = tiny_ensemble(features)[2]
+    for member in copies(features):
+        torch.testing.assert_close(member, expected)
+    with pytest.raises(ValueError, match=r"missing \['ls2.gamma'\]"):
+        HeadEnsemble.from_member_state({k: v for k, v in state.items() if k != "ls2.gamma"}, 2)
+    with pytest.raises(ValueError, match="norm.bias has shape"):
+        HeadEnsemble.from_member_state({**state, "norm.bias": torch.zeros(3)}, 2)

@@ -66,3 +66,91 @@ def test_labels_may_be_a_tensor_list_or_array(tiny_ensemble):
     expected = evaluate_split(tiny_ensemble, features, np.array(labels)).ensemble_accuracy
     assert evaluate_split(tiny_ensemble, features, torch.tensor(labels)).ensemble_accuracy == expected
     assert evaluate_split(tiny_ensemble, features, labels).ensemble_accuracy == expected
+
+
+SUBSET = [0, 2, 3]  # of the tiny ensemble's 5 classes
+
+
+def _subset_split(seed=3, rows=40):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(rows, 12, generator=generator)
+    labels = torch.randint(0, len(SUBSET), (rows,), generator=generator)
+    labels[::7] = -1  # a few unlabelled rows
+    return features, labels
+
+
+def test_standard_protocol_restricts_the_logits_before_everything(tiny_ensemble):
+    features, labels = _subset_split()
+    result = evaluate_split(tiny_ensemble, features, labels, batch_size=6, class_subset=SUBSET, protocol="standard")
+    logits = tiny_ensemble(features).detach()[..., SUBSET]
+    labelled = labels >= 0
+    member_predictions = logits.argmax(-1)
+    expected_members = ((member_predictions == labels) & labelled).sum(1) / labelled.sum()
+    np.testing.assert_allclose(result.member_accuracy, expected_members.numpy(), rtol=1e-6)
+    assert result.samples["ensemble_prediction"].tolist() == logits.mean(0).argmax(-1).tolist()
+    soup = tiny_ensemble.soup()(features)[0].detach()[:, SUBSET]
+    assert result.samples["soup_prediction"].tolist() == soup.argmax(-1).tolist()
+    probs = logits.mean(0).softmax(-1).double().numpy()
+    np.testing.assert_allclose(result.samples["ensemble_confidence"], probs.max(1), rtol=1e-5)
+    rows = np.flatnonzero(labelled.numpy())
+    nll = -np.log(probs[rows, labels.numpy()[rows]])
+    np.testing.assert_allclose(result.samples["nll"].to_numpy()[rows], nll, rtol=1e-5)
+    assert result.samples["nll"].isna().sum() == (~labelled).sum()
+    for name, values in compute_scores(logits).items():
+        np.testing.assert_allclose(result.samples[name], values.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert "votes_in_subset" not in result.samples.columns
+    assert result.protocol == "standard" and result.class_subset.tolist() == SUBSET
+
+
+def test_faithful_protocol_votes_with_the_full_argmax(tiny_ensemble):
+    features, labels = _subset_split()
+    result = evaluate_split(tiny_ensemble, features, labels, batch_size=6, class_subset=SUBSET, protocol="faithful")
+    full = tiny_ensemble(features).detach()
+    position = {c: k for k, c in enumerate(SUBSET)}
+    members = [[position.get(int(c), -1) for c in row] for row in full.argmax(-1)]  # (M, N) by hand
+    votes, in_subset = [], []
+    for n in range(len(features)):
+        ballots = [members[m][n] for m in range(len(members)) if members[m][n] >= 0]
+        in_subset.append(len(ballots))
+        counts = [ballots.count(k) for k in range(len(SUBSET))]
+        votes.append(counts.index(max(counts)) if ballots else -1)
+    assert result.samples["ensemble_prediction"].tolist() == votes
+    assert result.samples["votes_in_subset"].tolist() == in_subset
+    labelled = labels.numpy() >= 0
+    for m, predictions in enumerate(members):
+        correct = (np.array(predictions) == labels.numpy())[labelled].mean()
+        assert result.member_accuracy[m] == pytest.approx(correct)
+    soup = tiny_ensemble.soup()(features)[0].detach()
+    assert result.samples["soup_prediction"].tolist() == [position.get(int(c), -1) for c in soup.argmax(-1)]
+    correct_votes = (np.array(votes) == labels.numpy())[labelled].mean()
+    assert result.ensemble_accuracy == pytest.approx(correct_votes)
+    # confidence, NLL and scores come from the restricted logits, as under the standard protocol
+    standard = evaluate_split(tiny_ensemble, features, labels, class_subset=SUBSET, protocol="standard")
+    for column in ["ensemble_confidence", "nll", "brier", "pds", "bma"]:
+        np.testing.assert_allclose(result.samples[column], standard.samples[column], rtol=1e-6, err_msg=column)
+    # the example must exercise the protocol: discarded votes, a -1 and a disagreement with standard
+    assert min(in_subset) < len(members) and -1 in sum(members, [])
+    assert (result.samples["ensemble_prediction"] != standard.samples["ensemble_prediction"]).any()
+    assert result.summary()["mean_votes_in_subset"] == pytest.approx(np.mean(in_subset))
+    assert "mean_votes_in_subset" not in standard.summary()
+
+
+def test_without_a_subset_both_protocols_agree(tiny_ensemble):
+    features, labels = torch.randn(11, 12), torch.randint(0, 5, (11,))
+    standard = evaluate_split(tiny_ensemble, features, labels)
+    faithful = evaluate_split(tiny_ensemble, features, labels, protocol="faithful")
+    assert list(faithful.samples.columns) == list(standard.samples.columns)
+    np.testing.assert_array_equal(faithful.samples.to_numpy(float), standard.samples.to_numpy(float))
+    np.testing.assert_array_equal(faithful.member_accuracy, standard.member_accuracy)
+
+
+def test_subset_and_protocol_are_validated(tiny_ensemble):
+    features, labels = torch.randn(4, 12), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=r"'paper'.*\['faithful', 'standard'\]"):
+        evaluate_split(tiny_ensemble, features, labels, protocol="paper")
+    with pytest.raises(ValueError, match="sorted and unique"):
+        evaluate_split(tiny_ensemble, features, labels, class_subset=[3, 0, 2])
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        evaluate_split(tiny_ensemble, features, labels, class_subset=[0, 2, 5])
+    with pytest.raises(ValueError, match=r"positions 0\.\.1 .*found 2"):
+        evaluate_split(tiny_ensemble, features, labels, class_subset=[0, 2])

@@ -449,3 +449,29 @@ def test_progress_bar_counts_rows_of_all_passes(tmp_path, capsys):
     write_split(tmp_path / "train.h5", make_manifest(), FakeCompute(), chunk_rows=4, progress=True)
     err = capsys.readouterr().err
     assert "train" in err and "30/30" in err
+
+
+def test_lazy_read_gives_one_pass_at_a_time(written):
+    path, manifest = written
+    split = read_split(path, lazy=True)
+    features, labels, index = expected_arrays(3, 10, 4)
+    assert split.features.shape == (3, 10, 4) and len(split.features) == 3
+    np.testing.assert_array_equal(split.labels, labels)
+    np.testing.assert_array_equal(split.index, index)
+    for p in range(3):
+        np.testing.assert_allclose(split.features[p].numpy(), features[p])
+    with pytest.raises(IndexError, match="3 pass"):
+        split.features[3]
+
+
+def test_lazy_read_detects_non_finite_values_when_the_pass_is_read(written):
+    path, _ = written
+    with h5py.File(path, "r+") as handle:
+        data = handle["features"][...]
+        data[1, 6, 2] = np.nan
+        del handle["features"]
+        handle.create_dataset("features", data=data, fletcher32=True, chunks=(1, 5, 4))
+    split = read_split(path, lazy=True, verify=False)
+    split.features[0]
+    with pytest.raises(CorruptFeaturesError, match="pass 1, row 6"):
+        split.features[1]

@@ -36,6 +36,9 @@ def test_every_stage_wrote_its_results(smoke_run):
     ood_det = pd.read_csv(smoke_run.results / "ood_det.csv")
     assert set(ood_det["ood_set"]) == {"C-1", "C-5", "animal_mnist", "digits"}
     assert ood_det["auroc"].between(0, 1).all()
+    assert {"mahalanobis", "relative_mahalanobis", "knn", "vim", "gen"} <= set(ood_det["score"])
+    assert set(ood_det.loc[ood_det["score"] == "knn", "model"]) == {"backbone_features"}
+    assert set(ood_det.loc[ood_det["score"] == "vim", "model"]) == set(config.models)
     log = pd.read_csv(smoke_run.log_path("sed_a2d"))
     assert len(log) == config.models["sed_a2d"].train.epochs and log["repulsion"].iloc[-1] > 0
     summary = (smoke_run.results / "summary.md").read_text()

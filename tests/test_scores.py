@@ -12,6 +12,7 @@ from sedlib.scores import (
     bma_confidence,
     compute_scores,
     expected_entropy,
+    generalized_entropy,
     mean_member_confidence,
     mean_probability_confidence,
     mutual_information,
@@ -107,3 +108,26 @@ def test_every_score_has_a_direction_and_runs(logits):
     }
     with pytest.raises(KeyError, match="unknown scores"):
         compute_scores(logits, ["pds", "odin"])
+
+
+def test_gen_matches_numpy_and_clips_m_to_the_classes(logits):
+    p = softmax(logits.double().numpy().mean(0))
+    for top_m, gamma in ((100, 0.1), (3, 0.1), (7, 0.5)):
+        top = np.sort(p, axis=1)[:, -top_m:]
+        expected = (top**gamma * (1 - top) ** gamma).sum(1)
+        np.testing.assert_allclose(generalized_entropy(logits.double(), gamma, top_m).numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(generalized_entropy(logits).numpy(), compute_scores(logits, ["gen"])["gen"].numpy())
+
+
+def test_gen_is_higher_for_flat_predictions():
+    assert SCORES["gen"].higher_is_ood and SCORES["gen"].label == "GEN" and not SCORES["gen"].needs_members
+    flat = torch.zeros(2, 1, 10)
+    peaked = torch.zeros(2, 1, 10)
+    peaked[:, 0, 3] = 8.0
+    assert generalized_entropy(flat).item() == pytest.approx(10 * (0.1 * 0.9) ** 0.1)
+    assert generalized_entropy(flat).item() > generalized_entropy(peaked).item()
+    scale = torch.linspace(0.0, 4.0, 9)[None, :, None]  # sharper and sharper ensemble predictions
+    values = generalized_entropy(scale * torch.arange(10.0))
+    assert torch.all(values[1:] < values[:-1])
+    with pytest.raises(ValueError, match="gamma"):
+        generalized_entropy(flat, gamma=1.0)

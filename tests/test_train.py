@@ -293,3 +293,17 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp8")
+
+
+def test_training_can_start_from_given_heads(tiny_ensemble, tiny_config):
+    features, labels = clustered_features(40, tiny_config.feature_dim, tiny_config.num_classes)
+    config = TrainConfig(epochs=2, freeze_first_epoch=False, batch_size=8, lam=0.5, kappa=1.0, seed=3)
+    ensemble, _ = train_ensemble(tiny_config, config, features, labels, initial=tiny_ensemble)
+    copy = HeadEnsemble(tiny_config)
+    copy.load_state_dict(tiny_ensemble.state_dict())
+    EnsembleTrainer(copy, config).fit(features, labels, progress=False)
+    for name, parameter in ensemble.named_parameters():
+        torch.testing.assert_close(parameter, copy.get_parameter(name), rtol=0, atol=0)
+        assert not torch.equal(parameter, tiny_ensemble.get_parameter(name))  # trained, and the input left alone
+    with pytest.raises(ValueError, match="do not have the configured shape"):
+        train_ensemble(dataclasses.replace(tiny_config, hidden_dim=7), config, features, labels, initial=tiny_ensemble)

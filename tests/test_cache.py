@@ -1,0 +1,126 @@
+import h5py
+import numpy as np
+import pytest
+
+from sedlib.cache import (
+    SplitPlan,
+    cache_features,
+    load_split,
+    plan_splits,
+    split_hash,
+    split_rows,
+    training_rows,
+)
+from sedlib.config import RunConfig, load_config, merge
+from sedlib.data.fake_imagenet import make_fake_imagenet
+from sedlib.data.imagenet import imagenet_split
+from sedlib.published_features import PUBLISHED_FEATURE_FILES
+from sedlib.rundir import RunDir
+from sedlib.study import evaluate_models, load_models, train_models
+
+IMAGENET = {
+    "run_name": "t",
+    "protocol": "faithful",
+    "data": {"dataset": "imagenet", "val_rows": 0, "train_rows": None, "test_rows": None, "corruption_rows": None},
+    "models": {"de": {"num_members": 2}},
+}
+
+
+def hashes(values):
+    config = RunConfig.from_dict(values)
+    return {plan.name: split_hash(config, plan) for plan in plan_splits(config)}
+
+
+def test_each_split_hash_depends_only_on_its_own_settings():
+    base = hashes(IMAGENET)
+    more_ood = hashes(merge(IMAGENET, {"data": {"ood_rows": 5}}))
+    assert {name for name in base if base[name] != more_ood[name]} == {"inaturalist", "openimage_o"}
+    standard = hashes(merge(IMAGENET, {"protocol": "standard", "data": {"val_rows": 10}}))
+    changed = {name for name in base if base[name] != standard.get(name)}
+    # the ImageNet-C transform follows the protocol; the train passes keep every row whatever val_rows is
+    assert changed == {name for name in base if name[-2:] in ("-1", "-5")}
+    augmented = hashes(merge(IMAGENET, {"cache": {"augmentation_passes": 3}}))
+    assert {name for name in base if base[name] != augmented[name]} == {"train"}
+
+
+def test_fashion_hash_ignores_the_protocol_and_keeps_train_tied_to_val_rows():
+    config = load_config("params/smoke.yaml")
+    values = config.to_dict()
+    base = hashes(values)
+    assert hashes(merge(values, {"protocol": "faithful"})) == base
+    fewer_val = hashes(merge(values, {"data": {"val_rows": 50}}))
+    assert {name for name in base if base[name] != fewer_val[name]} == {"train", "val"}
+
+
+def test_val_rows_zero_plans_no_val_split():
+    config = RunConfig.from_dict(IMAGENET)
+    names = [plan.name for plan in plan_splits(config)]
+    assert "val" not in names and names[:2] == ["train", "test"]
+    assert names[-2:] == ["inaturalist", "openimage_o"]
+
+
+def test_split_rows_are_disjoint_and_complete():
+    config = RunConfig.from_dict(merge(IMAGENET, {"protocol": "standard", "data": {"val_rows": 7}}))
+    train = split_rows(config, SplitPlan("train", "train"), 50)
+    val = split_rows(config, SplitPlan("val", "val"), 50)
+    assert train.tolist() == list(range(50))  # every row cached; training drops the val rows
+    kept = training_rows(train, val)
+    assert len(val) == 7 and len(kept) == 43
+    assert set(train[kept].tolist()) == set(range(50)) - set(val.tolist())
+    assert training_rows(train, None).tolist() == list(range(50))
+    limited = RunConfig.from_dict(merge(IMAGENET, {"protocol": "standard", "data": {"val_rows": 7, "train_rows": 20}}))
+    train20 = split_rows(limited, SplitPlan("train", "train"), 50)
+    assert len(train20) == 20 and not set(train20.tolist()) & set(val.tolist())
+
+
+def test_corruption_rows_are_the_first_test_rows():
+    config = RunConfig.from_dict(merge(IMAGENET, {"data": {"test_rows": 10, "corruption_rows": 4}}))
+    test = split_rows(config, SplitPlan("test", "test"), 30)
+    corrupted = split_rows(config, SplitPlan("fog-1", "corruption", corruption="fog", severity=1), 30)
+    assert len(test) == 10 and np.all(np.diff(test) > 0)
+    assert corrupted.tolist() == test[:4].tolist()
+    too_many = RunConfig.from_dict(merge(IMAGENET, {"data": {"test_rows": 3, "corruption_rows": 4}}))
+    with pytest.raises(ValueError, match="corruption_rows=4 exceeds the 3 test rows"):
+        split_rows(too_many, SplitPlan("fog-1", "corruption", corruption="fog", severity=1), 30)
+
+
+def write_published(path, features, labels):
+    """A file in the layout of the authors' caches: float32 embed, float32 (n, 1) label and index."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("embed", data=features.astype(np.float32))
+        handle.create_dataset("label", data=labels.astype(np.float32)[:, None])
+        handle.create_dataset("index", data=np.arange(len(labels), dtype=np.float32)[:, None])
+
+
+def test_standard_protocol_study_with_imported_splits(tmp_path):
+    root = make_fake_imagenet(tmp_path / "data")
+    imports = tmp_path / "authors"
+    val_images = imagenet_split(root / "imagenet", "val")
+    released = np.random.default_rng(0).normal(size=(len(val_images), 768)).astype(np.float32)
+    write_published(imports / PUBLISHED_FEATURE_FILES["test"], released, val_images.labels)
+    write_published(imports / PUBLISHED_FEATURE_FILES["inaturalist"], released[:6], np.zeros(6))
+    overrides = {
+        "protocol": "standard",
+        "data": {"root": str(root), "val_rows": 3},
+        "cache": {"import_dir": str(imports)},
+        "train": {"epochs": 2},
+    }
+    config = load_config("params/smoke_imagenet.yaml", overrides)
+    run = RunDir.open(config, tmp_path / "run")
+    splits = cache_features(config, run, progress=False).set_index("split")
+    assert splits.loc[["test", "inaturalist"], "source"].tolist() == ["imported", "imported"]
+    assert (splits.drop(index=["test", "inaturalist"])["source"] == "images").all()
+    test = load_split(config, run, "test")
+    np.testing.assert_array_equal(test.features, released)
+    assert "imported from the authors' in_val_deit3b_-1.hdf5" in test.manifest.source
+    assert (load_split(config, run, "inaturalist").labels == -1).all()
+    val = load_split(config, run, "val")
+    assert len(val.labels) == 3 and load_split(config, run, "train").features.shape == (2, 12, 768)
+
+    models = train_models(config, run, progress=False)
+    batches = -(-(12 - 3) // config.models["ood_gen"].train.batch_size)  # the val rows are left out
+    assert models["ood_gen"].log["steps"].tolist() == [batches, batches]
+    evaluations = evaluate_models(config, run, load_models(config, run), ["val", "imagenet_a"], progress=False)
+    subset = evaluations["pretrained_head", "imagenet_a"]
+    assert subset.samples["ensemble_prediction"].between(0, 199).all()  # standard: argmax over the 200 classes
