@@ -41,7 +41,14 @@ from sedlib.config import load_config
 from sedlib.plots import corruption_breakdown, save_figure
 from sedlib.rundir import RunDir
 from sedlib.study import evaluate_models, load_models
-from sedlib.tables import generalisation_splits, generalisation_tables, protocol_note, table1
+from sedlib.tables import (
+    calibration_table,
+    calibration_wide,
+    generalisation_splits,
+    generalisation_tables,
+    protocol_note,
+    table1,
+)
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)
@@ -52,6 +59,8 @@ evaluations = evaluate_models(config, run, models, generalisation_splits(config)
 summary, per_corruption = generalisation_tables(evaluations, config)
 summary.to_csv(run.results / "ood_gen.csv", index=False)
 per_corruption.to_csv(run.results / "ood_gen_per_corruption.csv", index=False)
+calibration = calibration_table(evaluations, config)
+calibration.to_csv(run.results / "calibration.csv", index=False)
 
 # %%
 #| label: tbl-ood-gen
@@ -70,3 +79,17 @@ display(Markdown(table1(summary).to_markdown(index=False)))
 #| fig-cap: "Accuracy (%) of each prediction ensemble per corruption, at each severity."
 figure = corruption_breakdown(per_corruption, "ensemble")
 saved = save_figure(figure, run.figures, "corruptions")
+
+# %% [markdown]
+# ## Calibration
+#
+# Accuracy is not the whole story under shift: a model should also know when it is likely wrong.
+# Expected calibration error (ECE, 15 equal-width bins), negative log-likelihood (NLL) and Brier
+# score of the prediction ensemble, the uniform soup and the mean member, on the clean test split and
+# averaged over the corruptions of each severity (lower is better for all three).
+
+# %%
+#| label: tbl-calibration
+#| tbl-cap: "ECE (%) / NLL / Brier score of the ensemble, the uniform soup and the mean member; C-1 and C-5 average the corruptions."
+display(Markdown(protocol_note(config, short=True)))
+display(Markdown(calibration_wide(calibration).to_markdown(index=False)))

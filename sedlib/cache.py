@@ -86,6 +86,8 @@ def plan_splits(config: RunConfig) -> list[SplitPlan]:
     ]
     plans += [SplitPlan(name, "subset") for name in data.subset_sets]
     plans += [SplitPlan(name, "ood") for name in data.ood_sets]
+    if data.disagreement_set:
+        plans.append(SplitPlan(DISAGREEMENT_SPLIT, "disagreement"))
     if config.cache.import_dir:
         plans = [
             SplitPlan(**{**plan.__dict__, "imported": _published_file(config, plan) is not None}) for plan in plans
@@ -105,7 +107,10 @@ _DATA_KEYS = {
     "corruption": ("test_rows", "corruption_rows"),
     "subset": (),
     "ood": ("ood_rows",),
+    "disagreement": ("ood_rows", "disagreement_set", "disagreement_rows"),
 }
+DISAGREEMENT_SPLIT = "disagreement"
+"""The split of unlabelled images the naive A2D / DivDis baselines disagree on (``data.disagreement_set``)."""
 _CACHE_KEYS = ("backbone", "image_size", "dtype", "pretrained")
 
 
@@ -175,8 +180,19 @@ def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
         return test
     if plan.kind == "subset":
         return np.arange(size)
-    rows = size if data.ood_rows is None else min(data.ood_rows, size)
-    return _draw(size, rows, data.seed, 2)
+    evaluated = size if data.ood_rows is None else min(data.ood_rows, size)
+    if plan.kind == "ood":
+        return _draw(size, evaluated, data.seed, 2)
+    if data.disagreement_set in data.subset_sets:  # the paper's ImageNet-R: a test set too
+        return np.arange(size)[: data.disagreement_rows]
+    left = np.random.default_rng([data.seed, 2]).permutation(size)[evaluated:]  # rows the OOD split never uses
+    if len(left) == 0 or (data.disagreement_rows or 0) > len(left):
+        raise ValueError(
+            f"{config.source}: data.disagreement_set {data.disagreement_set} has {size} images and the evaluation uses "
+            f"{evaluated} (data.ood_rows), leaving {len(left)} for data.disagreement_rows={data.disagreement_rows}; "
+            "lower data.ood_rows or data.disagreement_rows"
+        )
+    return np.sort(left[: data.disagreement_rows])
 
 
 def training_rows(train_index: np.ndarray, val_index: np.ndarray | None) -> np.ndarray:
@@ -212,7 +228,7 @@ def _source_set(config: RunConfig, plan: SplitPlan):
             return load_fashion_mnist("train")
         if plan.kind in ("test", "corruption"):
             return load_fashion_mnist("test")
-        return SOURCES[plan.name]()
+        return SOURCES[data.disagreement_set if plan.kind == "disagreement" else plan.name]()
     from sedlib.data import imagenet
 
     if plan.kind in ("train", "val"):
@@ -221,16 +237,17 @@ def _source_set(config: RunConfig, plan: SplitPlan):
         return imagenet.imagenet_split(data.folder("imagenet"), "val")
     if plan.kind == "corruption":
         return imagenet.imagenet_c_split(data.folder("imagenet_c"), plan.corruption, plan.severity)
-    if plan.kind == "subset":
-        return imagenet.subset_split(data.folder(plan.name), plan.name)
-    return imagenet.ood_folder(data.folder(plan.name), plan.name)
+    name = data.disagreement_set if plan.kind == "disagreement" else plan.name
+    if name in data.subset_sets or plan.kind == "subset":
+        return imagenet.subset_split(data.folder(name), name)
+    return imagenet.ood_folder(data.folder(name), name)
 
 
 def _published_file(config: RunConfig, plan: SplitPlan) -> Path | None:
     """The authors' feature file for a split in ``cache.import_dir``, or None (the val split never has one)."""
     from sedlib.published_features import find_published_file
 
-    if plan.kind == "val":
+    if plan.kind in ("val", "disagreement"):
         return None
     try:
         return find_published_file(resolve_path(config.cache.import_dir), plan.name)

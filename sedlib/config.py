@@ -120,6 +120,11 @@ class DataConfig:
         subset_sets: labelled 200-class test sets evaluated under the run's protocol
             (``imagenet_a``, ``imagenet_r``; ImageNet only).
         ood_rows: at most this many images per OOD set (None for all).
+        disagreement_set: the unlabelled set the naive A2D / DivDis baselines disagree on
+            (``train.disagreement_data: unlabelled``): an OOD set, whose rows the evaluation does
+            not use, or (ImageNet) ``imagenet_r``, the paper's choice, although it is also a test set.
+            Empty for none.
+        disagreement_rows: how many of its images (None for all that are left).
         seed: draws the subsets and seeds the corruptions and augmentations.
         root: the folder that holds the ImageNet-family datasets under their default names
             (`sedlib.data.imagenet.DATASET_FOLDERS`); empty for ``$SED_DATA``, else ``data/``.
@@ -138,6 +143,8 @@ class DataConfig:
     ood_sets: list[str] | None = None
     subset_sets: list[str] = ()
     ood_rows: int | None = None
+    disagreement_set: str = ""
+    disagreement_rows: int | None = None
     seed: int = 0
     root: str = ""
     imagenet_dir: str = ""
@@ -169,7 +176,12 @@ class DataConfig:
             raise ValueError(
                 f"unknown subset set(s) {unknown} for dataset {self.dataset}; choose from {list(allowed_subsets)}"
             )
-        for name in ("train_rows", "test_rows", "corruption_rows", "ood_rows"):
+        allowed = (*known_ood, *allowed_subsets)
+        if self.disagreement_set and self.disagreement_set not in allowed:
+            raise ValueError(
+                f"disagreement_set must be one of {list(allowed)} (or empty), got {self.disagreement_set!r}"
+            )
+        for name in ("train_rows", "test_rows", "corruption_rows", "ood_rows", "disagreement_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
@@ -276,6 +288,27 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class ModelRun:
+    """One trained replica of a model: the model trained with one seed.
+
+    Attributes:
+        name: the replica's name, used for its files: the model's name, or ``<model>-seed<s>`` when
+            the run has several ``seeds``.
+        model: the model's name (a key of ``models``), shared by its replicas.
+        label: the model's label (tables average its replicas under it).
+        seed: the training seed; None for the backbone's pretrained head.
+        spec: what to train (``train.seed`` set to ``seed``; its label names the seed when there are
+            several).
+    """
+
+    name: str
+    model: str
+    label: str
+    seed: int | None
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation (stages 03-04).
 
@@ -328,6 +361,8 @@ class RunConfig:
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
             (`sedlib.protocols`); every table names it.
+        seeds: train every model once per seed (tables give mean ± std over them); empty for one
+            run per model with its ``train.seed``.
         data, cache, head, eval: the sections above.
         train: training defaults shared by all models (`sedlib.train.TrainConfig` keys).
         models: name -> `ModelSpec`; each entry may override any `train` key.
@@ -338,6 +373,7 @@ class RunConfig:
     description: str = ""
     device: str = "cpu"
     protocol: str = "standard"
+    seeds: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     head: HeadSettings = field(default_factory=HeadSettings)
@@ -352,7 +388,7 @@ class RunConfig:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
         sections = {"data": DataConfig, "cache": CacheConfig, "head": HeadSettings, "eval": EvalConfig}
-        known = ["run_name", "description", "device", "protocol", "train", "models", *sections]
+        known = ["run_name", "description", "device", "protocol", "seeds", "train", "models", *sections]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known keys are {known}")
@@ -367,6 +403,9 @@ class RunConfig:
         protocol = _check_type(values.get("protocol", "standard"), str, f"{source}: protocol")
         if protocol not in PROTOCOLS:
             raise ConfigError(f"{source}: protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+        seeds = _check_type(values.get("seeds", []), list[int], f"{source}: seeds")
+        if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+            raise ConfigError(f"{source}: seeds must be distinct non-negative integers, got {list(seeds)}")
         train_defaults = dict(values.get("train") or {})
         _train_config(train_defaults, f"{source}: train")
         models = {}
@@ -390,6 +429,7 @@ class RunConfig:
             description=_check_type(values.get("description", ""), str, f"{source}: description"),
             device=device,
             protocol=protocol,
+            seeds=seeds,
             train=train_defaults,
             models=models,
             source=source,
@@ -413,6 +453,12 @@ class RunConfig:
                 f"{source}: head.init: pretrained starts from {config.cache.backbone}'s head, whose hidden width is "
                 f"{head_shape.hidden_dim}; set head.hidden_dim: {head_shape.hidden_dim}"
             )
+        unlabelled = [name for name, spec in models.items() if spec.train.disagreement_data == "unlabelled"]
+        if unlabelled and not config.data.disagreement_set:
+            raise ConfigError(
+                f"{source}: models {unlabelled} disagree on unlabelled data (train.disagreement_data: unlabelled); "
+                "set data.disagreement_set to the set they use"
+            )
         if config.data.val_rows == 0 and protocol == "standard":
             raise ConfigError(
                 f"{source}: data.val_rows is 0 (validate on the test split, as the published code does), which the "
@@ -430,6 +476,32 @@ class RunConfig:
         labels = {PRETRAINED_HEAD_MODEL: f"{self.cache.backbone} pretrained head"} if self.eval.pretrained_head else {}
         return labels | {name: spec.label for name, spec in self.models.items()}
 
+    def model_runs(self, pretrained_head: bool = False) -> list[ModelRun]:
+        """Every replica to train: each model once per seed (or once, with its own ``train.seed``).
+
+        Args:
+            pretrained_head: also list the backbone's head first (``eval.pretrained_head``), as the
+                evaluation does; it is never trained.
+        """
+        runs = []
+        if pretrained_head and self.eval.pretrained_head:
+            label = self.evaluated_models()[PRETRAINED_HEAD_MODEL]
+            first = next(iter(self.models.values()))
+            spec = ModelSpec(PRETRAINED_HEAD_MODEL, label, 1, first.train)
+            runs.append(ModelRun(PRETRAINED_HEAD_MODEL, PRETRAINED_HEAD_MODEL, label, None, spec))
+        for name, spec in self.models.items():
+            if not self.seeds:
+                runs.append(ModelRun(name, name, spec.label, spec.train.seed, spec))
+                continue
+            for seed in self.seeds:
+                replica = f"{name}-seed{seed}" if len(self.seeds) > 1 else name
+                label = f"{spec.label} (seed {seed})" if len(self.seeds) > 1 else spec.label
+                train = dataclasses.replace(spec.train, seed=seed)
+                runs.append(
+                    ModelRun(replica, name, spec.label, seed, ModelSpec(replica, label, spec.num_members, train))
+                )
+        return runs
+
     def to_dict(self) -> dict:
         """The resolved values (defaults filled in), as written to ``runs/<run>/params.yaml``."""
 
@@ -445,6 +517,7 @@ class RunConfig:
             "description": self.description,
             "device": self.device,
             "protocol": self.protocol,
+            "seeds": list(self.seeds),
             "data": plain(dataclasses.asdict(self.data)),
             "cache": plain(dataclasses.asdict(self.cache)),
             "head": plain(dataclasses.asdict(self.head)),

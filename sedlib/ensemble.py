@@ -158,11 +158,19 @@ class HeadEnsemble(nn.Module):
         return head_forward(self.member_params(members), features, self.config.norm_eps)
 
     @torch.no_grad()
-    def soup(self) -> HeadEnsemble:
-        """The uniform weight average of all members (a "model soup") as a one-member ensemble."""
+    def soup(self, members: Tensor | list[int] | None = None) -> HeadEnsemble:
+        """The uniform weight average of all members, or of ``members``, as a one-member ensemble (a "model soup").
+
+        Args:
+            members: indices of the members to average (e.g. a greedy soup's); all when omitted.
+        """
         soup = HeadEnsemble._uninitialised(dataclasses.replace(self.config, num_members=1)).to(self.head.weight.device)
+        chosen = None if members is None else torch.as_tensor(members, dtype=torch.long)
         for name, p in soup.named_parameters():
-            p.copy_(self.get_parameter(name).mean(dim=0, keepdim=True))
+            stacked = self.get_parameter(name)
+            if chosen is not None:
+                stacked = stacked.index_select(0, chosen.to(stacked.device))
+            p.copy_(stacked.mean(dim=0, keepdim=True))
         return soup
 
     @classmethod

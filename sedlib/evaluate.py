@@ -92,15 +92,22 @@ class SplitEvaluation:
             ensemble (NaN without a label), one column per score of `sedlib.scores.SCORES`, and
             under the faithful protocol with a class subset ``votes_in_subset``, the number of
             members whose 1000-way prediction lies in the subset.
+            The soup's ``soup_confidence``, ``soup_nll`` and ``soup_brier`` follow, and with a greedy
+            soup its ``greedy_soup_prediction``.
         protocol: the protocol of `sedlib.protocols` the split was evaluated with (it only makes a
             difference with a class subset).
         class_subset: ``(K,)`` class indices the split was restricted to, or None for all classes.
+        member_calibration: ``ece``, ``nll`` and ``brier`` of each member, ``(M,)`` each (NaN without
+            labels).
+        greedy_members: the members of the greedy soup, if one was evaluated.
     """
 
     member_accuracy: np.ndarray
     samples: pd.DataFrame
     protocol: str = "standard"
     class_subset: np.ndarray | None = None
+    member_calibration: dict[str, np.ndarray] | None = None
+    greedy_members: tuple[int, ...] | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -122,6 +129,30 @@ class SplitEvaluation:
     @property
     def mean_single(self) -> float:
         return float(np.mean(self.member_accuracy))
+
+    def calibration(self) -> dict[str, dict[str, float]]:
+        """ECE (15 equal-width bins), mean NLL and mean Brier score of the ensemble, the soup and the mean member.
+
+        Returns:
+            ``{"ensemble": {...}, "soup": {...}, "mean_member": {...}}``, each with keys ``ece``,
+            ``nll``, ``brier`` (NaN without labels).
+        """
+        labelled = self.samples[self.samples["label"] >= 0]
+        result = {}
+        for name, prefix, prediction in (("ensemble", "", "ensemble_prediction"), ("soup", "soup_", "soup_prediction")):
+            confidence = labelled["ensemble_confidence" if name == "ensemble" else "soup_confidence"]
+            result[name] = {
+                "ece": (
+                    expected_calibration_error(confidence, labelled[prediction] == labelled["label"])
+                    if len(labelled)
+                    else float("nan")
+                ),
+                "nll": float(labelled[f"{prefix}nll"].mean()),
+                "brier": float(labelled[f"{prefix}brier"].mean()),
+            }
+        members = self.member_calibration or {}
+        result["mean_member"] = {key: float(np.mean(members.get(key, np.nan))) for key in ("ece", "nll", "brier")}
+        return result
 
     def summary(self) -> dict[str, float]:
         """Accuracies, calibration of the ensemble and the mean of every score, in one flat dict."""
@@ -153,11 +184,52 @@ _SAMPLE_COLUMNS = (
     "label",
     "ensemble_prediction",
     "soup_prediction",
+    "greedy_soup_prediction",
     "ensemble_confidence",
     "nll",
     "brier",
+    "soup_confidence",
+    "soup_nll",
+    "soup_brier",
     "votes_in_subset",
 )
+_ECE_BINS = 15
+
+
+def _calibration_terms(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Confidence, NLL and Brier score of each row of ``logits`` ``(..., B, C)`` against ``target`` ``(B,)`` >= 0."""
+    log_probs = logits.log_softmax(dim=-1)
+    probs = log_probs.exp()
+    nll = -log_probs.gather(-1, target.expand(*log_probs.shape[:-1])[..., None]).squeeze(-1)
+    brier = (probs - torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)).square().sum(dim=-1)
+    return probs.amax(dim=-1), nll, brier
+
+
+@torch.no_grad()
+def greedy_soup_members(ensemble: HeadEnsemble, features, labels, batch_size: int = 1024) -> tuple[int, ...]:
+    """The members of a greedy soup (Wortsman et al., *Model soups*, ICML 2022, https://arxiv.org/abs/2203.05482).
+
+    Members are taken in order of decreasing accuracy on the given (validation) rows; each is kept if
+    the uniform weight average of the kept members with it is at least as accurate as without it.
+
+    Args:
+        ensemble: M heads.
+        features: ``(N, d)`` validation rows.
+        labels: ``(N,)`` their classes.
+        batch_size: rows per batch.
+
+    Returns:
+        The kept members' indices, in the order they were added.
+    """
+    member_accuracy, _ = member_accuracies(ensemble, features, labels, batch_size)
+    order = np.argsort(-member_accuracy, kind="stable")
+    kept, best = [int(order[0])], float(member_accuracy[order[0]])
+    for member in order[1:]:
+        candidate = [*kept, int(member)]
+        accuracy_with = float(member_accuracies(ensemble.soup(candidate), features, labels, batch_size)[0][0])
+        if accuracy_with >= best:
+            kept, best = candidate, accuracy_with
+    return tuple(kept)
 
 
 @torch.no_grad()
@@ -170,6 +242,7 @@ def evaluate_split(
     progress: bool = True,
     class_subset=None,
     protocol: str = "standard",
+    greedy_members: tuple[int, ...] | None = None,
 ) -> SplitEvaluation:
     """Evaluate an ensemble, its soup and every per-sample score on one split, streaming over batches.
 
@@ -199,6 +272,7 @@ def evaluate_split(
         progress: show a tqdm bar over the batches.
         class_subset: optional ``(K,)`` sorted, unique class indices in [0, C) the split covers.
         protocol: ``"standard"`` or ``"faithful"`` (`sedlib.protocols.PROTOCOLS`).
+        greedy_members: also evaluate the soup of these members (`greedy_soup_members`).
 
     Returns:
         A `SplitEvaluation`.
@@ -225,8 +299,13 @@ def evaluate_split(
                 f"np.searchsorted(class_subset, ids)"
             )
     faithful = mask is not None and protocol == "faithful"
-    soup = ensemble.soup()
-    member_correct = torch.zeros(ensemble.num_members, device=device)
+    soups = {"soup": ensemble.soup()}
+    if greedy_members is not None:
+        soups["greedy_soup"] = ensemble.soup(list(greedy_members))
+    members = ensemble.num_members
+    member_correct = torch.zeros(members, device=device)
+    member_sums = torch.zeros(2, members, device=device, dtype=torch.float64)  # NLL, Brier
+    member_bins = torch.zeros(3, members, _ECE_BINS, device=device, dtype=torch.float64)  # count, confidence, correct
     columns: dict[str, list[Tensor]] = {}
     batches = tqdm(
         iter_batches(features, batch_size, device),
@@ -235,46 +314,68 @@ def evaluate_split(
         disable=not progress,
         leave=False,
     )
-    for rows, batch in batches:
-        logits, target = ensemble(batch), torch.as_tensor(labels[rows], device=device)
-        soup_logits = soup(batch)[0]
+
+    def predict(logits: Tensor) -> Tensor:
+        """``(k, B, C)`` -> ``(k, B)`` predictions under the protocol (subset positions with a subset)."""
         if mask is None:
-            member_predictions, soup_prediction = logits.argmax(dim=-1), soup_logits.argmax(dim=-1)
-        elif faithful:
-            member_predictions = faithful_member_predictions(logits, mask)
-            soup_prediction = faithful_member_predictions(soup_logits[None], mask)[0]
-            logits = standard_logits(logits, mask)
-        else:
-            logits, soup_logits = standard_logits(logits, mask), standard_logits(soup_logits, mask)
-            member_predictions, soup_prediction = logits.argmax(dim=-1), soup_logits.argmax(dim=-1)
+            return logits.argmax(dim=-1)
+        if faithful:
+            return faithful_member_predictions(logits, mask)
+        return standard_logits(logits, mask).argmax(dim=-1)
+
+    for rows, batch in batches:
+        full_logits, target = ensemble(batch), torch.as_tensor(labels[rows], device=device)
+        full_soups = {name: soup(batch) for name, soup in soups.items()}
+        member_predictions = predict(full_logits)
+        logits = full_logits if mask is None else standard_logits(full_logits, mask)
+        soup_logits = full_soups["soup"][0] if mask is None else standard_logits(full_soups["soup"][0], mask)
         has_label = target >= 0
         safe_target = target.clamp_min(0)
         member_correct += ((member_predictions == target) & has_label).sum(dim=1)
         mean_logits = logits.mean(dim=0)
-        log_probs = mean_logits.log_softmax(dim=-1)
-        probs = log_probs.exp()
-        true_class = torch.nn.functional.one_hot(safe_target, probs.shape[-1]).to(probs.dtype)
-        nan = torch.full_like(log_probs[:, 0], float("nan"))
+        nan = torch.full_like(mean_logits[:, 0], float("nan"))
+        confidence, nll, brier = _calibration_terms(mean_logits, safe_target)
+        soup_confidence, soup_nll, soup_brier = _calibration_terms(soup_logits, safe_target)
         batch_columns = {
             "ensemble_prediction": (
-                faithful_vote(member_predictions, probs.shape[-1]) if faithful else mean_logits.argmax(dim=-1)
+                faithful_vote(member_predictions, logits.shape[-1]) if faithful else mean_logits.argmax(dim=-1)
             ),
-            "soup_prediction": soup_prediction,
-            "ensemble_confidence": probs.amax(dim=-1),
-            "nll": torch.where(has_label, -log_probs.gather(-1, safe_target[:, None]).squeeze(-1), nan),
-            "brier": torch.where(has_label, (probs - true_class).square().sum(dim=-1), nan),
+            "soup_prediction": predict(full_soups["soup"])[0],
+            "ensemble_confidence": confidence,
+            "nll": torch.where(has_label, nll, nan),
+            "brier": torch.where(has_label, brier, nan),
+            "soup_confidence": soup_confidence,
+            "soup_nll": torch.where(has_label, soup_nll, nan),
+            "soup_brier": torch.where(has_label, soup_brier, nan),
         }
+        if "greedy_soup" in soups:
+            batch_columns["greedy_soup_prediction"] = predict(full_soups["greedy_soup"])[0]
         if faithful:
             batch_columns["votes_in_subset"] = (member_predictions >= 0).sum(dim=0)
+        member_confidence, member_nll, member_brier = _calibration_terms(logits, safe_target)
+        weight = has_label.to(torch.float64)
+        member_sums += torch.stack([member_nll, member_brier]).double().mul(weight).sum(dim=-1)
+        bins = (member_confidence * _ECE_BINS).ceil().long().sub(1).clamp(0, _ECE_BINS - 1)
+        hits = (logits.argmax(dim=-1) == target).double()
+        for k, values in enumerate((torch.ones_like(hits), member_confidence.double(), hits)):
+            member_bins[k].scatter_add_(1, bins, values * weight)
         batch_columns.update(compute_scores(logits, scores))
         for name, values in batch_columns.items():
             columns.setdefault(name, []).append(values.cpu())
     labelled = int((labels >= 0).sum())
-    member_accuracy = member_correct.cpu().numpy() / labelled if labelled else np.full(ensemble.num_members, np.nan)
+    member_accuracy = member_correct.cpu().numpy() / labelled if labelled else np.full(members, np.nan)
+    if labelled:
+        gaps = (member_bins[2] - member_bins[1]).abs().sum(dim=1) / labelled
+        calibration = {"ece": gaps, "nll": member_sums[0] / labelled, "brier": member_sums[1] / labelled}
+        member_calibration = {key: value.cpu().numpy() for key, value in calibration.items()}
+    else:
+        member_calibration = {key: np.full(members, np.nan) for key in ("ece", "nll", "brier")}
     samples = pd.DataFrame({"label": labels, **{name: torch.cat(parts).numpy() for name, parts in columns.items()}})
     return SplitEvaluation(
         member_accuracy=member_accuracy,
         samples=samples,
         protocol=protocol,
         class_subset=None if mask is None else mask.cpu().numpy(),
+        member_calibration=member_calibration,
+        greedy_members=None if greedy_members is None else tuple(greedy_members),
     )

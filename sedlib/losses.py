@@ -17,6 +17,15 @@ For one pair of members (a, b) on a batch of B samples with labels y, SED minimi
 
 ``kappa`` is the published ``manual_lambda``. The roles of a and b are drawn at random every step
 by the pair schedule (`sedlib.train`), which symmetrises A2D in expectation.
+
+With the DivDis kernel (``kernel="divdis"``) the per-pair repulsion is the mutual information of the
+pair's predictions over the batch instead (`divdis_pair_repulsion`). The hardness weights are
+per-sample and MI is a batch statistic; SED-DivDis applies them the way the A2D term does: since
+``mean_n(alpha_n A2D_n) = mean(alpha) * sum_n (alpha_n / sum(alpha)) A2D_n``, the batch's samples are
+reweighted by ``alpha_n / sum(alpha)`` when forming the joint and the marginals of the MI, and the
+MI is scaled by the batch mean of alpha (``1 / mean(e)``, the paper's "trust the ensemble more as
+it converges" strength). With ``alpha = 1`` this is plain DivDis (Lee et al. 2023). The published
+code cannot combine DivDis with the hardness weights, so this is this library's definition.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 A2D_EPS = 1e-9
+#: The disagreement kernels of `sed_pair_loss`.
+KERNELS = ("a2d", "divdis")
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -123,6 +134,74 @@ def divdis_repulsion(probs: Tensor, pair_chunk: int = 32) -> Tensor:
     return total / first.numel()
 
 
+def divdis_pair_repulsion(
+    logits_a: Tensor, logits_b: Tensor, alpha: Tensor | None = None, pair_chunk: int = 32
+) -> Tensor:
+    """DivDis repulsion of P pairs of members, each pair on its own batch, optionally hardness-weighted.
+
+    For a pair (a, b) on a batch with sample weights ``q_n = alpha_n / sum(alpha)`` (uniform without
+    ``alpha``): ``P_ab(c, c') = sum_n q_n p_a[n, c] p_b[n, c']``, marginals ``P_a = sum_n q_n p_a[n]``,
+    and the repulsion is ``mean_n(alpha_n) * KL(P_ab || P_a ⊗ P_b)`` (nats). Without ``alpha`` it is
+    the mutual information of Lee et al. 2023 (Eq. 2), the per-pair term of `divdis_repulsion`; with
+    SED's hardness weights the samples the ensemble gets wrong dominate the distributions and the
+    strength follows ``mean(alpha)`` as the A2D term's does (see the module docstring). The pair is
+    symmetric (no roles). The MI is computed in at least float32 with autocast off; logarithms are
+    clamped at the smallest normal number so that underflowed probabilities give finite gradients.
+
+    Args:
+        logits_a: ``(P, B, C)``.
+        logits_b: ``(P, B, C)``.
+        alpha: ``(P, B)`` non-negative sample weights (no gradient), or None for uniform ones.
+        pair_chunk: pairs whose ``C x C`` joints are formed at once.
+
+    Returns:
+        ``(P,)`` repulsions; a pair whose weights are all 0 gets 0.
+    """
+    with torch.autocast(logits_a.device.type, enabled=False):
+        dtype = torch.promote_types(logits_a.dtype, torch.float32)
+        probs_a = logits_a.to(dtype).softmax(dim=-1)
+        probs_b = logits_b.to(dtype).softmax(dim=-1)
+        if alpha is None:
+            strength = probs_a.new_ones(probs_a.shape[0])
+            weights = probs_a.new_full(probs_a.shape[:2], 1.0 / probs_a.shape[1])
+        else:
+            alpha = alpha.detach().to(dtype)
+            strength = alpha.mean(dim=-1)
+            weights = alpha / alpha.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        tiny = torch.finfo(dtype).tiny
+        values = []
+        for start in range(0, probs_a.shape[0], pair_chunk):
+            part = slice(start, start + pair_chunk)
+            weighted_a = probs_a[part] * weights[part, :, None]
+            joint = torch.bmm(weighted_a.transpose(1, 2), probs_b[part])  # (p, C, C)
+            marginal_a = weighted_a.sum(dim=1)
+            marginal_b = (probs_b[part] * weights[part, :, None]).sum(dim=1)
+            independent = marginal_a[:, :, None] * marginal_b[:, None, :]
+            # the log of the ratio, not a difference of logs: a small MI of many classes stays accurate in float32
+            ratio = joint.clamp_min(tiny) / independent.clamp_min(tiny)
+            values.append((joint * ratio.log()).sum(dim=(1, 2)))
+        return strength * torch.cat(values)
+
+
+def pair_repulsion(logits_a: Tensor, logits_b: Tensor, alpha: Tensor, kernel: str = "a2d") -> Tensor:
+    """Per-pair repulsion R of P pairs, each on its own batch, weighted by the hardness weights.
+
+    Args:
+        logits_a: ``(P, B, C)``, for A2D the member of each pair in the argmax role.
+        logits_b: ``(P, B, C)``.
+        alpha: ``(P, B)`` sample weights (ones for unweighted repulsion).
+        kernel: ``a2d`` (``mean_n(alpha_n A2D_n)``) or ``divdis`` (`divdis_pair_repulsion`).
+
+    Returns:
+        ``(P,)`` repulsions.
+    """
+    if kernel == "a2d":
+        return (alpha * a2d_disagreement(logits_a, logits_b)).mean(dim=-1)
+    if kernel == "divdis":
+        return divdis_pair_repulsion(logits_a, logits_b, alpha)
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
 class PairLoss(NamedTuple):
     """Per-pair parts of the SED objective, each ``(P,)``."""
 
@@ -139,12 +218,15 @@ def sed_pair_loss(
     kappa: float,
     label_smoothing: float = 0.0,
     alpha: Tensor | None = None,
+    kernel: str = "a2d",
+    repulsion_logits: tuple[Tensor, Tensor] | None = None,
 ) -> PairLoss:
     """The SED objective for P pairs of members, each pair on its own batch.
 
-    ``L = (1 - lam) * T + kappa * lam * mean_n(alpha_n * A2D_n)`` per pair (see the module docstring).
-    The repulsion is not computed when its weight ``kappa * lam`` is 0 (it is reported as 0); the
-    published code skips it for ``lam == 0`` and multiplies it by 0 for ``kappa == 0``.
+    ``L = (1 - lam) * T + kappa * lam * R`` per pair with ``R = mean_n(alpha_n * A2D_n)`` (see the
+    module docstring), or the weighted DivDis MI with ``kernel="divdis"``. The repulsion is not
+    computed when its weight ``kappa * lam`` is 0 (it is reported as 0); the published code skips it
+    for ``lam == 0`` and multiplies it by 0 for ``kappa == 0``.
 
     Args:
         logits_a: ``(P, B, C)``, the member of each pair in the argmax role.
@@ -153,8 +235,13 @@ def sed_pair_loss(
         lam: the convex weight lambda in [0, 1].
         kappa: the published ``manual_lambda`` (>= 0).
         label_smoothing: eps for the task term only.
-        alpha: ``(P, B)`` hardness weights when more members than the pair see the batch; by
-            default they come from the pair's own mean logit.
+        alpha: ``(P, B)`` hardness weights (``(P, B')`` with ``repulsion_logits``) when more members
+            than the pair see the batch, or ones for no weighting; by default they come from the
+            pair's own mean logit.
+        kernel: ``a2d`` or ``divdis`` (see `pair_repulsion`).
+        repulsion_logits: ``(P, B', C)`` logits of the pair members on other samples (e.g. an
+            unlabelled disagreement batch) on which the repulsion is computed instead; ``alpha``
+            must then be given, since the hardness weights need labels.
 
     Returns:
         `PairLoss` with ``total``, ``task`` (T) and ``repulsion`` (R, after the alpha weighting,
@@ -166,7 +253,11 @@ def sed_pair_loss(
     ) / 2
     if kappa * lam == 0:
         return PairLoss((1 - lam) * task, task, torch.zeros_like(task))
-    if alpha is None:
+    if repulsion_logits is not None:
+        if alpha is None:
+            raise ValueError("sed_pair_loss: repulsion_logits need explicit alpha (the hardness weights need labels)")
+        logits_a, logits_b = repulsion_logits
+    elif alpha is None:
         alpha = hardness_weights(torch.stack((logits_a, logits_b)), labels)
-    repulsion = (alpha * a2d_disagreement(logits_a, logits_b)).mean(dim=-1)
+    repulsion = pair_repulsion(logits_a, logits_b, alpha, kernel)
     return PairLoss((1 - lam) * task + kappa * lam * repulsion, task, repulsion)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from sedlib.scores import SCORES
-from sedlib.tables import AGGREGATIONS, Evaluations, ood_sets, pooled_scores
+from sedlib.tables import AGGREGATIONS, Evaluations, ood_sets, over_seeds, pooled_scores, seed_means
 
 
 def save_figure(figure: Figure, directory: Path, name: str) -> Path:
@@ -48,7 +48,7 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
 
 def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensemble") -> Figure:
     """Accuracy per corruption, one panel per severity, one bar per model."""
-    chosen = per_corruption[per_corruption["aggregation"] == aggregation]
+    chosen, _, _ = over_seeds(per_corruption[per_corruption["aggregation"] == aggregation], ["corruption", "severity"])
     severities = sorted(chosen["severity"].unique())
     figure, axes = plt.subplots(len(severities), 1, figsize=(12, 2.8 * len(severities)), layout="constrained")
     axes = np.atleast_1d(axes)
@@ -69,23 +69,31 @@ def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensem
     return figure
 
 
+def _first_replicas(config) -> list[tuple[str, str]]:
+    """``(replica name, model label)`` of each trained model's first seed: the one the figures draw."""
+    first = {}
+    for model_run in config.model_runs():
+        first.setdefault(model_run.model, (model_run.name, model_run.label))
+    return list(first.values())
+
+
 def roc_curves(
     evaluations: Evaluations, config, scores: tuple[str, ...] = ("bma", "pds"), id_split: str = "test"
 ) -> Figure:
-    """ROC curves (OOD positive) of ``scores`` for every model, one panel per OOD set."""
+    """ROC curves (OOD positive) of ``scores`` for every model (its first seed), one panel per OOD set."""
     sets = ood_sets(config)
     figure, axes = plt.subplots(1, len(sets), figsize=(3.2 * len(sets), 3.3), layout="constrained", squeeze=False)
     styles = ("-", "--", ":", "-.")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, (ood_set, splits) in zip(axes[0], sets.items()):
-        for colour, (name, spec) in zip(colours, config.models.items()):
+        for colour, (name, label) in zip(colours, _first_replicas(config)):
             for style, score in zip(styles, scores):
                 sign = 1 if SCORES[score].higher_is_ood else -1
                 id_values = evaluations[name, id_split].samples[score].to_numpy()
                 ood_values = pooled_scores(evaluations, name, splits, score)
                 truth = np.r_[np.zeros(len(id_values)), np.ones(len(ood_values))]
                 fpr, tpr, _ = roc_curve(truth, sign * np.r_[id_values, ood_values])
-                axis.plot(fpr, tpr, color=colour, ls=style, label=f"{spec.label}: {SCORES[score].label}")
+                axis.plot(fpr, tpr, color=colour, ls=style, label=f"{label}: {SCORES[score].label}")
         axis.plot([0, 1], [0, 1], color="grey", lw=0.5)
         axis.set_title(f"{id_split} vs {ood_set}")
         axis.set_xlabel("false positive rate")
@@ -96,22 +104,27 @@ def roc_curves(
 
 
 def score_histograms(evaluations: Evaluations, config, scores: tuple[str, ...], id_split: str = "test") -> Figure:
-    """Histograms of each score on the ID split and every OOD set; rows = scores, columns = models."""
-    models = list(config.models.items())
+    """Histograms of each score on the ID split and every OOD set; rows = scores, columns = models (first seed)."""
+    models = _first_replicas(config)
     figure, axes = plt.subplots(
         len(scores), len(models), figsize=(4 * len(models), 2.4 * len(scores)), layout="constrained", squeeze=False
     )
     sets = {id_split: [id_split], **ood_sets(config)}
     for row, score in enumerate(scores):
-        for column, (name, spec) in enumerate(models):
+        for column, (name, model_label) in enumerate(models):
             axis = axes[row, column]
             values = {label: pooled_scores(evaluations, name, splits, score) for label, splits in sets.items()}
-            edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=30)
+            pooled = np.concatenate(list(values.values()))
+            low, high = float(np.nanmin(pooled)), float(np.nanmax(pooled))
+            if high - low <= 1e-6 * max(1.0, abs(high)):  # a constant score, e.g. PDS of a one-member model
+                edges = np.array([low - 0.5, high + 0.5])
+            else:
+                edges = np.histogram_bin_edges(pooled, bins=30)
             for label, data in values.items():
                 axis.hist(
                     data, bins=edges, density=True, histtype="step", lw=1.4 if label == id_split else 1, label=label
                 )
-            axis.set_title(f"{spec.label}: {SCORES[score].label}", fontsize=9)
+            axis.set_title(f"{model_label}: {SCORES[score].label}", fontsize=9)
             axis.tick_params(labelsize=7)
     axes[0, -1].legend(fontsize=6)
     return figure
@@ -127,6 +140,7 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
         detection: `sedlib.tables.detection_table`.
         diversity: `sedlib.tables.diversity_table`.
     """
+    table1, detection, diversity, _ = seed_means(table1, detection, diversity)
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
     labels = list(dict.fromkeys(table1["label"]))
     width = 0.8 / len(labels)

@@ -67,6 +67,7 @@ EMBEDDED_CELLS: tuple[tuple[str, str], ...] = (
     ("notebooks/02_train_a2d.ipynb", "fig-training-curves"),
     ("notebooks/03_eval_ood_gen.ipynb", "tbl-ood-gen"),
     ("notebooks/03_eval_ood_gen.ipynb", "fig-corruptions"),
+    ("notebooks/03_eval_ood_gen.ipynb", "tbl-calibration"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-ood-det"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-ood-det-all"),
     ("notebooks/04_eval_ood_det.ipynb", "tbl-diversity"),

@@ -49,8 +49,12 @@ STAGES = (
         ("protocol", "data", "cache"),
         ("features/*.h5", "features/pretrained_head.*", "results/splits.csv", "results/figures/examples.png"),
     ),
-    Stage("02_train_a2d", ("head", "train", "models"), ("models/*", "results/figures/training_curves.png")),
-    Stage("03_eval_ood_gen", ("protocol", "eval"), ("results/ood_gen*.csv", "results/figures/corruptions.png")),
+    Stage("02_train_a2d", ("seeds", "head", "train", "models"), ("models/*", "results/figures/training_curves.png")),
+    Stage(
+        "03_eval_ood_gen",
+        ("protocol", "eval"),
+        ("results/ood_gen*.csv", "results/calibration.csv", "results/figures/corruptions.png"),
+    ),
     Stage(
         "04_eval_ood_det",
         ("protocol", "eval"),

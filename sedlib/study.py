@@ -22,10 +22,17 @@ import pandas as pd
 import torch
 
 from sedlib import source_hash
-from sedlib.cache import load_pretrained_head, load_split, plan_splits, resolve_device, training_rows
+from sedlib.cache import (
+    DISAGREEMENT_SPLIT,
+    load_pretrained_head,
+    load_split,
+    plan_splits,
+    resolve_device,
+    training_rows,
+)
 from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
 from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.evaluate import SplitEvaluation, evaluate_split
+from sedlib.evaluate import SplitEvaluation, evaluate_split, greedy_soup_members
 from sedlib.progress import tqdm
 from sedlib.rundir import RunDir
 from sedlib.train import train_ensemble
@@ -98,10 +105,10 @@ def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, trai
 
 
 def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, TrainedModel]:
-    """Train (or reload, when unchanged) every model of the run.
+    """Train (or reload, when unchanged) every model of the run, once per seed of ``seeds``.
 
     Returns:
-        name -> `TrainedModel`, in the params file's order.
+        replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
     """
     device = resolve_device(config.device)
     train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
@@ -112,8 +119,12 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     train_labels = torch.from_numpy(train.labels[keep])
     val_features = torch.from_numpy(val.features.astype("float32"))
     initial = load_pretrained_head(run) if config.head.init == "pretrained" else None
+    unlabelled = None
+    if config.data.disagreement_set:
+        unlabelled = torch.from_numpy(load_split(config, run, DISAGREEMENT_SPLIT).features.astype("float32"))
     trained = {}
-    for name, spec in config.models.items():
+    for model_run in config.model_runs():
+        name, spec = model_run.name, model_run.spec
         heads = head_config(config, spec, feature_dim, num_classes)
         record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash)
         record_path = run.models / f"{name}_train.json"
@@ -138,6 +149,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             device=device,
             progress=progress,
             initial=_replicated(initial, spec.num_members),
+            unlabelled_features=unlabelled if spec.train.disagreement_data == "unlabelled" else None,
         )
         ensemble.save(run.model_path(name))
         log.to_csv(run.log_path(name), index=False)
@@ -159,14 +171,17 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
 
     With ``eval.pretrained_head`` the backbone's own head comes first, as a one-member model named
     ``pretrained_head`` ("row zero").
+
+    Returns:
+        replica name (`sedlib.config.ModelRun`) -> `TrainedModel`.
     """
     device = resolve_device(config.device)
     models = {}
-    if config.eval.pretrained_head:
-        label = config.evaluated_models()[PRETRAINED_HEAD_MODEL]
-        spec = ModelSpec(PRETRAINED_HEAD_MODEL, label, 1, next(iter(config.models.values())).train)
-        models[PRETRAINED_HEAD_MODEL] = TrainedModel(spec, load_pretrained_head(run, device), pd.DataFrame(), True)
-    for name, spec in config.models.items():
+    for model_run in config.model_runs(pretrained_head=True):
+        name, spec = model_run.name, model_run.spec
+        if name == PRETRAINED_HEAD_MODEL:
+            models[name] = TrainedModel(spec, load_pretrained_head(run, device), pd.DataFrame(), True)
+            continue
         record_path = run.models / f"{name}_train.json"
         if not record_path.is_file():
             raise FileNotFoundError(f"{record_path}: model {name!r} was not trained; run notebooks/02_train_a2d first")
@@ -174,7 +189,7 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
         if record.get("train") != json.loads(json.dumps(spec.train.to_dict())) or record.get("label") != spec.label:
             raise ValueError(
                 f"{run.model_path(name)} was trained with other settings than {config.source} now gives for "
-                f"models.{name}; rerun notebooks/02_train_a2d"
+                f"models.{model_run.model}; rerun notebooks/02_train_a2d"
             )
         if record.get("code") != training_code_hash():
             raise ValueError(
@@ -204,12 +219,21 @@ def evaluate_models(
 ) -> dict[tuple[str, str], SplitEvaluation]:
     """Evaluate every model on every split (all cached splits but ``train`` by default).
 
+    Each model's greedy soup (`sedlib.evaluate.greedy_soup_members`) is chosen once, on the val
+    split, and evaluated everywhere beside the uniform soup.
+
     Returns:
         ``(model, split) -> SplitEvaluation`` with per-sample predictions and scores.
     """
     if splits is None:
-        splits = [plan.name for plan in plan_splits(config) if plan.kind != "train"]
+        splits = [plan.name for plan in plan_splits(config) if plan.kind not in ("train", "disagreement")]
     scores = list(config.eval.scores) or None
+    val = load_split(config, run, "val")
+    val_features = torch.from_numpy(val.features.astype("float32"))
+    greedy = {
+        name: greedy_soup_members(model.ensemble, val_features, val.labels, config.eval.batch_size)
+        for name, model in models.items()
+    }
     results = {}
     bar = tqdm(total=len(splits) * len(models), desc="evaluate", disable=not progress)
     for split_name in splits:
@@ -227,6 +251,7 @@ def evaluate_models(
                 progress=False,
                 class_subset=subset,
                 protocol=config.protocol,
+                greedy_members=greedy[name],
             )
             bar.update()
     bar.close()
@@ -266,7 +291,7 @@ def detector_table(
     features = {split: load_split(config, run, split).features.astype(np.float32) for split in splits}
     rows = []
 
-    def add(model: str, label: str, detector, transform=lambda x: x, score_label: str | None = None) -> None:
+    def add(model: str, label: str, detector, transform=lambda x: x, score_label=None, seed=None) -> None:
         values = {split: detector.score(transform(features[split])) for split in splits}
         metrics = ood_set_metrics(config, values["test"], values, detector.name)
         for ood_set, row in metrics.items():
@@ -274,6 +299,7 @@ def detector_table(
                 {
                     "model": model,
                     "label": label,
+                    "seed": seed,
                     "score": detector.name,
                     "score_label": score_label or detector.label,
                     "ood_set": ood_set,
@@ -286,11 +312,11 @@ def detector_table(
     for name in names:
         bar.set_postfix_str(name, refresh=False)
         if name == "vim":
-            for model_name, model in models.items():
-                soup = model.ensemble.soup()
+            for model_run in config.model_runs(pretrained_head=True):
+                soup = models[model_run.name].ensemble.soup()
                 vim = ViM(device=device).fit(penultimate_features(soup, fit_features), *linear_head(soup))
-                label = config.evaluated_models()[model_name]
-                add(model_name, label, vim, lambda x, soup=soup: penultimate_features(soup, x), "ViM (weight soup)")
+                transform = lambda x, soup=soup: penultimate_features(soup, x)  # noqa: E731
+                add(model_run.model, model_run.label, vim, transform, "ViM (weight soup)", model_run.seed)
         elif name == "knn":
             knn = KNN(k=config.eval.knn_k, max_train_rows=config.eval.knn_train_rows, device=device)
             add(FEATURE_DETECTORS_MODEL, backbone_label, knn.fit(fit_features))

@@ -35,17 +35,57 @@ Evaluations = Mapping[tuple[str, str], SplitEvaluation]
 AGGREGATIONS = {
     "ensemble": "Ensemble (mean logits)",
     "soup": "Soup (uniform)",
+    "greedy_soup": "Soup (greedy, val)",
     "best_single_oracle": "Best single (oracle per split)",
     "best_single_val": "Best single (val-selected)",
     "mean_single": "Mean single",
 }
 
 
+def _ids(model_run) -> dict:
+    """The identifying columns of a replica's rows: its model, label and seed (NaN for the pretrained head)."""
+    return {"model": model_run.model, "label": model_run.label, "seed": model_run.seed}
+
+
+ID_COLUMNS = ("model", "label", "seed")
+"""Columns that identify a replica in the result tables; the tables average over ``seed``."""
+
+
+def over_seeds(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Mean and standard deviation of every numeric column over the seeds of each model.
+
+    Args:
+        frame: a result table with a ``seed`` column (one row per replica and ``keys``).
+        keys: the columns besides ``model`` and ``label`` that identify a row (e.g. ``aggregation``).
+
+    Returns:
+        ``(mean, std, seeds)``: one row per ``(model, label, *keys)`` in first-seen order; ``std`` is
+        the sample standard deviation (NaN with one seed); ``seeds`` is the largest number of seeds
+        of any model.
+    """
+    group = ["model", "label", *keys]
+    values = [c for c in frame.columns if c not in (*group, "seed") and pd.api.types.is_numeric_dtype(frame[c])]
+    grouped = frame.groupby(group, sort=False, dropna=False)[values]
+    seeds = int(frame.groupby(["model"], sort=False)["seed"].nunique().max()) if "seed" in frame else 1
+    return grouped.mean().reset_index(), grouped.std().reset_index(), max(seeds, 1)
+
+
+def _mean_std_cells(mean: pd.DataFrame, std: pd.DataFrame, columns: list[str], scale: float, digits: int):
+    """``columns`` of ``mean`` as text, ``"m ± s"`` where a model has several seeds."""
+    table = mean.copy()
+    for column in columns:
+        m, d = (scale * mean[column]).round(digits), (scale * std[column]).round(digits)
+        table[column] = [f"{a:.{digits}f}" if np.isnan(b) else f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(m, d)]
+    return table
+
+
 def _accuracies(evaluation: SplitEvaluation, val_member: int) -> dict[str, float]:
     samples = evaluation.samples
+    greedy = samples.get("greedy_soup_prediction")
     return {
         "ensemble": accuracy(samples["ensemble_prediction"], samples["label"]),
         "soup": accuracy(samples["soup_prediction"], samples["label"]),
+        "greedy_soup": float("nan") if greedy is None else accuracy(greedy, samples["label"]),
         "best_single_oracle": evaluation.best_single,
         "best_single_val": float(evaluation.member_accuracy[val_member]),
         "mean_single": evaluation.mean_single,
@@ -68,7 +108,8 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
         ``accuracy``.
     """
     summary, per_corruption = [], []
-    for name, label in config.evaluated_models().items():
+    for model_run in config.model_runs(pretrained_head=True):
+        name, ids = model_run.name, _ids(model_run)
         val_member = int(np.argmax(evaluations[name, "val"].member_accuracy))
         test = _accuracies(evaluations[name, "test"], val_member)
         rows = {aggregation: {"test": value} for aggregation, value in test.items()}
@@ -78,23 +119,61 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                 for aggregation, value in values.items():
                     per_corruption.append(
                         {
-                            "model": name,
-                            "label": label,
+                            **ids,
                             "aggregation": aggregation,
                             "corruption": corruption,
                             "severity": severity,
                             "accuracy": value,
                         }
                     )
-        long = pd.DataFrame([r for r in per_corruption if r["model"] == name])
+        long = pd.DataFrame([r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])])
         for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
             rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
         for subset in config.data.subset_sets:
             for aggregation, value in _accuracies(evaluations[name, subset], val_member).items():
                 rows[aggregation][subset] = value
         for aggregation in AGGREGATIONS:
-            summary.append({"model": name, "label": label, "aggregation": aggregation, **rows[aggregation]})
+            summary.append({**ids, "aggregation": aggregation, **rows[aggregation]})
     return pd.DataFrame(summary), pd.DataFrame(per_corruption)
+
+
+CALIBRATED = {"ensemble": "Ensemble (mean logits)", "soup": "Soup (uniform)", "mean_member": "Mean member"}
+
+
+def calibration_table(evaluations: Evaluations, config: RunConfig) -> pd.DataFrame:
+    """ECE, NLL and Brier score of the ensemble, the uniform soup and the mean member.
+
+    Splits: the clean test split and ``C-<s>`` (the mean of the values over the corruptions at
+    severity s), as in the generalisation table.
+
+    Returns:
+        Columns ``model``, ``label``, ``seed``, ``aggregation`` (a key of `CALIBRATED`), ``split``,
+        ``ece``, ``nll``, ``brier``.
+    """
+    groups = {"test": ["test"]}
+    groups.update({f"C-{s}": [corruption_split(c, s) for c in config.data.corruptions] for s in config.data.severities})
+    rows = []
+    for model_run in config.model_runs(pretrained_head=True):
+        for split, splits in groups.items():
+            values = [evaluations[model_run.name, name].calibration() for name in splits]
+            for aggregation in CALIBRATED:
+                metrics = {
+                    key: float(np.mean([v[aggregation][key] for v in values])) for key in ("ece", "nll", "brier")
+                }
+                rows.append({**_ids(model_run), "aggregation": aggregation, "split": split, **metrics})
+    return pd.DataFrame(rows)
+
+
+def calibration_wide(calibration: pd.DataFrame) -> pd.DataFrame:
+    """Rows ``Model / aggregation``, one column per split holding ``ECE / NLL / Brier`` (ECE in %), means over seeds."""
+    mean, _, _ = over_seeds(calibration, ["aggregation", "split"])
+    cells = (100 * mean["ece"]).round(1).astype(str) + " / " + mean["nll"].round(3).astype(str)
+    cells = cells + " / " + mean["brier"].round(3).astype(str)
+    frame = mean.assign(cell=cells, Method=mean["label"] + " / " + mean["aggregation"].map(CALIBRATED))
+    table = frame.pivot_table(index="Method", columns="split", values="cell", aggfunc="first", sort=False)
+    table = table[list(dict.fromkeys(calibration["split"]))].reset_index()
+    table.columns.name = None
+    return table.rename(columns=SPLIT_TITLES)
 
 
 def ood_sets(config: RunConfig) -> dict[str, list[str]]:
@@ -117,7 +196,8 @@ def detection_table(evaluations: Evaluations, config: RunConfig, id_split: str =
         ``fpr95``, ``aupr_out``, ``aupr_in``.
     """
     rows = []
-    for name, label in config.evaluated_models().items():
+    for model_run in config.model_runs(pretrained_head=True):
+        name, ids = model_run.name, _ids(model_run)
         id_samples = evaluations[name, id_split].samples
         single = len(evaluations[name, id_split].member_accuracy) == 1
         scores = [s for s in SCORES if s in id_samples.columns and not (single and SCORES[s].needs_members)]
@@ -126,8 +206,7 @@ def detection_table(evaluations: Evaluations, config: RunConfig, id_split: str =
             for ood_set, metrics in ood_set_metrics(config, id_samples[score].to_numpy(), values, score).items():
                 rows.append(
                     {
-                        "model": name,
-                        "label": label,
+                        **ids,
                         "score": score,
                         "score_label": SCORES[score].label,
                         "ood_set": ood_set,
@@ -196,6 +275,7 @@ def published_comparison(
     """
     from sedlib.published import PUBLISHED, compare_with_published
 
+    summary, detection, diversity, _ = seed_means(summary, detection, diversity)
     runs = [name for name in config.models if name in PUBLISHED]
     accuracy = summary[summary["model"].isin(runs)].melt(
         id_vars=["model", "aggregation"], value_vars=[c for c in summary.columns if c not in _ID_COLUMNS]
@@ -226,12 +306,12 @@ def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str =
         Columns ``model``, ``label``, ``split``, ``num_unique``, ``pds``.
     """
     rows = []
-    for name, label in config.evaluated_models().items():
+    for model_run in config.model_runs(pretrained_head=True):
+        name, ids = model_run.name, _ids(model_run)
         for split, splits in {id_split: [id_split], **ood_sets(config)}.items():
             rows.append(
                 {
-                    "model": name,
-                    "label": label,
+                    **ids,
                     "split": split,
                     "num_unique": float(pooled_scores(evaluations, name, splits, "num_unique").mean()),
                     "pds": float(pooled_scores(evaluations, name, splits, "pds").mean()),
@@ -291,32 +371,38 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
 
 
 def table1(summary: pd.DataFrame) -> pd.DataFrame:
-    """Table-1 layout: rows ``Model / aggregation``, columns Test, C-1, C-5, IN-A, IN-R (accuracy, %)."""
-    columns = [c for c in summary.columns if c not in ("model", "label", "aggregation")]
-    table = percent(summary, columns)
+    """Table-1 layout: rows ``Model / aggregation``, columns Test, C-1, C-5, IN-A, IN-R (accuracy, %).
+
+    With several seeds a cell reads ``mean ± std`` over them.
+    """
+    mean, std, seeds = over_seeds(summary, ["aggregation"])
+    columns = [c for c in mean.columns if c not in ("model", "label", "aggregation")]
+    table = _mean_std_cells(mean, std, columns, 100, 1) if seeds > 1 else percent(mean, columns)
     table.insert(0, "Method", table["label"] + " / " + table["aggregation"].map(AGGREGATIONS))
     return table[["Method", *columns]].rename(columns=SPLIT_TITLES)
 
 
 def table3(detection: pd.DataFrame, scores: tuple[str, ...] = ("bma", "pds")) -> pd.DataFrame:
-    """Table-3 layout: rows ``Model / score``, one AUROC column (%) per OOD set."""
-    chosen = detection[detection["score"].isin(scores)]
-    table = chosen.pivot_table(index=["label", "score_label"], columns="ood_set", values="auroc", sort=False)
-    table = (100 * table).round(1).reset_index()
-    table.insert(0, "Method", table.pop("label") + " / " + table.pop("score_label"))
-    table.columns.name = None
+    """Table-3 layout: rows ``Model / score``, one AUROC column (%) per OOD set (``mean ± std`` over seeds)."""
+    table = detection_wide(detection[detection["score"].isin(scores)], ("auroc",))
+    table.insert(0, "Method", table.pop("Model") + " / " + table.pop("Score"))
     return table
 
 
 def detection_wide(detection: pd.DataFrame, metrics: tuple[str, ...] = ("auroc",)) -> pd.DataFrame:
     """Every score of every model in rows, one column per OOD set.
 
-    With one metric a cell holds its value in %; with several, the values joined by " / " in the
-    order given (e.g. ``AUROC / FPR@95 / AUPR-out``).
+    With one metric a cell holds its value in % (``mean ± std`` when a model has several seeds);
+    with several, their means joined by " / " in the order given (e.g. ``AUROC / FPR@95 / AUPR-out``).
     """
-    values = (100 * detection[list(metrics)]).round(1)
-    cells = values.astype(str).agg(" / ".join, axis=1) if len(metrics) > 1 else values[metrics[0]]
-    frame = detection.assign(cell=cells)
+    mean, std, seeds = over_seeds(detection, ["score", "score_label", "ood_set"])
+    if len(metrics) > 1:
+        cells = (100 * mean[list(metrics)]).round(1).astype(str).agg(" / ".join, axis=1)
+    elif seeds > 1:
+        cells = _mean_std_cells(mean, std, list(metrics), 100, 1)[metrics[0]]
+    else:
+        cells = (100 * mean[metrics[0]]).round(1)
+    frame = mean.assign(cell=cells)
     table = frame.pivot_table(
         index=["label", "score_label"], columns="ood_set", values="cell", aggfunc="first", sort=False
     )
@@ -324,6 +410,16 @@ def detection_wide(detection: pd.DataFrame, metrics: tuple[str, ...] = ("auroc",
     table = table.rename(columns={"label": "Model", "score_label": "Score"})
     table.columns.name = None
     return table
+
+
+def seed_means(
+    summary: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """The three result tables averaged over seeds (one row per model), and the number of seeds."""
+    summary_mean, _, seeds = over_seeds(summary, ["aggregation"])
+    detection_mean, _, _ = over_seeds(detection, ["score", "score_label", "ood_set"])
+    diversity_mean, _, _ = over_seeds(diversity, ["split"])
+    return summary_mean, detection_mean, diversity_mean, seeds
 
 
 def _pct(value: float) -> str:
@@ -339,12 +435,19 @@ def results_summary(
     members disagree more (#unique, PDS) than the reference model's (``eval.reference_model``, the
     deep ensemble) on the OOD sets, and how PDS compares with BMA as a detector.
     """
+    summary, detection, diversity, seeds = seed_means(summary, detection, diversity)
     reference = config.eval.reference_model
     labels = config.evaluated_models()
-    trained = {name: label for name, label in labels.items() if name in config.models}
+    # one-member models (a single model, the pretrained head) have no disagreement to compare
+    diverse = set(detection.loc[detection["score"] == "pds", "model"])
+    trained = {name: label for name, label in labels.items() if name in config.models and name in diverse}
     ensemble = summary[summary["aggregation"] == "ensemble"].set_index("model")
     severities = [c for c in summary.columns if c.startswith("C-")]
-    lines = ["**Generalisation.** Ensemble accuracy (mean logits) on the clean test split and under corruption:", ""]
+    over = f" (means over {seeds} seeds)" if seeds > 1 else ""
+    lines = [
+        f"**Generalisation.** Ensemble accuracy (mean logits) on the clean test split and under corruption{over}:",
+        "",
+    ]
     for name, label in labels.items():
         shifted = ", ".join(f"{s} {_pct(ensemble.loc[name, s])}" for s in severities)
         lines.append(f"- {label}: test {_pct(ensemble.loc[name, 'test'])}; {shifted}.")

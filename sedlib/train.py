@@ -22,6 +22,25 @@ Pair schedules (what one *step* does; a *pair-step* is one pair of members on on
     schedule of naive A2D, here with SED's hardness weights). Each member's gradient is the mean over
     the M-1 pairs it belongs to, so its task term has the same scale as under the other schedules.
 
+The baselines of the paper (Sec. 3) run in the same loop:
+
+``independent`` (deep ensemble; with M = 1 a single model)
+    Every member trains on every mini-batch with its own task loss and no repulsion (``lam`` must be
+    0). The step minimises the sum over members of their mean cross-entropy, so each member's
+    update is the one it would get training alone with the same learning rate. In a `StepPlan` each
+    member forms a "pair" with itself, so the log's ``pair_steps`` counts member-steps.
+Naive A2D / naive DivDis
+    ``schedule: all``, ``disagreement_data: unlabelled``, ``hardness: false`` and ``kernel: a2d`` or
+    ``divdis``: cross-entropy on the labelled batch plus the repulsion over all pairs on a batch of
+    ``batch_size`` rows of an unlabelled disagreement set (`EnsembleTrainer.fit`'s
+    ``unlabelled_features``), without hardness weights. Each step reads the next rows of a shuffle
+    of the unlabelled set drawn per epoch (from the epoch seed, by its own generator, so the
+    labelled shuffle and pairs are unchanged); it is reshuffled whenever it runs out.
+
+``kernel: divdis`` replaces A2D by the pairwise mutual information of the members' predictions over
+the batch (DivDis); with hardness weights the samples are reweighted by alpha inside the MI and it
+is scaled by the batch mean of alpha (`sedlib.losses.divdis_pair_repulsion`).
+
 One step minimises ``sum over its pairs of L_pair / (pairs per member)`` with L_pair the SED
 objective of `sedlib.losses.sed_pair_loss`; with one pair per member this is the sum of the pairs'
 losses, and each member's gradient is that of its own pair. The hardness weights of a mini-batch come
@@ -47,11 +66,17 @@ from torch import Tensor
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
 from sedlib.evaluate import member_accuracies
-from sedlib.losses import hardness_weights, sed_pair_loss
+from sedlib.losses import KERNELS, PairLoss, cross_entropy, hardness_weights, sed_pair_loss
 from sedlib.optim import MemberAdamW, MemberSGD
 from sedlib.progress import tqdm
 
+#: The pair schedules of SED (what `sedlib.bench` times).
 SCHEDULES = ("iid", "matching", "all")
+#: Every schedule `TrainConfig` accepts: the pair schedules and the deep-ensemble baseline.
+TRAIN_SCHEDULES = SCHEDULES + ("independent",)
+DISAGREEMENT_DATA = ("train", "unlabelled")
+#: Added to the epoch seed for the generator of the unlabelled rows, so its stream differs from the shuffle's.
+UNLABELLED_SEED_OFFSET = 2**32
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -66,8 +91,11 @@ class TrainConfig:
     with a frozen first one, cosine period 15); `sedlib.published` holds the four runs exactly.
 
     Attributes:
-        schedule: pair schedule, one of ``iid``, ``matching``, ``all``.
-        batch_size: rows per mini-batch (per pair for ``matching``).
+        schedule: pair schedule, one of ``iid``, ``matching``, ``all``; or ``independent``: every
+            member trains on every batch with its own task loss (a deep ensemble, or with one member
+            a single model; needs ``lam`` 0).
+        batch_size: rows per mini-batch (per pair for ``matching``); also the rows of each
+            unlabelled disagreement batch.
         epochs: passes over the training data, the frozen first epoch included (11 published).
         freeze_first_epoch: epoch 0 only measures the losses (published: True).
         lam: lambda, the convex weight between the task and diversity terms.
@@ -89,6 +117,14 @@ class TrainConfig:
         precision: ``fp32`` (default); ``tf32`` lets CUDA matmuls use TensorFloat-32 (no effect on the
             CPU); ``bf16`` runs the heads' forward and backward under bfloat16 autocast (weights,
             optimiser state and the loss's softmax stay fp32).
+        kernel: the disagreement kernel, ``a2d`` (published) or ``divdis`` (the pairwise mutual
+            information of DivDis, weighted by the hardness weights as described in
+            `sedlib.losses.divdis_pair_repulsion`).
+        disagreement_data: the samples of the repulsion: ``train`` (published: the labelled batch
+            itself) or ``unlabelled`` (a batch of ``batch_size`` rows of the ``unlabelled_features``
+            given to `EnsembleTrainer.fit`, as in naive A2D / DivDis; needs ``hardness`` false).
+        hardness: weight the repulsion's samples by SED's hardness weights alpha (published: True);
+            False gives every sample alpha = 1.
     """
 
     schedule: str = "iid"
@@ -110,11 +146,21 @@ class TrainConfig:
     eval_batch_size: int = 1024
     check_every: int = 100
     precision: str = "fp32"
+    kernel: str = "a2d"
+    disagreement_data: str = "train"
+    hardness: bool = True
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", PUBLISHED_WEIGHT_DECAY.get(self.optimizer))
-        choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
+        choices = {
+            "schedule": TRAIN_SCHEDULES,
+            "optimizer": OPTIMIZERS,
+            "lr_schedule": LR_SCHEDULES,
+            "precision": PRECISIONS,
+            "kernel": KERNELS,
+            "disagreement_data": DISAGREEMENT_DATA,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -133,6 +179,18 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.cosine_t_max must be a positive integer or None, got {self.cosine_t_max!r}")
         if self.freeze_first_epoch and self.epochs < 2:
             raise ValueError("TrainConfig.epochs must be >= 2 when freeze_first_epoch is set (epoch 0 does not update)")
+        if not isinstance(self.hardness, bool):
+            raise ValueError(f"TrainConfig.hardness must be true or false, got {self.hardness!r}")
+        if self.schedule == "independent" and self.lam != 0:
+            raise ValueError(
+                f"TrainConfig.lam must be 0 with schedule 'independent' (every member trains alone on its task "
+                f"loss, there is no repulsion), got {self.lam!r}"
+            )
+        if self.disagreement_data == "unlabelled" and self.hardness:
+            raise ValueError(
+                "TrainConfig.hardness must be false with disagreement_data 'unlabelled': the hardness weights are the "
+                "ensemble's loss on labelled samples (naive A2D / DivDis use none)"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "TrainConfig") -> TrainConfig:
@@ -159,8 +217,11 @@ class StepPlan:
         members: ``(k,)`` active members, sorted.
         member_group: ``(k,)`` the group (mini-batch) each active member reads.
         pairs: ``(P, 2)`` positions into ``members``; column 0 is the member whose argmax A2D uses.
+            Under ``independent`` every member is paired with itself (``P = M`` member-steps).
         pairs_per_member: how many of the step's pairs each active member belongs to.
         member_ids: ``members`` as host integers, so that the optimiser never reads the device.
+        disagreement_rows: ``(G, B_u)`` rows of the unlabelled disagreement set, one batch per group,
+            or None (``disagreement_data: train``); see `plan_disagreement`.
     """
 
     rows: Tensor
@@ -169,6 +230,7 @@ class StepPlan:
     pairs: Tensor
     pairs_per_member: int
     member_ids: tuple[int, ...]
+    disagreement_rows: Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -182,10 +244,12 @@ class StepPlan:
             members=self.members.to(device),
             member_group=self.member_group.to(device),
             pairs=self.pairs.to(device),
+            disagreement_rows=None if self.disagreement_rows is None else self.disagreement_rows.to(device),
         )
 
 
 _PLAN_TENSORS = ("rows", "members", "member_group", "pairs")
+_OPTIONAL_PLAN_TENSORS = ("disagreement_rows",)
 
 
 def plans_to(plans: list[StepPlan], device: torch.device) -> list[StepPlan]:
@@ -201,10 +265,16 @@ def plans_to(plans: list[StepPlan], device: torch.device) -> list[StepPlan]:
 
 def _map_plan_tensors(plans: list[StepPlan], function) -> list[StepPlan]:
     """Apply ``function`` once to all index tensors of ``plans``, concatenated; rebuild the plans from views."""
-    parts = [getattr(plan, name) for plan in plans for name in _PLAN_TENSORS]
+    names = [
+        [name for name in _PLAN_TENSORS + _OPTIONAL_PLAN_TENSORS if getattr(plan, name) is not None] for plan in plans
+    ]
+    parts = [getattr(plan, name) for plan, plan_names in zip(plans, names) for name in plan_names]
     mapped = function(torch.cat([part.reshape(-1) for part in parts])).split([part.numel() for part in parts])
     views = iter(view.view(part.shape) for view, part in zip(mapped, parts))
-    return [dataclasses.replace(plan, **{name: next(views) for name in _PLAN_TENSORS}) for plan in plans]
+    return [
+        dataclasses.replace(plan, **{name: next(views) for name in plan_names})
+        for plan, plan_names in zip(plans, names)
+    ]
 
 
 def _plan_step(rows: Tensor, pair_members: Tensor, pair_group: Tensor, pairs_per_member: int) -> StepPlan:
@@ -221,21 +291,27 @@ def plan_epoch(
     """Draw the steps of one epoch: the shuffle, the pairs and their roles.
 
     Args:
-        schedule: ``iid``, ``matching`` or ``all``.
+        schedule: ``iid``, ``matching``, ``all`` or ``independent``.
         num_rows: rows in the pass.
-        num_members: M >= 2.
+        num_members: M >= 2 (M >= 1 for ``independent``).
         batch_size: rows per mini-batch.
         generator: CPU generator; the same state gives the same plan.
 
     Returns:
         The epoch's steps in order.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if num_members < 2:
-        raise ValueError(f"the pair schedules need at least 2 members, got {num_members}")
+    if schedule not in TRAIN_SCHEDULES:
+        raise ValueError(f"schedule must be one of {TRAIN_SCHEDULES}, got {schedule!r}")
+    if num_members < (1 if schedule == "independent" else 2):
+        raise ValueError(
+            f"the pair schedules need at least 2 members, got {num_members}; use schedule 'independent' for one model"
+        )
     batches = torch.randperm(num_rows, generator=generator).split(batch_size)
     one_group = torch.zeros(1, dtype=torch.long)
+    if schedule == "independent":
+        selves = torch.arange(num_members)[:, None].repeat(1, 2)
+        template = _plan_step(batches[0][None], selves, one_group.expand(num_members), 1)
+        return [dataclasses.replace(template, rows=batch[None]) for batch in batches]
     if schedule == "iid":
         return [
             _plan_step(batch[None], torch.randperm(num_members, generator=generator)[:2][None], one_group, 1)
@@ -261,6 +337,36 @@ def plan_epoch(
             short = round_batches[len(full)]
             plans.append(_plan_step(short[None], matching[len(full) : len(full) + 1], one_group, 1))
     return plans
+
+
+def plan_disagreement(
+    plans: list[StepPlan], num_rows: int, batch_size: int, generator: torch.Generator
+) -> list[StepPlan]:
+    """Give every step ``batch_size`` rows of the unlabelled disagreement set per mini-batch (group).
+
+    The rows are read in order from a stream of shuffles of the set (a new shuffle whenever the
+    previous one runs out), so within a shuffle no row repeats.
+
+    Args:
+        plans: the epoch's steps from `plan_epoch`.
+        num_rows: rows of the unlabelled set (>= 1).
+        batch_size: rows per unlabelled batch.
+        generator: CPU generator, separate from the one of `plan_epoch`.
+
+    Returns:
+        The plans with ``disagreement_rows`` set, ``(G, batch_size)`` each.
+    """
+    groups = [plan.rows.shape[0] for plan in plans]
+    needed = sum(groups) * batch_size
+    if not needed:
+        return plans
+    shuffles = -(-needed // num_rows)
+    stream = torch.cat([torch.randperm(num_rows, generator=generator) for _ in range(shuffles)])[:needed]
+    chunks = stream.split([g * batch_size for g in groups])
+    return [
+        dataclasses.replace(plan, disagreement_rows=chunk.view(g, batch_size))
+        for plan, chunk, g in zip(plans, chunks, groups)
+    ]
 
 
 @contextlib.contextmanager
@@ -318,8 +424,11 @@ class EnsembleTrainer:
     """
 
     def __init__(self, ensemble: HeadEnsemble, config: TrainConfig) -> None:
-        if ensemble.num_members < 2:
-            raise ValueError(f"SED trains at least 2 members, the ensemble has {ensemble.num_members}")
+        if config.schedule != "independent" and ensemble.num_members < 2:
+            raise ValueError(
+                f"the pair schedule {config.schedule!r} trains at least 2 members, the ensemble has "
+                f"{ensemble.num_members}; train a single model with schedule 'independent' (and lam 0)"
+            )
         self.ensemble = ensemble
         self.config = config
         self.device = next(ensemble.parameters()).device
@@ -339,21 +448,37 @@ class EnsembleTrainer:
         )
 
     def step(
-        self, plan: StepPlan, features: Tensor, labels: Tensor, update: bool = True
+        self,
+        plan: StepPlan,
+        features: Tensor,
+        labels: Tensor,
+        update: bool = True,
+        unlabelled: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run one planned step on a pass that lies on the training device.
 
         Args:
-            plan: from `plan_epoch`.
+            plan: from `plan_epoch` (and `plan_disagreement` with ``disagreement_data: unlabelled``).
             features: ``(N, d)`` float32 rows of the current pass.
             labels: ``(N,)`` labels of the current pass.
             update: apply the optimiser (False: only measure the losses).
+            unlabelled: ``(N_u, d)`` float32 unlabelled disagreement set on the training device
+                (``disagreement_data: unlabelled``).
 
         Returns:
             Sums over the step's pairs of the total loss, the task term and the repulsion (0-dim
-            tensors on the device; reading them synchronises).
+            tensors on the device; reading them synchronises). Under ``independent`` the "pairs"
+            are the members.
         """
         plan = plan.to(self.device)
+        config = self.config
+        repulsive = config.kappa * config.lam > 0
+        far = repulsive and config.disagreement_data == "unlabelled"
+        if far and (unlabelled is None or plan.disagreement_rows is None):
+            raise ValueError(
+                "TrainConfig.disagreement_data is 'unlabelled': the step needs the unlabelled features and a plan "
+                "with disagreement_rows (plan_disagreement)"
+            )
         all_members = len(plan.member_ids) == self.ensemble.num_members
         if all_members:
             params = dict(zip(self.names, self.ensemble.parameters()))
@@ -364,25 +489,46 @@ class EnsembleTrainer:
             }
         x = features[plan.rows]
         y = labels[plan.rows]
-        with torch.set_grad_enabled(update), _precision(self.config.precision, self.device):
+        with torch.set_grad_enabled(update), _precision(config.precision, self.device):
             inputs = x[0] if x.shape[0] == 1 else x[plan.member_group]
-            logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
+            if far:
+                # one forward over the labelled and the unlabelled rows, split afterwards
+                x_far = unlabelled[plan.disagreement_rows]
+                inputs_far = x_far[0] if x_far.shape[0] == 1 else x_far[plan.member_group]
+                both = head_forward(params, torch.cat((inputs, inputs_far), dim=-2), self.ensemble.config.norm_eps)
+                logits, logits_far = both.split((inputs.shape[-2], inputs_far.shape[-2]), dim=-2)
+            else:
+                logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
             pair_group = plan.member_group[plan.pairs[:, 0]]
-            repulsive = self.config.kappa * self.config.lam > 0
-            loss = sed_pair_loss(
-                logits[plan.pairs[:, 0]],
-                logits[plan.pairs[:, 1]],
-                y[pair_group],
-                lam=self.config.lam,
-                kappa=self.config.kappa,
-                label_smoothing=self.config.label_smoothing,
-                alpha=self._hardness_weights(plan, logits, y)[pair_group] if repulsive else None,
-            )
+            if config.schedule == "independent":
+                task = cross_entropy(logits, y[plan.member_group], config.label_smoothing).mean(dim=-1)
+                loss = PairLoss(task, task, torch.zeros_like(task))  # lam is 0: the total is the task term
+            else:
+                loss = sed_pair_loss(
+                    logits[plan.pairs[:, 0]],
+                    logits[plan.pairs[:, 1]],
+                    y[pair_group],
+                    lam=config.lam,
+                    kappa=config.kappa,
+                    label_smoothing=config.label_smoothing,
+                    alpha=self._alpha(plan, logits, y, pair_group, logits_far if far else None) if repulsive else None,
+                    kernel=config.kernel,
+                    repulsion_logits=(logits_far[plan.pairs[:, 0]], logits_far[plan.pairs[:, 1]]) if far else None,
+                )
             if update:
                 objective = loss.total.sum() / plan.pairs_per_member
                 grads = torch.autograd.grad(objective, list(params.values()))
                 self.optimizer.step(grads, members=None if all_members else plan.member_ids)
         return loss.total.detach().sum(), loss.task.detach().sum(), loss.repulsion.detach().sum()
+
+    def _alpha(self, plan: StepPlan, logits: Tensor, labels: Tensor, pair_group: Tensor, logits_far) -> Tensor:
+        """``(P, B)`` weights of each pair's repulsion samples: the hardness weights, or ones."""
+        if self.config.hardness:
+            return self._hardness_weights(plan, logits, labels)[pair_group]
+        samples = (logits if logits_far is None else logits_far).shape[-2]
+        return torch.ones(
+            pair_group.shape[0], samples, dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device
+        )
 
     @staticmethod
     def _hardness_weights(plan: StepPlan, logits: Tensor, labels: Tensor) -> Tensor:
@@ -399,6 +545,7 @@ class EnsembleTrainer:
         val_features=None,
         val_labels=None,
         progress: bool = True,
+        unlabelled_features=None,
     ) -> pd.DataFrame:
         """Train for ``config.epochs`` epochs and return the per-epoch log.
 
@@ -409,18 +556,25 @@ class EnsembleTrainer:
             val_features: optional ``(N_val, d)`` for per-epoch validation accuracy.
             val_labels: ``(N_val,)``.
             progress: show a tqdm bar per epoch.
+            unlabelled_features: ``(N_u, d)`` unlabelled disagreement set (any device/dtype; it is
+                moved to the training device as float32 once); required by, and only allowed with,
+                ``disagreement_data: unlabelled``.
 
         Returns:
             One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
-            ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs),
+            ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs; under
+            ``independent`` pair-steps are member-steps and the means are over them),
             ``seconds``, and with validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and
             ``val_acc_member_<m>`` for every member.
 
         Raises:
             FloatingPointError: the loss became NaN or infinite; the message names epoch and step.
+            ValueError: mismatched inputs, or unlabelled features missing for (or given without)
+                ``disagreement_data: unlabelled``.
         """
         config = self.config
         features, labels = _as_passes(train_features, train_labels)
+        unlabelled = self._unlabelled(unlabelled_features)
         if features.shape[-1] != self.ensemble.config.feature_dim:
             raise ValueError(
                 f"train features have width {features.shape[-1]}, the heads expect {self.ensemble.config.feature_dim}"
@@ -437,7 +591,9 @@ class EnsembleTrainer:
             pass_index = epoch % features.shape[0]
             started = time.perf_counter()
             record = {"epoch": epoch, "pass": pass_index, "frozen": frozen}
-            record.update(self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress))
+            record.update(
+                self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress, unlabelled)
+            )
             if not frozen and self.scheduler is not None:
                 self.scheduler.step()
             if val_features is not None:
@@ -453,16 +609,49 @@ class EnsembleTrainer:
         leading = ["epoch", "pass", "frozen", "lr", "steps", "pair_steps", "task_loss", "repulsion", "total_loss"]
         return log[leading + [c for c in log.columns if c not in leading]]
 
-    def _run_epoch(self, epoch: int, frozen: bool, features: Tensor, labels: Tensor, progress: bool) -> dict:
+    def _unlabelled(self, unlabelled_features) -> Tensor | None:
+        """The unlabelled disagreement set on the training device, checked against the config and the heads."""
+        wanted = self.config.disagreement_data == "unlabelled"
+        if unlabelled_features is None:
+            if wanted:
+                raise ValueError(
+                    "TrainConfig.disagreement_data is 'unlabelled' but no unlabelled_features were given to fit "
+                    "(an (N_u, d) array of the disagreement set)"
+                )
+            return None
+        if not wanted:
+            raise ValueError(
+                "unlabelled_features were given but TrainConfig.disagreement_data is 'train', so they would be "
+                "ignored; set disagreement_data: unlabelled (and hardness: false) to use them"
+            )
+        unlabelled = torch.as_tensor(unlabelled_features)
+        width = self.ensemble.config.feature_dim
+        if unlabelled.dim() != 2 or unlabelled.shape[0] < 1 or unlabelled.shape[1] != width:
+            raise ValueError(
+                f"unlabelled_features must be (N_u, {width}) with N_u >= 1, got shape {tuple(unlabelled.shape)}"
+            )
+        return unlabelled.to(self.device, torch.float32)
+
+    def _run_epoch(
+        self,
+        epoch: int,
+        frozen: bool,
+        features: Tensor,
+        labels: Tensor,
+        progress: bool,
+        unlabelled: Tensor | None = None,
+    ) -> dict:
         """Run (or, frozen, only measure) one epoch on one pass; returns its losses and counts."""
         config = self.config
         features = features.to(self.device, torch.float32)
         labels = labels.to(self.device, torch.long)
-        generator = torch.Generator().manual_seed(epoch_seed(config, epoch))
-        plans = plans_to(
-            plan_epoch(config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator),
-            self.device,
-        )
+        seed = epoch_seed(config, epoch)
+        generator = torch.Generator().manual_seed(seed)
+        plans = plan_epoch(config.schedule, features.shape[0], self.ensemble.num_members, config.batch_size, generator)
+        if unlabelled is not None:
+            far_generator = torch.Generator().manual_seed(seed + UNLABELLED_SEED_OFFSET)
+            plans = plan_disagreement(plans, unlabelled.shape[0], config.batch_size, far_generator)
+        plans = plans_to(plans, self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -470,7 +659,7 @@ class EnsembleTrainer:
         label = f"epoch {epoch}/{config.epochs - 1}" + (" (frozen)" if frozen else "")
         bar = tqdm(total=len(plans), desc=label, disable=not progress, leave=True)
         for index, plan in enumerate(plans):
-            step_sums = torch.stack(self.step(plan, features, labels, update=not frozen))
+            step_sums = torch.stack(self.step(plan, features, labels, update=not frozen, unlabelled=unlabelled))
             sums += step_sums
             pair_steps += plan.num_pairs
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_sums[0]), index, first_bad)
@@ -508,6 +697,7 @@ def train_ensemble(
     device: str | torch.device = "cpu",
     progress: bool = True,
     initial: HeadEnsemble | None = None,
+    unlabelled_features=None,
 ) -> tuple[HeadEnsemble, pd.DataFrame]:
     """Initialise an ensemble from ``config.seed`` (or from ``initial``) and train it.
 
@@ -522,6 +712,7 @@ def train_ensemble(
         device: where to train.
         initial: start from these weights (e.g. `HeadEnsemble.from_member_state` of a pretrained head)
             instead of a random draw; its config must equal ``head_config`` but for ``layer_scale_init``.
+        unlabelled_features: as in `EnsembleTrainer.fit`.
 
     Returns:
         ``(ensemble, log)``.
@@ -539,5 +730,7 @@ def train_ensemble(
         ensemble = HeadEnsemble._uninitialised(head_config)
         ensemble.load_state_dict(initial.state_dict())
     ensemble = ensemble.to(device)
-    log = EnsembleTrainer(ensemble, config).fit(train_features, train_labels, val_features, val_labels, progress)
+    log = EnsembleTrainer(ensemble, config).fit(
+        train_features, train_labels, val_features, val_labels, progress, unlabelled_features=unlabelled_features
+    )
     return ensemble, log

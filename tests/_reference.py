@@ -107,3 +107,71 @@ def reference_step(heads, optimizer, plan: StepPlan, features, labels, config: T
 
 def cosine_lr(lr: float, epoch: int, period: int) -> float:
     return lr * (1 + math.cos(math.pi * epoch / period)) / 2
+
+
+def reference_mutual_information(probs_a, probs_b, alpha=None):
+    """mean(alpha) * KL(P_ab || P_a x P_b) of one pair, P weighted by alpha / sum(alpha), sample by sample."""
+    batch = len(probs_a)
+    alpha = torch.ones(batch, dtype=probs_a.dtype) if alpha is None else alpha
+    weights = alpha / alpha.sum()
+    joint = sum(weights[n] * torch.outer(probs_a[n], probs_b[n]) for n in range(batch))
+    marginal_a = sum(weights[n] * probs_a[n] for n in range(batch))
+    marginal_b = sum(weights[n] * probs_b[n] for n in range(batch))
+    independent = torch.outer(marginal_a, marginal_b)
+    return alpha.mean() * (joint * (torch.log(joint) - torch.log(independent))).sum()
+
+
+def reference_baseline_step(heads, optimizer, plan: StepPlan, features, labels, config: TrainConfig, unlabelled=None):
+    """One planned step of the baselines' settings, written out with one module per member.
+
+    ``independent``: the sum over members of each member's own (smoothed) cross-entropy. Otherwise
+    every pair's ``(1 - lam) T + kappa lam R`` summed and divided by the pairs per member, where R is
+    A2D (mean over samples of alpha * A2D, roles from the plan) or the DivDis MI
+    (`reference_mutual_information`), on the labelled batch or on the plan's unlabelled rows, and
+    alpha is SED's hardness weight of the members reading the batch or 1 (``hardness: false``).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    members = plan.members.tolist()
+    groups = plan.member_group.tolist()
+
+    def task_loss(z, y):
+        target = torch.full_like(z, config.label_smoothing / z.shape[-1])
+        target[torch.arange(len(y)), y] += 1 - config.label_smoothing
+        return -(target * torch.log_softmax(z, dim=-1)).sum(dim=-1).mean()
+
+    if config.schedule == "independent":
+        rows = plan.rows[0]
+        total = sum(task_loss(heads[m](features[rows]), labels[rows]) for m in members)
+        total.backward()
+        optimizer.step()
+        return
+    logits, far_logits, alphas = {}, {}, {}
+    for group, rows in enumerate(plan.rows):
+        readers = [position for position, g in enumerate(groups) if g == group]
+        for position in readers:
+            logits[position] = heads[members[position]](features[rows])
+            if unlabelled is not None:
+                far_logits[position] = heads[members[position]](unlabelled[plan.disagreement_rows[group]])
+        if config.hardness:
+            alphas[group] = reference_hardness([logits[position] for position in readers], labels[rows])
+        else:
+            alphas[group] = None
+    total = 0.0
+    for a, b in plan.pairs.tolist():
+        group = groups[a]
+        y = labels[plan.rows[group]]
+        task = (task_loss(logits[a], y) + task_loss(logits[b], y)) / 2
+        z_a, z_b = (far_logits[a], far_logits[b]) if unlabelled is not None else (logits[a], logits[b])
+        alpha = alphas[group] if alphas[group] is not None else torch.ones(len(z_a), dtype=z_a.dtype)
+        p_a, p_b = torch.softmax(z_a, -1), torch.softmax(z_b, -1)
+        if config.kernel == "divdis":
+            repulsion = reference_mutual_information(p_a, p_b, alphas[group])
+        else:
+            a2d = []
+            for n in range(len(z_a)):
+                c = int(torch.argmax(p_a[n]))
+                a2d.append(-torch.log(p_a[n, c] * (1 - p_b[n, c]) + p_b[n, c] * (1 - p_a[n, c]) + 1e-9))
+            repulsion = (alpha * torch.stack(a2d)).mean()
+        total = total + (1 - config.lam) * task + config.kappa * config.lam * repulsion
+    (total / plan.pairs_per_member).backward()
+    optimizer.step()

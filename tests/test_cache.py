@@ -1,12 +1,14 @@
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from sedlib.cache import (
     SplitPlan,
     cache_features,
     load_split,
     plan_splits,
+    source_images,
     split_hash,
     split_rows,
     training_rows,
@@ -105,6 +107,7 @@ def test_standard_protocol_study_with_imported_splits(tmp_path):
         "data": {"root": str(root), "val_rows": 3},
         "cache": {"import_dir": str(imports)},
         "train": {"epochs": 2},
+        "seeds": [1, 2],
     }
     config = load_config("params/smoke_imagenet.yaml", overrides)
     run = RunDir.open(config, tmp_path / "run")
@@ -119,8 +122,56 @@ def test_standard_protocol_study_with_imported_splits(tmp_path):
     assert len(val.labels) == 3 and load_split(config, run, "train").features.shape == (2, 12, 768)
 
     models = train_models(config, run, progress=False)
+    assert list(models) == ["ood_gen-seed1", "ood_gen-seed2", "ood_det_sem-seed1", "ood_det_sem-seed2"]
     batches = -(-(12 - 3) // config.models["ood_gen"].train.batch_size)  # the val rows are left out
-    assert models["ood_gen"].log["steps"].tolist() == [batches, batches]
+    assert models["ood_gen-seed1"].log["steps"].tolist() == [batches, batches]
+    first, second = (models[f"ood_gen-seed{s}"].ensemble.head.weight for s in (1, 2))
+    assert not torch.equal(first, second)  # the seed reaches the initialisation
     evaluations = evaluate_models(config, run, load_models(config, run), ["val", "imagenet_a"], progress=False)
     subset = evaluations["pretrained_head", "imagenet_a"]
     assert subset.samples["ensemble_prediction"].between(0, 199).all()  # standard: argmax over the 200 classes
+
+
+def test_disagreement_rows_are_the_ood_set_rows_the_evaluation_leaves_out():
+    values = load_config("params/smoke.yaml").to_dict()
+    config = RunConfig.from_dict(merge(values, {"data": {"disagreement_set": "animal_mnist", "disagreement_rows": 30}}))
+    plans = {plan.name: plan for plan in plan_splits(config)}
+    assert plans["disagreement"].kind == "disagreement"
+    evaluated = split_rows(config, plans["animal_mnist"], 500)
+    unlabelled = split_rows(config, plans["disagreement"], 500)
+    assert len(evaluated) == 100 and len(unlabelled) == 30 and not set(evaluated) & set(unlabelled)
+    base = hashes(values)
+    assert hashes(merge(values, {"data": {"disagreement_set": "animal_mnist"}})).items() >= base.items()
+    too_many = RunConfig.from_dict(merge(values, {"data": {"disagreement_set": "digits", "ood_rows": None}}))
+    with pytest.raises(ValueError, match="leaving 0 for data.disagreement_rows"):
+        split_rows(too_many, plans["disagreement"], 500)
+
+
+class MeanColour(torch.nn.Module):
+    """A stand-in backbone: the mean colour of each image, (B, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) + self.anchor
+
+
+def test_folder_stream_resumes_mid_pass_with_the_same_rows(tmp_path):
+    from sedlib.cache import _FolderStream
+
+    root = make_fake_imagenet(tmp_path / "data")
+    config = load_config("params/smoke_imagenet.yaml", {"data": {"root": str(root)}, "cache": {"batch_size": 5}})
+    plan = SplitPlan("train", "train", passes=2)
+    images, index = source_images(config, plan)
+    stream = _FolderStream(MeanColour(), images, index, config, plan)
+    first = [stream(0, 0, 4), stream(0, 4, 12)]  # batches of 5 straddle the chunks
+    resumed = _FolderStream(MeanColour(), images, index, config, plan)(0, 4, 12)  # a restart after chunk one
+    for fresh, again in zip(first[1], resumed):
+        np.testing.assert_array_equal(fresh, again)
+    features, labels, rows = (np.concatenate(parts) for parts in zip(*first))
+    np.testing.assert_array_equal(rows, index)
+    np.testing.assert_array_equal(labels, images.labels[index])
+    second_pass = stream(1, 0, 12)[0]
+    assert not np.array_equal(second_pass, features)  # another augmentation pass

@@ -17,11 +17,11 @@ def write(tmp_path, values):
 
 
 def test_project_params_files_load():
-    for name in ("default", "smoke", "imagenet_deit3b", "imagenet_deit3b_standard", "smoke_imagenet"):
+    for name in ("default", "smoke", "full_cpu", "imagenet_deit3b", "imagenet_deit3b_standard", "smoke_imagenet"):
         config = load_config(f"params/{name}.yaml")
         assert config.run_name == name
         assert config.eval.reference_model in config.models
-        assert all(spec.num_members >= 2 for spec in config.models.values())
+        assert all(spec.num_members >= 2 or spec.train.schedule == "independent" for spec in config.models.values())
 
 
 def test_imagenet_params_hold_the_published_runs_exactly():
@@ -116,6 +116,12 @@ def test_model_entry_overrides_train_defaults():
         ({"data": {"val_rows": 0}}, "standard protocol does not allow"),
         ({"head": {"init": "zeros"}}, "init must be one of"),
         ({"models": {"pretrained_head": {"num_members": 2}}}, "reserved for eval.pretrained_head"),
+        (
+            {"models": {"de": {"num_members": 3, "disagreement_data": "unlabelled", "hardness": False}}},
+            "set data.disagreement_set",
+        ),
+        ({"data": {"disagreement_set": "imagenet_r"}}, "disagreement_set must be one of"),
+        ({"seeds": [2, -1]}, "seeds must be distinct non-negative integers"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path, values, fragment):

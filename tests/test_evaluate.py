@@ -1,10 +1,13 @@
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from sedlib.evaluate import evaluate_split, member_accuracies
+from sedlib.ensemble import HeadEnsemble
+from sedlib.evaluate import evaluate_split, greedy_soup_members, member_accuracies
+from sedlib.metrics import accuracy, expected_calibration_error
 from sedlib.scores import compute_scores
 
 
@@ -154,3 +157,50 @@ def test_subset_and_protocol_are_validated(tiny_ensemble):
         evaluate_split(tiny_ensemble, features, labels, class_subset=[0, 2, 5])
     with pytest.raises(ValueError, match=r"positions 0\.\.1 .*found 2"):
         evaluate_split(tiny_ensemble, features, labels, class_subset=[0, 2])
+
+
+def test_member_and_soup_calibration_match_a_direct_computation(tiny_ensemble, tiny_config):
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(37, tiny_config.feature_dim, generator=generator)
+    labels = torch.randint(0, tiny_config.num_classes, (37,), generator=generator).numpy()
+    labels[[3, 9]] = -1  # unlabelled rows count in no calibration figure
+    result = evaluate_split(tiny_ensemble, features, labels, batch_size=8, progress=False)
+    keep = labels >= 0
+    with torch.no_grad():
+        probs = tiny_ensemble(features).softmax(dim=-1).double().numpy()[:, keep]
+        soup_probs = tiny_ensemble.soup()(features)[0].softmax(dim=-1).double().numpy()[keep]
+    truth = labels[keep]
+    one_hot = np.eye(tiny_config.num_classes)[truth]
+    for m, member in enumerate(probs):
+        expected_ece = expected_calibration_error(member.max(axis=1), member.argmax(axis=1) == truth)
+        assert result.member_calibration["ece"][m] == pytest.approx(expected_ece, rel=1e-5)
+        assert result.member_calibration["nll"][m] == pytest.approx(
+            -np.log(member[np.arange(len(truth)), truth]).mean()
+        )
+        assert result.member_calibration["brier"][m] == pytest.approx(((member - one_hot) ** 2).sum(axis=1).mean())
+    soup = result.calibration()["soup"]
+    assert soup["nll"] == pytest.approx(-np.log(soup_probs[np.arange(len(truth)), truth]).mean(), rel=1e-5)
+    assert soup["ece"] == pytest.approx(
+        expected_calibration_error(soup_probs.max(axis=1), soup_probs.argmax(axis=1) == truth), rel=1e-5
+    )
+    assert result.calibration()["mean_member"]["brier"] == pytest.approx(result.member_calibration["brier"].mean())
+
+
+def test_greedy_soup_keeps_members_that_do_not_hurt_validation_accuracy(tiny_config):
+    ensemble = HeadEnsemble(dataclasses.replace(tiny_config, num_members=3), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ensemble.ls2.gamma.zero_()  # logits = W LN(h) + b: averaging weights averages logits
+        ensemble.head.bias.zero_()
+        ensemble.head.weight[1] = ensemble.head.weight[0]  # a copy of member 0
+        ensemble.head.weight[2] = -3 * ensemble.head.weight[0]  # the soup of all three is member 0 negated
+        for name in ("norm2.weight", "norm2.bias", "norm.weight", "norm.bias", "mlp.fc1.weight", "mlp.fc2.weight"):
+            parameter = ensemble.get_parameter(name)
+            parameter[1:] = parameter[0]
+    features = torch.randn(64, tiny_config.feature_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = ensemble(features)[0].argmax(dim=-1)  # member 0 is right everywhere
+    # by hand: order 0, 1 (100 %), 2 (0 %); {0, 1} keeps 100 %; adding 2 gives -W/3, wrong everywhere
+    assert greedy_soup_members(ensemble, features, labels) == (0, 1)
+    result = evaluate_split(ensemble, features, labels.numpy(), greedy_members=(0, 1), progress=False)
+    assert accuracy(result.samples["greedy_soup_prediction"], result.labels) == 1.0
+    assert accuracy(result.samples["soup_prediction"], result.labels) == 0.0

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from sedlib.losses import a2d_disagreement, cross_entropy, divdis_repulsion, hardness_weights, sed_pair_loss
+from sedlib.losses import (
+    a2d_disagreement,
+    cross_entropy,
+    divdis_pair_repulsion,
+    divdis_repulsion,
+    hardness_weights,
+    pair_repulsion,
+    sed_pair_loss,
+)
 
 
 def logits_of(*probabilities):
@@ -137,3 +145,98 @@ def test_given_hardness_weights_replace_the_pairs_own():
     alpha = torch.tensor([[0.0, 2.0, 0.0, 0.0]])
     loss = sed_pair_loss(la, lb, labels, lam=0.5, kappa=1.0, alpha=alpha)
     assert loss.repulsion.item() == pytest.approx(2.0 * a2d_disagreement(la, lb)[0, 1].item() / 4, rel=1e-6)
+
+
+def weighted_mutual_information_by_hand(probs_a: np.ndarray, probs_b: np.ndarray, alpha: np.ndarray) -> float:
+    """mean(alpha) * MI of the batch distribution that weighs sample n by alpha_n / sum(alpha), with loops."""
+    classes = probs_a.shape[1]
+    weights = alpha / alpha.sum()
+    joint = np.zeros((classes, classes))
+    marginal_a, marginal_b = np.zeros(classes), np.zeros(classes)
+    for n, w in enumerate(weights):
+        joint += w * np.outer(probs_a[n], probs_b[n])
+        marginal_a += w * probs_a[n]
+        marginal_b += w * probs_b[n]
+    mi = sum(
+        joint[c, d] * math.log(joint[c, d] / (marginal_a[c] * marginal_b[d]))
+        for c in range(classes)
+        for d in range(classes)
+        if joint[c, d] > 0
+    )
+    return float(alpha.mean() * mi)
+
+
+def test_divdis_pair_repulsion_without_weights_is_each_pairs_mutual_information():
+    generator = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(3, 7, 9, 4, generator=generator, dtype=torch.float64)  # (pair, side, B, C)
+    logits_a, logits_b = logits[:, 0], logits[:, 1]
+    for chunk in (1, 2, 32):
+        values = divdis_pair_repulsion(logits_a, logits_b, pair_chunk=chunk)
+        assert values.shape == (3,)
+        for p in range(3):
+            probs = torch.stack((logits_a[p], logits_b[p])).softmax(-1)
+            assert values[p].item() == pytest.approx(naive_mutual_information(probs.numpy()), rel=1e-10)
+    # the per-pair terms of divdis_repulsion
+    members = torch.randn(4, 9, 4, generator=generator, dtype=torch.float64)
+    first, second = torch.triu_indices(4, 4, offset=1)
+    pairwise = divdis_pair_repulsion(members[first], members[second])
+    assert pairwise.mean().item() == pytest.approx(divdis_repulsion(members.softmax(-1)).item(), rel=1e-10)
+
+
+def test_divdis_pair_repulsion_weights_the_samples_by_alpha_and_scales_by_its_mean():
+    generator = torch.Generator().manual_seed(1)
+    logits_a, logits_b = 2 * torch.randn(2, 2, 8, 3, generator=generator, dtype=torch.float64)
+    alpha = torch.rand(2, 8, generator=generator, dtype=torch.float64) * 3
+    values = divdis_pair_repulsion(logits_a, logits_b, alpha)
+    for p in range(2):
+        expected = weighted_mutual_information_by_hand(
+            logits_a[p].softmax(-1).numpy(), logits_b[p].softmax(-1).numpy(), alpha[p].numpy()
+        )
+        assert values[p].item() == pytest.approx(expected, rel=1e-10)
+    # a constant alpha = c is c times plain DivDis; alpha = 1 is plain DivDis
+    plain = divdis_pair_repulsion(logits_a, logits_b)
+    torch.testing.assert_close(divdis_pair_repulsion(logits_a, logits_b, torch.full((2, 8), 2.5).double()), 2.5 * plain)
+    torch.testing.assert_close(divdis_pair_repulsion(logits_a, logits_b, torch.ones(2, 8).double()), plain)
+    # a sample with alpha 0 does not count
+    dropped = divdis_pair_repulsion(logits_a[:, 1:], logits_b[:, 1:], alpha[:, 1:])
+    zeroed = alpha.clone()
+    zeroed[:, 0] = 0
+    torch.testing.assert_close(divdis_pair_repulsion(logits_a, logits_b, zeroed), dropped * 7 / 8)  # mean(alpha)
+
+
+def test_divdis_pair_repulsion_is_finite_for_zero_weights_and_saturated_logits():
+    logits = torch.tensor([[[200.0, 0.0, -200.0], [0.0, 200.0, -200.0]]], requires_grad=True)
+    other = torch.tensor([[[-200.0, 0.0, 200.0], [0.0, 0.0, 0.0]]], requires_grad=True)
+    for alpha in (None, torch.zeros(1, 2), torch.tensor([[1.0, 3.0]])):
+        value = divdis_pair_repulsion(logits, other, alpha)
+        grads = torch.autograd.grad(value.sum(), (logits, other))
+        assert torch.isfinite(value).all() and all(torch.isfinite(g).all() for g in grads)
+    assert divdis_pair_repulsion(logits, other, torch.zeros(1, 2)).item() == 0.0
+
+
+def test_divdis_pair_repulsion_runs_in_float32_under_bfloat16_autocast():
+    logits_a, logits_b = torch.randn(2, 3, 16, 5, generator=torch.Generator().manual_seed(2)).unbind(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = divdis_pair_repulsion(logits_a.bfloat16(), logits_b.bfloat16())
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, divdis_pair_repulsion(logits_a.bfloat16().float(), logits_b.bfloat16().float()))
+
+
+def test_sed_pair_loss_with_the_divdis_kernel_and_other_repulsion_samples():
+    generator = torch.Generator().manual_seed(3)
+    la, lb = torch.randn(2, 2, 6, 4, generator=generator, dtype=torch.float64)
+    far_a, far_b = torch.randn(2, 2, 5, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 6), generator=generator)
+    ones = torch.ones(2, 5, dtype=torch.float64)
+    loss = sed_pair_loss(
+        la, lb, labels, lam=0.4, kappa=2.0, alpha=ones, kernel="divdis", repulsion_logits=(far_a, far_b)
+    )
+    torch.testing.assert_close(loss.repulsion, divdis_pair_repulsion(far_a, far_b))
+    task = (cross_entropy(la, labels).mean(-1) + cross_entropy(lb, labels).mean(-1)) / 2
+    torch.testing.assert_close(loss.total, 0.6 * task + 0.8 * loss.repulsion)
+    a2d = sed_pair_loss(la, lb, labels, lam=0.4, kappa=2.0, alpha=ones, repulsion_logits=(far_a, far_b))
+    torch.testing.assert_close(a2d.repulsion, a2d_disagreement(far_a, far_b).mean(-1))
+    with pytest.raises(ValueError, match="need explicit alpha"):
+        sed_pair_loss(la, lb, labels, lam=0.4, kappa=2.0, repulsion_logits=(far_a, far_b))
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        pair_repulsion(la, lb, torch.ones(2, 6), kernel="mmd")

@@ -1,10 +1,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sedlib.config import RunConfig
-from sedlib.evaluate import SplitEvaluation
+from sedlib.evaluate import SplitEvaluation, evaluate_split
 from sedlib.tables import (
+    calibration_table,
+    calibration_wide,
     detection_table,
     detection_wide,
     diversity_table,
@@ -72,7 +75,8 @@ def test_generalisation_table_hand_computed():
     assert de.loc["ensemble", "C-1"] == pytest.approx(0.375)
     assert de.loc["best_single_oracle", "C-5"] == pytest.approx(0.5)
     assert de.loc["mean_single", "C-1"] == pytest.approx(0.375)
-    assert len(per_corruption) == 2 * 5 * 2 * 2  # models x aggregations x corruptions x severities
+    assert len(per_corruption) == 2 * 6 * 2 * 2  # models x aggregations x corruptions x severities
+    assert np.isnan(de.loc["greedy_soup", "test"])  # no greedy soup was evaluated
     assert list(table1(summary).columns) == ["Method", "Test", "C-1", "C-5"]
     assert table1(summary).iloc[0]["Test"] == 75.0
 
@@ -132,3 +136,66 @@ def test_detection_wide_joins_metrics_per_cell():
     # digits, DE, PDS: OOD 1.15 everywhere; detecting 95 % of it needs threshold 1.15, which flags the ID
     # values 1.2 and 1.3 -> FPR 2/4
     assert joined.loc[("DE", "PDS"), "digits"] == "50.0 / 50.0"
+
+
+def test_seeds_are_averaged_with_their_spread():
+    config = RunConfig.from_dict(
+        {
+            "run_name": "t",
+            "seeds": [3, 4],
+            "data": {"corruptions": ["fog", "snow"], "severities": [1, 5], "ood_sets": ["digits"]},
+            "models": {"de": {"label": "DE", "num_members": 2, "lam": 0.0}},
+        }
+    )
+    assert [run.name for run in config.model_runs()] == ["de-seed3", "de-seed4"]
+    # the "sed" entries of fake_evaluations carry the shift: each replica gets its own OOD values
+    splits = {split for _, split in fake_evaluations(0.0)}
+    evaluations = {
+        (replica, split): fake_evaluations(shift)["sed", split]
+        for replica, shift in (("de-seed3", 0.0), ("de-seed4", 1.0))
+        for split in splits
+    }
+    summary, _ = generalisation_tables(evaluations, config)
+    assert summary["seed"].tolist().count(3) == summary["seed"].tolist().count(4) == len(summary) // 2
+    shown = table1(summary).set_index("Method")
+    # identical accuracies in both seeds: the spread is 0
+    assert shown.loc["DE / Ensemble (mean logits)", "Test"] == "75.0 ± 0.0"
+    diversity = diversity_table(evaluations, config)
+    mean_unique = diversity[diversity["split"] == "digits"].groupby("model")["num_unique"]
+    # #unique on digits is 1 + shift: 1.0 and 2.0 -> mean 1.5, sample std 0.707
+    assert mean_unique.mean().loc["de"] == pytest.approx(1.5) and mean_unique.std().loc["de"] == pytest.approx(2**-0.5)
+    detection = detection_table(evaluations, config)
+    auroc = detection_wide(detection, ("auroc",)).set_index(["Model", "Score"])
+    assert " ± " in auroc.loc[("DE", "PDS"), "digits"]
+    assert "means over 2 seeds" in results_summary(summary, detection, diversity, config)
+
+
+def test_seeds_must_be_distinct():
+    with pytest.raises(Exception, match="seeds must be distinct non-negative integers"):
+        RunConfig.from_dict({"run_name": "t", "seeds": [1, 1], "models": {"de": {"num_members": 2}}})
+
+
+def test_calibration_table_averages_the_corruptions(tiny_ensemble):
+    generator = torch.Generator().manual_seed(0)
+    evaluations = {}
+    for model in ("de", "sed"):
+        for split in ("test", "fog-1", "snow-1", "fog-5", "snow-5"):
+            features = torch.randn(30, 12, generator=generator)
+            labels = torch.randint(0, 5, (30,), generator=generator).numpy()
+            evaluations[model, split] = evaluate_split(tiny_ensemble, features, labels, progress=False)
+    table = calibration_table(evaluations, CONFIG).set_index(["model", "aggregation", "split"])
+    assert set(table.index.get_level_values("split")) == {"test", "C-1", "C-5"}
+    fog, snow = (evaluations["sed", f"{c}-5"].calibration()["soup"]["nll"] for c in ("fog", "snow"))
+    assert table.loc[("sed", "soup", "C-5"), "nll"] == pytest.approx((fog + snow) / 2)
+    member = evaluations["de", "test"].member_calibration["ece"].mean()
+    assert table.loc[("de", "mean_member", "test"), "ece"] == pytest.approx(member)
+    wide = calibration_wide(calibration_table(evaluations, CONFIG))
+    assert list(wide.columns) == ["Method", "Test", "C-1", "C-5"] and len(wide) == 6
+
+
+def test_summary_leaves_one_member_models_out_of_the_disagreement_comparisons():
+    detection = detection_table(fake_evaluations(0.5), CONFIG)
+    detection = detection[~((detection["model"] == "sed") & (detection["score"] == "pds"))]  # as for M = 1
+    summary, _ = generalisation_tables(fake_evaluations(0.5), CONFIG)
+    text = results_summary(summary, detection, diversity_table(fake_evaluations(0.5), CONFIG), CONFIG)
+    assert "- SED: test" in text and "Diversity signature (SED" not in text and "- SED: PDS beats" not in text

@@ -5,8 +5,21 @@ import pytest
 import torch
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.train import EnsembleTrainer, TrainConfig, epoch_seed, plan_epoch, train_ensemble
-from tests._reference import cosine_lr, reference_heads, reference_optimizer, reference_step
+from sedlib.train import (
+    EnsembleTrainer,
+    TrainConfig,
+    epoch_seed,
+    plan_disagreement,
+    plan_epoch,
+    train_ensemble,
+)
+from tests._reference import (
+    cosine_lr,
+    reference_baseline_step,
+    reference_heads,
+    reference_optimizer,
+    reference_step,
+)
 from tests.conftest import clustered_features
 
 
@@ -104,9 +117,7 @@ def test_fast_paths_match_the_published_style_reference_loop(schedule, optimizer
     for step in plans(schedule, rows=64, members=members, batch=8, seed=3)[:6]:
         trainer.step(step, features, labels)
         reference_step(heads, reference, step, features, labels, config)
-    for member, head in enumerate(heads):
-        for name, p in head.stacked_names().items():
-            torch.testing.assert_close(ensemble.get_parameter(name)[member], p.detach(), rtol=1e-9, atol=1e-11)
+    assert_matches_reference(ensemble, heads)
 
 
 def test_iid_step_leaves_inactive_members_and_their_optimiser_state_bit_identical():
@@ -307,3 +318,301 @@ def test_training_can_start_from_given_heads(tiny_ensemble, tiny_config):
         assert not torch.equal(parameter, tiny_ensemble.get_parameter(name))  # trained, and the input left alone
     with pytest.raises(ValueError, match="do not have the configured shape"):
         train_ensemble(dataclasses.replace(tiny_config, hidden_dim=7), config, features, labels, initial=tiny_ensemble)
+
+
+# --- the paper's baselines in the same trainer: deep ensemble, single model, DivDis, naive A2D / DivDis ---
+
+
+def mutual_information_by_hand(probs_a: np.ndarray, probs_b: np.ndarray, alpha: np.ndarray | None = None) -> float:
+    """mean(alpha) * sum_cd J log(J / (Pa Pb)) with J, Pa, Pb the alpha-weighted batch joint and marginals."""
+    alpha = np.ones(len(probs_a)) if alpha is None else alpha
+    weights = alpha / alpha.sum()
+    joint = np.einsum("n,nc,nd->cd", weights, probs_a, probs_b)
+    independent = np.outer(weights @ probs_a, weights @ probs_b)
+    return float(alpha.mean() * (joint * np.log(joint / independent)).sum())
+
+
+def a2d_by_hand(probs_a: np.ndarray, probs_b: np.ndarray) -> np.ndarray:
+    top = probs_a.argmax(-1)
+    a, b = probs_a[np.arange(len(top)), top], probs_b[np.arange(len(top)), top]
+    return -np.log(a * (1 - b) + b * (1 - a) + 1e-9)
+
+
+def softmax(logits: torch.Tensor) -> np.ndarray:
+    z = logits.detach().double().numpy()
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_independent_plans_train_every_member_on_every_batch():
+    steps = plans("independent", rows=53, members=3, batch=8)
+    assert sorted(rows_seen(steps).tolist()) == list(range(53))
+    for step in steps:
+        assert step.member_ids == (0, 1, 2) and step.pairs.tolist() == [[0, 0], [1, 1], [2, 2]]
+        assert step.pairs_per_member == 1 and torch.count_nonzero(step.member_group) == 0
+    single = plans("independent", rows=53, members=1, batch=8)
+    assert [s.rows.tolist() for s in single] == [s.rows.tolist() for s in steps]  # same shuffle whatever M
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_independent_ensemble_equals_single_models_trained_alone(optimizer):
+    head_config, features, labels = small_problem(members=3, rows=70)
+    config = TrainConfig(
+        schedule="independent", lam=0.0, optimizer=optimizer, batch_size=16, epochs=3, lr=0.02, weight_decay=0.01,
+        label_smoothing=0.1, cosine_t_max=4, seed=5,
+    )  # fmt: skip
+    start = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(11))
+    ensemble, log = train_ensemble(
+        head_config, config, features, labels, features, labels, progress=False, initial=start
+    )
+    assert log["pair_steps"].tolist() == [3 * 5] * 3  # member-steps: every member on each of the 5 batches
+    single_config = dataclasses.replace(head_config, num_members=1)
+    for member in range(3):
+        row = {name: p.detach()[member] for name, p in start.named_parameters()}
+        initial = HeadEnsemble.from_member_state(row, 1, head_config.norm_eps)
+        single, single_log = train_ensemble(
+            single_config, config, features, labels, features, labels, progress=False, initial=initial
+        )
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(ensemble.get_parameter(name)[member], p[0], rtol=1e-5, atol=1e-6)
+        assert log[f"val_acc_member_{member}"].tolist() == single_log["val_acc_member_0"].tolist()
+    assert not torch.equal(ensemble.head.weight, start.head.weight)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_independent_steps_match_the_published_style_reference_loop(optimizer):
+    head_config, features, labels = small_problem(members=3)
+    config = TrainConfig(
+        schedule="independent", lam=0.0, optimizer=optimizer, lr=0.05, weight_decay=0.01, label_smoothing=0.1
+    )
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0)).double()
+    features = features.double()
+    heads = reference_heads(ensemble).double()
+    trainer = EnsembleTrainer(ensemble, config)
+    reference = reference_optimizer(heads, config)
+    for step in plans("independent", rows=64, members=3, batch=8, seed=3)[:5]:
+        trainer.step(step, features, labels)
+        reference_baseline_step(heads, reference, step, features, labels, config)
+    assert_matches_reference(ensemble, heads)
+
+
+def test_a_single_model_trains_and_the_pair_schedules_refuse_it():
+    head_config, features, labels = small_problem(members=1, rows=120)
+    config = TrainConfig(schedule="independent", lam=0.0, batch_size=16, epochs=4, lr=3e-3)
+    _, log = train_ensemble(head_config, config, features, labels, features, labels, progress=False)
+    assert log["task_loss"].iloc[-1] < log["task_loss"].iloc[0] and log["val_acc_ensemble"].iloc[-1] > 0.9
+    for schedule in ("iid", "matching", "all"):
+        single = HeadEnsemble(head_config)
+        with pytest.raises(ValueError, match=f"pair schedule '{schedule}'.*at least 2 members.*'independent'"):
+            EnsembleTrainer(single, TrainConfig(schedule=schedule))
+    with pytest.raises(ValueError, match="use schedule 'independent'"):
+        plan_epoch("iid", 10, 1, 4, torch.Generator())
+
+
+def test_independent_refuses_a_repulsion():
+    with pytest.raises(ValueError, match="lam must be 0 with schedule 'independent'.*got 0.5"):
+        TrainConfig(schedule="independent")
+    assert TrainConfig(schedule="independent", lam=0.0).lam == 0.0
+
+
+def test_new_keys_are_validated_with_clear_errors():
+    with pytest.raises(ValueError, match="TrainConfig.kernel must be one of"):
+        TrainConfig(kernel="mi")
+    with pytest.raises(ValueError, match="TrainConfig.disagreement_data must be one of"):
+        TrainConfig(disagreement_data="ood")
+    with pytest.raises(ValueError, match="TrainConfig.hardness must be false with disagreement_data 'unlabelled'"):
+        TrainConfig(schedule="all", disagreement_data="unlabelled")
+    with pytest.raises(ValueError, match="TrainConfig.hardness must be true or false"):
+        TrainConfig(hardness="no")
+
+
+def test_new_keys_round_trip_through_to_dict_and_from_dict():
+    import json
+
+    config = TrainConfig(schedule="all", kernel="divdis", disagreement_data="unlabelled", hardness=False)
+    values = config.to_dict()
+    assert {key: values[key] for key in ("kernel", "disagreement_data", "hardness")} == {
+        "kernel": "divdis",
+        "disagreement_data": "unlabelled",
+        "hardness": False,
+    }
+    assert TrainConfig.from_dict(values) == config
+    assert TrainConfig.from_dict(json.loads(json.dumps(values))) == config  # as saved with a run
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    defaults = TrainConfig()
+    assert (defaults.kernel, defaults.disagreement_data, defaults.hardness) == ("a2d", "train", True)
+
+
+def spread_heads(head_config):
+    """float64 heads whose MLP branch matters (as after training), so that their predictions differ."""
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        ensemble.ls2.gamma.normal_(0, 3.0, generator=torch.Generator().manual_seed(1))
+        ensemble.head.weight.mul_(20)
+    return ensemble
+
+
+def _members_logits(ensemble, rows):
+    with torch.no_grad():
+        return ensemble(rows)
+
+
+@pytest.mark.parametrize("hardness", [False, True])
+def test_divdis_kernel_repulsion_is_the_pairwise_mutual_information_by_hand(hardness):
+    head_config, features, labels = small_problem(members=3)
+    ensemble, features = spread_heads(head_config), features.double()
+    config = TrainConfig(schedule="all", kernel="divdis", hardness=hardness, lam=0.5, kappa=2.0)
+    step = plans("all", rows=64, members=3, batch=16)[0]
+    total, task, repulsion = EnsembleTrainer(ensemble, config).step(step, features, labels, update=False)
+    rows = step.rows[0]
+    probs = softmax(_members_logits(ensemble, features[rows]))
+    alpha = None
+    if hardness:  # SED's weights from the mean logit of the three members, by hand
+        mean_logits = _members_logits(ensemble, features[rows]).double().mean(0).numpy()
+        errors = np.log(np.exp(mean_logits).sum(-1)) - mean_logits[np.arange(16), labels[rows].numpy()]
+        alpha = errors / errors.mean() ** 2
+    expected = sum(mutual_information_by_hand(probs[i], probs[j], alpha) for i, j in ((0, 1), (0, 2), (1, 2)))
+    assert expected > 1e-3  # the heads are far apart enough for the MI to matter
+    assert repulsion.item() == pytest.approx(expected, rel=1e-9)
+    assert total.item() == pytest.approx(0.5 * task.item() + 2.0 * 0.5 * repulsion.item(), rel=1e-12)
+
+
+def test_without_hardness_every_sample_weighs_one():
+    head_config, features, labels = small_problem(members=4)
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(schedule="iid", hardness=False, lam=0.5, kappa=1.0)
+    trainer = EnsembleTrainer(ensemble, config)
+    step = plans("iid", rows=64, members=4, batch=8)[0]
+    logits = _members_logits(ensemble, features[step.rows[0]])
+    pair_group = step.member_group[step.pairs[:, 0]]
+    assert torch.equal(trainer._alpha(step, logits, labels[step.rows], pair_group, None), torch.ones(1, 8))
+    _, _, repulsion = trainer.step(step, features, labels, update=False)
+    first, second = (step.member_ids[k] for k in step.pairs[0].tolist())
+    probs = softmax(logits)  # of all four members
+    expected = a2d_by_hand(probs[first], probs[second]).mean()  # no weights
+    assert repulsion.item() == pytest.approx(expected, rel=1e-5)
+
+
+def naive_config(kernel="a2d", **overrides):
+    values = dict(
+        schedule="all", kernel=kernel, disagreement_data="unlabelled", hardness=False, lam=0.5, kappa=2.0,
+        batch_size=8, epochs=2, freeze_first_epoch=False, lr=0.01,
+    )  # fmt: skip
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("kernel", ["a2d", "divdis"])
+def test_naive_repulsion_is_computed_on_the_unlabelled_rows(kernel):
+    head_config, features, labels = small_problem(members=3)
+    unlabelled = torch.randn(30, 10, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 3
+    ensemble, features = spread_heads(head_config), features.double()
+    step = plan_disagreement(plans("all", rows=64, members=3, batch=8), 30, 8, torch.Generator().manual_seed(1))[0]
+    assert step.disagreement_rows.shape == (1, 8)
+    _, task, repulsion = EnsembleTrainer(ensemble, naive_config(kernel)).step(
+        step, features, labels, update=False, unlabelled=unlabelled
+    )
+    probs = softmax(_members_logits(ensemble, unlabelled[step.disagreement_rows[0]]))
+    expected = 0.0
+    for a, b in step.pairs.tolist():  # positions; all members are active, so positions are member ids
+        if kernel == "a2d":
+            expected += a2d_by_hand(probs[a], probs[b]).mean()
+        else:
+            expected += mutual_information_by_hand(probs[a], probs[b])
+    assert repulsion.item() == pytest.approx(expected, rel=1e-9)
+    labelled = softmax(_members_logits(ensemble, features[step.rows[0]]))
+    y = labels[step.rows[0]].numpy()
+    ce = -np.log(labelled[:, np.arange(8), y]).mean(-1)  # per member; each pair's task is its mean
+    assert task.item() == pytest.approx(sum((ce[a] + ce[b]) / 2 for a, b in step.pairs.tolist()), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "schedule, kernel, data, hardness",
+    [("all", "a2d", "unlabelled", False), ("all", "divdis", "unlabelled", False),
+     ("matching", "divdis", "unlabelled", False), ("iid", "divdis", "train", True), ("all", "divdis", "train", True),
+     ("matching", "a2d", "train", False)],
+)  # fmt: skip
+def test_baseline_steps_match_the_published_style_reference_loop(schedule, kernel, data, hardness):
+    head_config, features, labels = small_problem(members=4)
+    config = TrainConfig(
+        schedule=schedule, kernel=kernel, disagreement_data=data, hardness=hardness, optimizer="adamw",
+        batch_size=8, lr=0.05, weight_decay=0.01, lam=0.5, kappa=2.0, label_smoothing=0.1,
+    )  # fmt: skip
+    ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0)).double()
+    features = features.double()
+    unlabelled = torch.randn(20, 10, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 3
+    heads = reference_heads(ensemble).double()
+    trainer = EnsembleTrainer(ensemble, config)
+    reference = reference_optimizer(heads, config)
+    steps = plans(schedule, rows=64, members=4, batch=8, seed=3)
+    if data == "unlabelled":
+        steps = plan_disagreement(steps, 20, 8, torch.Generator().manual_seed(4))
+    far = unlabelled if data == "unlabelled" else None
+    for step in steps[:4]:
+        trainer.step(step, features, labels, unlabelled=far)
+        reference_baseline_step(heads, reference, step, features, labels, config, far)
+    assert_matches_reference(ensemble, heads)
+
+
+def test_unlabelled_rows_are_a_seeded_stream_of_shuffles():
+    steps = plan_epoch("matching", 4 * 5 + 3, 4, 4, torch.Generator().manual_seed(0))  # groups 2, 2, 1, 1
+    first = plan_disagreement(steps, 7, 4, torch.Generator().manual_seed(1))
+    again = plan_disagreement(steps, 7, 4, torch.Generator().manual_seed(1))
+    assert [s.disagreement_rows.shape for s in first] == [(2, 4), (2, 4), (1, 4), (1, 4)]
+    assert all(torch.equal(a.disagreement_rows, b.disagreement_rows) for a, b in zip(first, again))
+    stream = torch.cat([s.disagreement_rows.flatten() for s in first])  # 24 rows = 3 shuffles of 7 and 3 rows
+    for start in range(0, 21, 7):
+        assert sorted(stream[start : start + 7].tolist()) == list(range(7))
+    assert all(torch.equal(a.rows, b.rows) and torch.equal(a.pairs, b.pairs) for a, b in zip(steps, first))
+
+
+def test_unlabelled_features_drive_the_repulsion_and_nothing_else():
+    head_config, features, labels = small_problem(members=3)
+    unlabelled = torch.randn(40, 10, generator=torch.Generator().manual_seed(9)) * 3
+    other = torch.randn(40, 10, generator=torch.Generator().manual_seed(10)) * 3
+
+    def trained(config, far):
+        return train_ensemble(head_config, config, features, labels, unlabelled_features=far, progress=False)
+
+    def same(a, b):
+        return all(torch.equal(p, q) for p, q in zip(a[0].parameters(), b[0].parameters()))
+
+    config = naive_config()
+    first, log = trained(config, unlabelled)
+    assert (log["repulsion"] > 0).all()
+    assert same((first, log), trained(config, unlabelled))  # deterministic
+    assert not same((first, log), trained(config, other))
+    quiet = dataclasses.replace(config, lam=0.0)
+    without = trained(quiet, unlabelled)
+    assert same(without, trained(quiet, other))
+    # lam = 0: the same weights as the published data path (the labelled shuffle and pairs are untouched)
+    assert same(without, trained(dataclasses.replace(quiet, disagreement_data="train"), None))
+
+
+def test_unlabelled_features_are_required_and_checked():
+    head_config, features, labels = small_problem(members=3)
+    with pytest.raises(ValueError, match="disagreement_data is 'unlabelled' but no unlabelled_features"):
+        train_ensemble(head_config, naive_config(), features, labels, progress=False)
+    with pytest.raises(ValueError, match="disagreement_data is 'train'"):
+        train_ensemble(head_config, TrainConfig(epochs=2), features, labels, unlabelled_features=features[:5])
+    with pytest.raises(ValueError, match=r"unlabelled_features must be \(N_u, 10\)"):
+        train_ensemble(head_config, naive_config(), features, labels, unlabelled_features=features[:, :9])
+    trainer = EnsembleTrainer(HeadEnsemble(head_config), naive_config())
+    with pytest.raises(ValueError, match="needs the unlabelled features"):
+        trainer.step(plans("all", rows=64, members=3)[0], features, labels)
+
+
+def test_naive_training_runs_from_float16_numpy_features():
+    head_config, features, labels = small_problem(members=3)
+    far = np.random.default_rng(0).normal(size=(25, 10)).astype(np.float16)
+    ensemble, log = train_ensemble(
+        head_config, naive_config("divdis", epochs=3), features.numpy(), labels.numpy(), unlabelled_features=far,
+        progress=False,
+    )  # fmt: skip
+    assert np.isfinite(log["total_loss"]).all() and (log["pair_steps"] == 3 * 8).all()
+
+
+def assert_matches_reference(ensemble, heads):
+    """Every member of ``ensemble`` equals its one-module-per-member reference head (float64)."""
+    for member, head in enumerate(heads):
+        for name, p in head.stacked_names().items():
+            torch.testing.assert_close(ensemble.get_parameter(name)[member], p.detach(), rtol=1e-9, atol=1e-11)
