@@ -274,10 +274,12 @@ def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
         else:
             what = "clean"
         return f"grey->RGB {cache.image_size}px bilinear; {what}"
+    from sedlib.data.imagenet import resize_size
+
     size = cache.image_size
     return {
         "train": f"random resized crop {size} scale {list(cache.augmentation_scale)} + flip, seed {data.seed}",
-        "eval": f"resize {round(size * 256 / 224)} + centre crop {size} (bilinear)",
+        "eval": f"resize {resize_size(size)} + centre crop {size} (bilinear)",
         "as_is": f"as stored ({size}x{size}; others resized to {size} and centre-cropped)",
     }[_transform(config, plan)]
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from sedlib.scores import SCORES
-from sedlib.tables import AGGREGATIONS, Evaluations, ood_sets, over_seeds, pooled_scores, seed_means
+from sedlib.tables import AGGREGATIONS, SUMMARY_KEYS, Evaluations, ood_sets, over_seeds, pooled_scores, seed_means
 
 
 def save_figure(figure: Figure, directory: Path, name: str) -> Path:
@@ -145,7 +145,7 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     labels = list(dict.fromkeys(table1["label"]))
     width = 0.8 / len(labels)
     ensemble = table1[table1["aggregation"] == "ensemble"].set_index("label")
-    splits = [c for c in table1.columns if c not in ("model", "label", "aggregation")]
+    splits = [c for c in table1.columns if c not in SUMMARY_KEYS]
     for k, label in enumerate(labels):
         axes[0].bar(
             np.arange(len(splits)) + k * width, 100 * ensemble.loc[label, splits].astype(float), width, label=label

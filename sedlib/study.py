@@ -60,6 +60,19 @@ class SelectedRows:
         return features if self.everything else features.index_select(0, self.rows)
 
 
+def training_data(config: RunConfig, run: RunDir):
+    """The rows training uses: the cached train split without the held-out val rows.
+
+    Returns:
+        ``(train, features, labels, val)``: the lazily read train split, its kept rows as
+        `SelectedRows` ``(P, n, d)``, their labels ``(n,)`` and the val split (the test split when
+        ``data.val_rows`` is 0).
+    """
+    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    return train, SelectedRows(train.features, keep), train.labels[keep], val
+
+
 @dataclass
 class TrainedModel:
     """A trained ensemble with its spec and per-epoch training log."""
@@ -111,12 +124,10 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
     """
     device = resolve_device(config.device)
-    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    train, train_features, train_labels, val = training_data(config, run)
     num_classes = DATASET_CLASSES[config.data.dataset]
     feature_dim = train.features.shape[-1]
-    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
-    train_features = SelectedRows(train.features, keep)
-    train_labels = torch.from_numpy(train.labels[keep])
+    train_labels = torch.from_numpy(train_labels)
     val_features = torch.from_numpy(val.features.astype("float32"))
     initial = load_pretrained_head(run) if config.head.init == "pretrained" else None
     unlabelled = None
@@ -283,10 +294,8 @@ def detector_table(
     if not names:
         return pd.DataFrame()
     device = resolve_device(config.device)
-    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
-    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
-    fit_features = SelectedRows(train.features, keep)[0].float().numpy()
-    fit_labels = train.labels[keep]
+    _, train_features, fit_labels, _ = training_data(config, run)
+    fit_features = train_features[0].float().numpy()
     splits = ["test", *detection_splits(config)]
     features = {split: load_split(config, run, split).features.astype(np.float32) for split in splits}
     rows = []

@@ -47,8 +47,8 @@ def _ids(model_run) -> dict:
     return {"model": model_run.model, "label": model_run.label, "seed": model_run.seed}
 
 
-ID_COLUMNS = ("model", "label", "seed")
-"""Columns that identify a replica in the result tables; the tables average over ``seed``."""
+SUMMARY_KEYS = ("model", "label", "seed", "aggregation")
+"""The columns of a generalisation summary that are not splits."""
 
 
 def over_seeds(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -278,7 +278,7 @@ def published_comparison(
     summary, detection, diversity, _ = seed_means(summary, detection, diversity)
     runs = [name for name in config.models if name in PUBLISHED]
     accuracy = summary[summary["model"].isin(runs)].melt(
-        id_vars=["model", "aggregation"], value_vars=[c for c in summary.columns if c not in _ID_COLUMNS]
+        id_vars=["model", "aggregation"], value_vars=[c for c in summary.columns if c not in SUMMARY_KEYS]
     )
     accuracy = accuracy.assign(value=100 * accuracy["value"]).rename(columns={"aggregation": "metric"})
     spread = diversity[diversity["model"].isin(runs)].melt(
@@ -294,9 +294,6 @@ def published_comparison(
         tables.append(compared[compared["run"].isin(runs)].assign(table=table))
     frame = pd.concat(tables, ignore_index=True)
     return frame[["table", "run", "metric", "split", "published", "ours", "difference"]]
-
-
-_ID_COLUMNS = ("model", "label", "aggregation")
 
 
 def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str = "test") -> pd.DataFrame:
@@ -376,7 +373,7 @@ def table1(summary: pd.DataFrame) -> pd.DataFrame:
     With several seeds a cell reads ``mean ± std`` over them.
     """
     mean, std, seeds = over_seeds(summary, ["aggregation"])
-    columns = [c for c in mean.columns if c not in ("model", "label", "aggregation")]
+    columns = [c for c in mean.columns if c not in SUMMARY_KEYS]
     table = _mean_std_cells(mean, std, columns, 100, 1) if seeds > 1 else percent(mean, columns)
     table.insert(0, "Method", table["label"] + " / " + table["aggregation"].map(AGGREGATIONS))
     return table[["Method", *columns]].rename(columns=SPLIT_TITLES)
