@@ -70,6 +70,13 @@ saved = save_figure(figure, run.figures, "examples")
 #
 # One progress bar per split. Re-running this notebook reuses every complete file whose manifest
 # matches the params, and continues a partial one.
+#
+# At paper scale this is the long stage, and it can be shared out over several GPUs or nodes with
+# PyTorch's launcher, `torchrun --nproc-per-node N -m sedlib.cache params/<run>.yaml`: each process
+# caches its own chunks of every split and rank 0 joins them into the same files, row for row, as
+# this notebook writes. A notebook cannot be run once per process, so the launcher runs the same code
+# without it; this notebook then finds every split complete and reuses it (after checking its
+# checksums), and its table below says so.
 
 # %%
 splits = cache_features(config, run)

@@ -45,13 +45,19 @@ run_dir = None
 overrides = {}
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import save_figure, training_curves
+from sedlib.plots import alpha_distribution, image_grid, save_figure, training_curves
 from sedlib.rundir import RunDir
-from sedlib.study import train_models
+from sedlib.study import (
+    alpha_classes,
+    alpha_gallery,
+    alpha_overview,
+    main_logs,
+    train_models,
+    training_overview,
+)
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)
@@ -62,22 +68,7 @@ models = train_models(config, run)
 # %%
 #| label: tbl-models
 #| tbl-cap: "Trained ensembles: size, pair schedule, diversity weights, and validation accuracy after the last epoch (ensemble and mean member, %)."
-overview = pd.DataFrame(
-    [
-        {
-            "Model": model.spec.label,
-            "M": model.spec.num_members,
-            "schedule": model.spec.train.schedule,
-            "λ": model.spec.train.lam,
-            "κ": model.spec.train.kappa,
-            "epochs": model.spec.train.epochs,
-            "val acc ensemble": round(100 * model.log["val_acc_ensemble"].iloc[-1], 1),
-            "val acc member mean": round(100 * model.log["val_acc_member_mean"].iloc[-1], 1),
-            "train seconds": round(model.log["seconds"].sum(), 1),
-        }
-        for model in models.values()
-    ]
-)
+overview = training_overview(config, models)
 overview.to_csv(run.models / "overview.csv", index=False)
 display(Markdown(overview.to_markdown(index=False)))
 
@@ -91,5 +82,36 @@ display(Markdown(overview.to_markdown(index=False)))
 # %%
 #| label: fig-training-curves
 #| fig-cap: "Validation accuracy of the ensemble (solid) and of the mean member (dashed), task loss and weighted A2D repulsion, per epoch (epoch 0 is frozen)."
-figure = training_curves({model.spec.label: model.log for model in models.values()})
+figure = training_curves(main_logs(config, models))
 saved = save_figure(figure, run.figures, "training_curves")
+
+# %% [markdown]
+# ## What SED treats as "OOD-like"
+#
+# SED has no OOD data: its repulsion falls on the training samples the ensemble finds hard, each
+# weighted by `α_n = e_n / (mean e)²`, the ensemble's loss on it over the squared batch mean. A
+# sample with α far above 1 is one the members are pushed hardest to disagree on. The figure shows
+# how α is spread over the training rows and how its tail moves during training; the gallery shows
+# the rows with the largest α in the last epoch, as the backbone saw them (with that epoch's
+# augmentation), and the table how the classes are represented in the top 1 % of α.
+
+# %%
+#| label: fig-alpha
+#| fig-cap: "Hardness weights α of the models trained with them: median, 90th and 99th percentile and maximum per epoch (left), and their distribution over the training rows in the last epoch (right; α = 1 marked)."
+figure = alpha_distribution(alpha_overview(config, run, models))
+saved = save_figure(figure, run.figures, "alpha_distribution")
+
+# %%
+#| label: fig-alpha-gallery
+#| fig-cap: "The training rows with the largest hardness weight α in the last epoch, with their class and α, as the backbone saw them."
+gallery_model, gallery, images = alpha_gallery(config, run, count=24)
+figure = image_grid(images, list(gallery.get("caption", [])), title=f"{gallery_model}: largest α, last epoch")
+saved = save_figure(figure, run.figures, "alpha_gallery")
+
+# %%
+#| label: tbl-alpha-classes
+#| tbl-cap: "Share of each class among all training rows and among the 1 % with the largest α (last epoch); ratio > 1: over-represented among the hardest rows."
+shares_model, shares = alpha_classes(config, run, top_fraction=0.01)
+shares.to_csv(run.results / "alpha_class_shares.csv", index=False)
+shown = f"{shares_model}:\n\n{shares.round(3).to_markdown(index=False)}" if shares_model else "*No model has α.*"
+display(Markdown(shown))

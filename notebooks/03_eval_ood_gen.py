@@ -28,6 +28,9 @@
 # corruptions at severity 1 and 5. The ImageNet study adds ImageNet-A and ImageNet-R, 200-class test
 # sets; how their 200 classes are read off a 1000-way head is where the two protocols differ most
 # (`protocol` in the params file; the line above the table names it).
+#
+# Every split, the OOD sets included, is streamed through every model once here, and the
+# per-sample results are kept in `results/evaluations.h5` for notebook 04.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -40,12 +43,12 @@ from IPython.display import Markdown, display
 from sedlib.config import load_config
 from sedlib.plots import corruption_breakdown, save_figure
 from sedlib.rundir import RunDir
-from sedlib.study import evaluate_models, load_models
+from sedlib.study import evaluate_models, load_models, store_evaluations
 from sedlib.tables import (
     calibration_table,
     calibration_wide,
-    generalisation_splits,
     generalisation_tables,
+    main_rows,
     protocol_note,
     table1,
 )
@@ -55,7 +58,8 @@ run = RunDir.open(config, run_dir)
 models = load_models(config, run)
 
 # %%
-evaluations = evaluate_models(config, run, models, generalisation_splits(config))
+evaluations = evaluate_models(config, run, models)  # every split once; stage 04 reads the OOD sets' results
+store_evaluations(config, run, evaluations)
 summary, per_corruption = generalisation_tables(evaluations, config)
 summary.to_csv(run.results / "ood_gen.csv", index=False)
 per_corruption.to_csv(run.results / "ood_gen_per_corruption.csv", index=False)
@@ -66,7 +70,7 @@ calibration.to_csv(run.results / "calibration.csv", index=False)
 #| label: tbl-ood-gen
 #| tbl-cap: "Accuracy (%) on the clean test split and under corruption (C-1, C-5: means over the corruptions at severity 1 and 5), and on ImageNet-A/R in the ImageNet study. The oracle picks the best member on each split separately, as the published code does; the val-selected member is chosen once, on validation data."
 display(Markdown(protocol_note(config)))
-display(Markdown(table1(summary).to_markdown(index=False)))
+display(Markdown(table1(main_rows(summary, config)).to_markdown(index=False)))
 
 # %% [markdown]
 # ## Per corruption
@@ -77,7 +81,7 @@ display(Markdown(table1(summary).to_markdown(index=False)))
 # %%
 #| label: fig-corruptions
 #| fig-cap: "Accuracy (%) of each prediction ensemble per corruption, at each severity."
-figure = corruption_breakdown(per_corruption, "ensemble")
+figure = corruption_breakdown(main_rows(per_corruption, config), "ensemble")
 saved = save_figure(figure, run.figures, "corruptions")
 
 # %% [markdown]
@@ -92,4 +96,4 @@ saved = save_figure(figure, run.figures, "corruptions")
 #| label: tbl-calibration
 #| tbl-cap: "ECE (%) / NLL / Brier score of the ensemble, the uniform soup and the mean member; C-1 and C-5 average the corruptions."
 display(Markdown(protocol_note(config, short=True)))
-display(Markdown(calibration_wide(calibration).to_markdown(index=False)))
+display(Markdown(calibration_wide(main_rows(calibration, config)).to_markdown(index=False)))

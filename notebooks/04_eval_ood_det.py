@@ -44,8 +44,8 @@ from sedlib.cache import plan_splits
 from sedlib.config import load_config
 from sedlib.plots import roc_curves, save_figure, score_histograms
 from sedlib.rundir import RunDir
-from sedlib.study import detector_table, evaluate_models, load_models
-from sedlib.tables import detection_table, detection_wide, diversity_table, protocol_note, table3
+from sedlib.study import detector_table, load_models, stored_evaluations
+from sedlib.tables import detection_table, detection_wide, diversity_table, main_rows, protocol_note, table3
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)
@@ -53,7 +53,7 @@ models = load_models(config, run)
 
 # %%
 splits = [plan.name for plan in plan_splits(config) if plan.kind in ("test", "corruption", "ood")]
-evaluations = evaluate_models(config, run, models, splits)
+evaluations = stored_evaluations(config, run, splits)  # computed by 03, checked against the models and features
 detectors = detector_table(config, run, models)
 detection = pd.concat([detection_table(evaluations, config), detectors], ignore_index=True)
 diversity = diversity_table(evaluations, config)
@@ -64,7 +64,7 @@ diversity.to_csv(run.results / "diversity.csv", index=False)
 #| label: tbl-ood-det
 #| tbl-cap: "AUROC (%) of the ensemble's confidence (BMA) and of its Predictive Diversity Score (PDS) for each OOD set (ID = clean test split)."
 display(Markdown(protocol_note(config)))
-display(Markdown(table3(detection).to_markdown(index=False)))
+display(Markdown(table3(main_rows(detection, config)).to_markdown(index=False)))
 
 # %% [markdown]
 # ## Every score, and post-hoc detectors beside them
@@ -79,7 +79,7 @@ display(Markdown(table3(detection).to_markdown(index=False)))
 #| label: tbl-ood-det-all
 #| tbl-cap: "AUROC / FPR@95 / AUPR-out (%) of every ensemble score and post-hoc detector for each OOD set (ID = clean test split)."
 display(Markdown(protocol_note(config, short=True)))
-display(Markdown(detection_wide(detection, ("auroc", "fpr95", "aupr_out")).to_markdown(index=False)))
+display(Markdown(detection_wide(main_rows(detection, config), ("auroc", "fpr95", "aupr_out")).to_markdown(index=False)))
 
 # %% [markdown]
 # ## Diversity
@@ -92,7 +92,8 @@ display(Markdown(detection_wide(detection, ("auroc", "fpr95", "aupr_out")).to_ma
 #| tbl-cap: "Mean #unique member predictions and mean PDS per split."
 columns = {"label": "Model", "split": "Split", "num_unique": "#unique", "pds": "PDS"}
 display(Markdown(protocol_note(config, short=True)))
-display(Markdown(diversity.drop(columns=["model"]).rename(columns=columns).round(2).to_markdown(index=False)))
+shown = main_rows(diversity, config).drop(columns=["model"]).rename(columns=columns).round(2)
+display(Markdown(shown.to_markdown(index=False)))
 
 # %%
 #| label: fig-roc

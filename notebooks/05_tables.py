@@ -31,14 +31,19 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import save_figure, summary_figure
+from sedlib.plots import save_figure, summary_figure, sweep_figure
 from sedlib.rundir import RunDir
 from sedlib.tables import (
     detection_wide,
+    main_rows,
+    method_comparison,
     protocol_note,
     published_comparison,
     published_comparison_markdown,
     results_summary,
+    sweep_markdown,
+    sweep_references,
+    sweep_table,
     table1,
     table3,
 )
@@ -50,13 +55,15 @@ ood_det = pd.read_csv(run.results / "ood_det.csv")
 diversity = pd.read_csv(run.results / "diversity.csv")
 
 # %%
+main_gen, main_det = main_rows(ood_gen, config), main_rows(ood_det, config)
 tables = {
-    "table1_ood_generalisation": table1(ood_gen),
-    "table3_ood_detection": table3(ood_det),
-    "ood_detection_auroc_all_scores": detection_wide(ood_det, ("auroc",)),
-    "ood_detection_fpr95_all_scores": detection_wide(ood_det, ("fpr95",)),
-    "ood_detection_aupr_out_all_scores": detection_wide(ood_det, ("aupr_out",)),
+    "table1_ood_generalisation": table1(main_gen),
+    "table3_ood_detection": table3(main_det),
+    "ood_detection_auroc_all_scores": detection_wide(main_det, ("auroc",)),
+    "ood_detection_fpr95_all_scores": detection_wide(main_det, ("fpr95",)),
+    "ood_detection_aupr_out_all_scores": detection_wide(main_det, ("aupr_out",)),
     "published_comparison": published_comparison(ood_gen, ood_det, diversity, config),
+    "sweeps": sweep_table(ood_gen, ood_det, config),
 }
 for name, table in tables.items():
     (run.tables / f"{name}.md").write_text(f"{protocol_note(config)}\n\n{table.to_markdown(index=False)}\n")
@@ -74,10 +81,44 @@ print("\n".join(sorted(p.name for p in run.tables.iterdir())))
 #| label: published
 display(Markdown(published_comparison_markdown(tables["published_comparison"])))
 
+# %% [markdown]
+# ## Sweeps: the accuracy-detection trade-off
+#
+# The diversity weight λ and the ensemble size M are SED's two main knobs. Each sweep trains the
+# swept model at every value with all other settings unchanged (a value that another model of the
+# run already has reuses that model, e.g. the deep ensemble for λ = 0). For each point: the
+# ensemble's accuracy on the clean test split and under corruption, the mean member's test
+# accuracy, and the detection AUROC of PDS and of BMA averaged over the run's OOD sets. The Pareto
+# column marks the points no other point beats on both test accuracy and PDS AUROC.
+
+# %%
+#| label: tbl-sweeps
+#| tbl-cap: "Sweeps: ensemble accuracy (%) on the test split and under corruption, mean member test accuracy, and detection AUROC (%) of PDS and BMA averaged over the OOD sets."
+display(Markdown(protocol_note(config, short=True)))
+display(Markdown(sweep_markdown(tables["sweeps"])))
+
+# %%
+#| label: fig-sweeps
+#| fig-cap: "Each sweep's accuracy (left axis) and mean detection AUROC (right axis) against the swept value, and test accuracy against PDS AUROC for every point (right; circled: the Pareto front; stars: the main models)."
+figure = sweep_figure(tables["sweeps"], sweep_references(ood_gen, ood_det, config))
+saved = save_figure(figure, run.figures, "sweeps")
+
+# %% [markdown]
+# ## Which method wins where
+#
+# Generated from the result files: for each split the best model and aggregation, and for each
+# OOD set the best score, against the runner-up and the spread over seeds.
+
+# %%
+#| label: method-comparison
+comparison = method_comparison(ood_gen, ood_det, config)
+(run.results / "method_comparison.md").write_text(comparison + "\n")
+display(Markdown(comparison))
+
 # %%
 #| label: fig-summary
 #| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split."
-figure = summary_figure(ood_gen, ood_det, diversity)
+figure = summary_figure(main_gen, main_det, main_rows(diversity, config))
 saved = save_figure(figure, run.figures, "summary")
 
 # %%

@@ -23,13 +23,27 @@ complete chunk. Each split's manifest carries a hash of exactly the settings its
 (`split_hash`), which a later stage checks, so changing the number of OOD rows never invalidates the
 training passes. With ``cache.import_dir``, splits found among the authors' released feature files
 (`sedlib.published_features`) are imported instead of computed.
+
+The features of a chunk of ``cache.chunk_rows`` rows depend on that chunk alone: augmentations and
+corruptions are seeded per image (``(seed, pass, row)``), and backbone batches never cross a chunk
+boundary. That is what lets several processes share the work (`sedlib.distributed`):
+
+::
+
+    python -m sedlib.cache params/<run>.yaml [--run-dir DIR] [--set KEY=VALUE ...]
+    torchrun --nproc-per-node 4 -m sedlib.cache params/<run>.yaml       # one process per GPU
+
+The run directory is locked while caching (`sedlib.rundir.RunDir.lock`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
+import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +53,12 @@ import pandas as pd
 import torch
 
 from sedlib.backbones import BACKBONES, FrozenBackbone, augment, extract_features, load_backbone, to_model_input
-from sedlib.config import RunConfig, resolve_path
+from sedlib.config import RunConfig, load_config, resolve_path
 from sedlib.data import SOURCES, corrupt_images, load_fashion_mnist
+from sedlib.distributed import Ranks, process_group, run_lock, write_sharded
 from sedlib.ensemble import HeadEnsemble
 from sedlib.features import SplitManifest, StaleFeaturesError, read_split, split_status, write_split
+from sedlib.run import parse_overrides
 from sedlib.rundir import RunDir
 
 FEATURE_FORMAT = "sedlib.cache/2"
@@ -284,11 +300,33 @@ def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
     }[_transform(config, plan)]
 
 
+def chunk_batches(start: int, rows: int, chunk_rows: int, batch_size: int) -> list[range]:
+    """Backbone batches over rows ``[start, rows)``, as positions from ``start``, cut at every chunk boundary.
+
+    Within each chunk of ``chunk_rows`` rows the batches are those `extract_features` makes of that
+    chunk alone (``batch_size`` rows from the chunk's start, the last one shorter), so the features
+    of a chunk do not depend on where a process began.
+
+    Example:
+        >>> [(b.start, b.stop) for b in chunk_batches(2, 12, chunk_rows=8, batch_size=5)]
+        [(0, 3), (3, 6), (6, 10)]
+    """
+    batches = []
+    for chunk in range(start - start % chunk_rows, rows, chunk_rows):
+        end = min(chunk + chunk_rows, rows)
+        for first in range(chunk, end, batch_size):
+            low, high = max(first, start), min(first + batch_size, end)
+            if low < high:
+                batches.append(range(low - start, high - start))
+    return batches
+
+
 class _FolderStream:
     """Features of one ImageNet split, computed through a DataLoader and handed out chunk by chunk.
 
     `sedlib.features.write_split` asks for consecutive row ranges of each pass in order; the loader
-    keeps running across chunks, and is restarted only when a pass begins or a write resumes.
+    keeps running across chunks, and is restarted only when a pass begins or a write resumes. Its
+    batches never cross a chunk boundary (`chunk_batches`).
     """
 
     def __init__(self, backbone: FrozenBackbone, images, index: np.ndarray, config: RunConfig, plan: SplitPlan):
@@ -311,8 +349,11 @@ class _FolderStream:
             pass_index=pass_index,
             scale=tuple(cache.augmentation_scale),
         )
+        batches = chunk_batches(start, len(self.index), cache.chunk_rows, cache.batch_size)
         self.batches = iter(
-            image_loader(dataset, cache.batch_size, cache.loader_workers, pin_memory=self.device.type == "cuda")
+            image_loader(
+                dataset, cache.batch_size, cache.loader_workers, pin_memory=self.device.type == "cuda", batches=batches
+            )
         )
         self.pending = None
 
@@ -364,21 +405,35 @@ def _imported_compute(published, index: np.ndarray, plan: SplitPlan):
     return compute
 
 
-def cache_features(config: RunConfig, run: RunDir, progress: bool = True) -> pd.DataFrame:
+def cache_features(config: RunConfig, run: RunDir, progress: bool = True, ranks: Ranks | None = None) -> pd.DataFrame:
     """Cache every split of ``config`` into ``run.features``, resuming or reusing what is there.
 
     A finished split whose settings match is reused; an interrupted one continues after its last
     complete chunk; one made with other settings is refused unless ``cache.rebuild`` is set. The
     backbone is loaded only when a split has to be computed or it has a pretrained head of the SED
-    head's form (DeiT-3-B), which is saved as ``features/pretrained_head.safetensors``.
+    head's form (DeiT-3-B), which is saved as ``features/pretrained_head.safetensors``. The run
+    directory's lock is held throughout (`sedlib.rundir.RunDir.lock`).
+
+    Args:
+        config: the run.
+        run: its directory.
+        progress: show a progress bar per split (rank 0's only, under torchrun).
+        ranks: this process's place among several (`sedlib.distributed`; every rank calls this
+            function); one process when None.
 
     Returns:
         One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images`` or
         ``imported``), ``status`` (what was found before: missing / partial / complete),
         ``seconds`` spent now, ``file``.
     """
+    ranks = ranks or Ranks()
+    with run_lock(run, ranks, f"stage 01 (feature caching) of {config.source}"):
+        return _cache_splits(config, run, progress and ranks.is_main, ranks)
+
+
+def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) -> pd.DataFrame:
     cache, data = config.cache, config.data
-    device = resolve_device(config.device)
+    device = ranks.device(resolve_device(config.device))
     backbone: FrozenBackbone | None = None
 
     def get_backbone() -> FrozenBackbone:
@@ -431,9 +486,16 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True) -> pd.
                 params_hash=split_hash(config, plan),
             )
             path = run.features / f"{plan.name}.h5"
-            status = split_status(path, manifest)
             started = time.perf_counter()
-            write_split(path, manifest, compute, chunk_rows=cache.chunk_rows, progress=progress, rebuild=cache.rebuild)
+            if ranks.world_size == 1:
+                status = split_status(path, manifest)
+                write_split(
+                    path, manifest, compute, chunk_rows=cache.chunk_rows, progress=progress, rebuild=cache.rebuild
+                )
+            else:
+                status = write_sharded(
+                    path, manifest, compute, run.shards / plan.name, ranks, cache.chunk_rows, progress, cache.rebuild
+                )
         rows.append(
             {
                 "split": plan.name,
@@ -446,8 +508,9 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True) -> pd.
                 "file": path.name,
             }
         )
-    if BACKBONES[cache.backbone].head_shape is not None:
+    if BACKBONES[cache.backbone].head_shape is not None and ranks.is_main:
         save_pretrained_head(get_backbone(), run.features / PRETRAINED_HEAD)
+    ranks.barrier()  # every rank returns once every file is in place
     return pd.DataFrame(rows)
 
 
@@ -581,3 +644,49 @@ def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
         )
         rows[title] = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sedlib.cache``: stage 01 without the notebook, also the entry point for torchrun."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sedlib.cache",
+        description="Cache the features of every split of a params file (stage 01, as notebooks/01_cache does) "
+        "into <run dir>/features/, and write <run dir>/results/splits.csv. Under torchrun every process caches its "
+        "share of each split and rank 0 joins them; the notebook then reuses the finished files.",
+        epilog="examples:\n  python -m sedlib.cache params/smoke.yaml\n"
+        "  torchrun --nproc-per-node 4 -m sedlib.cache params/imagenet_deit3b.yaml\n"
+        "  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 "
+        "-m sedlib.cache params/imagenet_deit3b.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("params_file", help="e.g. params/default.yaml")
+    parser.add_argument("--run-dir", help="run directory (default runs/<run_name>); on several nodes, a shared one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params value, e.g. --set cache.chunk_rows=4096 (YAML value)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    prefix = ""
+    try:
+        ranks = Ranks.from_env()
+        prefix = f"[rank {ranks.rank} of {ranks.world_size}] " if ranks.world_size > 1 else ""
+        logging.basicConfig(format=f"{prefix}%(message)s")
+        logging.getLogger("sedlib").setLevel(logging.INFO)  # what is reused, resumed, rebuilt or written
+        config = load_config(args.params_file, parse_overrides(args.set))
+        with process_group(ranks, config.cache.rank_timeout_minutes):
+            located = RunDir.locate(config, args.run_dir)
+            launcher = f"torchrun x{ranks.world_size}: " if ranks.world_size > 1 else ""
+            with run_lock(located, ranks, f"{launcher}python -m sedlib.cache {args.params_file}"):
+                run = ranks.from_main(lambda: RunDir.open(config, args.run_dir))
+                splits = cache_features(config, run, progress=not args.no_progress, ranks=ranks)
+                if ranks.is_main:
+                    splits.to_csv(run.results / "splits.csv", index=False)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError, OSError) as error:
+        print(f"{prefix}error: {error}", file=sys.stderr)
+        return 1
+    if ranks.is_main:
+        print(splits.drop(columns=["file"]).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -219,6 +219,8 @@ class CacheConfig:
         loader_workers: DataLoader worker processes that decode image files (ImageNet study).
         import_dir: a folder with the authors' released feature files
             (`sedlib.published_features`); the splits found there are imported instead of computed.
+        rank_timeout_minutes: under torchrun (`sedlib.distributed`), how long a process waits for
+            the others: for the slowest shard of a split, or for rank 0 to join the previous one.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -233,6 +235,7 @@ class CacheConfig:
     weights: str = ""
     loader_workers: int = 0
     import_dir: str = ""
+    rank_timeout_minutes: int = 1440
 
     def __post_init__(self) -> None:
         if self.loader_workers < 0:
@@ -241,7 +244,7 @@ class CacheConfig:
             raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32 (the corruptions need it), got {self.image_size}")
-        for name in ("augmentation_passes", "batch_size", "chunk_rows"):
+        for name in ("augmentation_passes", "batch_size", "chunk_rows", "rank_timeout_minutes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         low, high = self.augmentation_scale
@@ -346,6 +349,87 @@ class EvalConfig:
             raise ValueError(f"knn_k must be >= 1 and knn_train_rows >= knn_k, got {self.knn_k}, {self.knn_train_rows}")
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """One parameter of one model varied over values (``sweeps`` in a params file).
+
+    Attributes:
+        parameter: ``num_members`` or a numeric `sedlib.train.TrainConfig` key (``lam``, ``kappa``,
+            ``lr``, ...).
+        model: the model whose other settings every point shares (a key of ``models``).
+        values: the parameter's values, in the file's order.
+        points: the model trained for each value: an existing model with exactly those settings
+            (the base model itself, or e.g. the deep ensemble for ``lam`` 0), else one made for the
+            sweep, named ``<model>-<parameter><value>`` (``<model>-M<value>`` for ``num_members``).
+    """
+
+    parameter: str
+    model: str
+    values: tuple[float, ...]
+    points: tuple[str, ...]
+
+
+SWEEP_SYMBOLS = {"lam": "λ", "kappa": "κ", "num_members": "M", "lr": "lr", "weight_decay": "wd"}
+"""How a sweep's parameter is written in labels and figures (other parameters by their key)."""
+
+
+def _sweep_value(parameter: str, value, where: str):
+    if parameter == "num_members":
+        value = _check_type(value, int, where)
+        if value < 1:
+            raise ConfigError(f"{where}: num_members must be >= 1, got {value}")
+        return value
+    return _check_type(value, float, where)
+
+
+def _resolve_sweeps(values, models: dict, source: str) -> tuple[dict[str, Sweep], dict[str, ModelSpec]]:
+    """The sweeps of a params file and the models they add (those no existing model already is)."""
+    sweeps, added = {}, {}
+    numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", "float | None")}
+    for name, entry in (values or {}).items():
+        where = f"{source}: sweeps.{name}"
+        entry = dict(entry or {})
+        unknown = sorted(set(entry) - {"model", "values"})
+        if unknown or "model" not in entry or "values" not in entry:
+            raise ConfigError(
+                f"{where}: expected the keys 'model' and 'values' (the model to vary and the values of {name!r}), "
+                f"got {sorted(entry)}"
+            )
+        if name != "num_members" and name not in numeric:
+            raise ConfigError(f"{where}: cannot sweep {name!r}; sweep num_members or one of {sorted(numeric)}")
+        base = _check_type(entry["model"], str, f"{where}.model")
+        if base not in models:
+            raise ConfigError(f"{where}.model: {base!r} is not one of the models {list(models)}")
+        raw = entry["values"]
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError(f"{where}.values must be a non-empty list, got {raw!r}")
+        points_values = tuple(_sweep_value(name, v, f"{where}.values[{i}]") for i, v in enumerate(raw))
+        if len(set(points_values)) != len(points_values):
+            raise ConfigError(f"{where}.values must be distinct, got {raw}")
+        spec = models[base]
+        points = []
+        for value in points_values:
+            try:
+                if name == "num_members":
+                    spec.train.check_members(value)
+                    candidate = ModelSpec("", "", value, spec.train)
+                else:
+                    candidate = ModelSpec("", "", spec.num_members, dataclasses.replace(spec.train, **{name: value}))
+            except ValueError as error:
+                raise ConfigError(f"{where}: {name} {value:g}: {error}") from error
+            settings = (candidate.num_members, candidate.train)
+            same = [n for n, m in {**models, **added}.items() if (m.num_members, m.train) == settings]
+            if same:
+                points.append(same[0])
+                continue
+            point = f"{base}-{'M' if name == 'num_members' else name}{value:g}"
+            label = f"{spec.label} ({SWEEP_SYMBOLS.get(name, name)} {value:g})"
+            added[point] = dataclasses.replace(candidate, name=point, label=label)
+            points.append(point)
+        sweeps[name] = Sweep(name, base, points_values, tuple(points))
+    return sweeps, added
+
+
 _MODEL_KEYS = ("label", "num_members")
 PRETRAINED_HEAD_MODEL = "pretrained_head"
 """Name of the "row zero" model: the frozen backbone's own head, evaluated like the ensembles."""
@@ -365,7 +449,12 @@ class RunConfig:
             run per model with its ``train.seed``.
         data, cache, head, eval: the sections above.
         train: training defaults shared by all models (`sedlib.train.TrainConfig` keys).
-        models: name -> `ModelSpec`; each entry may override any `train` key.
+        models: name -> `ModelSpec`; each entry may override any `train` key. The models that
+            ``sweeps`` adds come after the file's own.
+        sweeps: parameter -> `Sweep`: a model trained at several values of one parameter (the
+            accuracy-detection trade-off of stage 05); the main tables leave out the models that
+            only a sweep adds (`main_models`).
+        sweep_models: the names of those models.
         source: where the values came from (for messages).
     """
 
@@ -380,6 +469,8 @@ class RunConfig:
     train: dict = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)
+    sweep_models: tuple[str, ...] = ()
     source: str = "params"
 
     @classmethod
@@ -388,7 +479,7 @@ class RunConfig:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
         sections = {"data": DataConfig, "cache": CacheConfig, "head": HeadSettings, "eval": EvalConfig}
-        known = ["run_name", "description", "device", "protocol", "seeds", "train", "models", *sections]
+        known = ["run_name", "description", "device", "protocol", "seeds", "train", "models", "sweeps", *sections]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known keys are {known}")
@@ -421,8 +512,16 @@ class RunConfig:
             if members < 1:
                 raise ConfigError(f"{where}.num_members must be >= 1, got {members}")
             models[name] = ModelSpec(name, label, members, _train_config({**train_defaults, **entry}, where))
+            try:
+                models[name].train.check_members(members)
+            except ValueError as error:
+                raise ConfigError(f"{where}: {error}") from error
         if not models:
             raise ConfigError(f"{source}: 'models' must name at least one ensemble to train")
+        sweeps = values.get("sweeps") or {}
+        if not isinstance(sweeps, Mapping):
+            raise ConfigError(f"{source}: sweeps must map a parameter to {{model, values}}, got {sweeps!r}")
+        sweeps, swept_models = _resolve_sweeps(sweeps, models, source)
         built = {key: _section(kind, values.get(key), f"{source}: {key}") for key, kind in sections.items()}
         config = cls(
             run_name=run_name,
@@ -431,10 +530,13 @@ class RunConfig:
             protocol=protocol,
             seeds=seeds,
             train=train_defaults,
-            models=models,
+            models=models | swept_models,
+            sweeps=sweeps,
+            sweep_models=tuple(swept_models),
             source=source,
             **built,
         )
+
         if not config.eval.reference_model:
             object.__setattr__(config, "eval", dataclasses.replace(config.eval, reference_model=next(iter(models))))
         if config.eval.reference_model not in models:
@@ -475,6 +577,10 @@ class RunConfig:
         """
         labels = {PRETRAINED_HEAD_MODEL: f"{self.cache.backbone} pretrained head"} if self.eval.pretrained_head else {}
         return labels | {name: spec.label for name, spec in self.models.items()}
+
+    def main_models(self) -> list[str]:
+        """The models of the main tables and figures: the file's own (and row zero), not those only a sweep adds."""
+        return [name for name in self.evaluated_models() if name not in self.sweep_models]
 
     def model_runs(self, pretrained_head: bool = False) -> list[ModelRun]:
         """Every replica to train: each model once per seed (or once, with its own ``train.seed``).
@@ -525,6 +631,10 @@ class RunConfig:
             "models": {
                 name: {"label": spec.label, "num_members": spec.num_members, **plain(spec.train.to_dict())}
                 for name, spec in self.models.items()
+                if name in self.main_models()
+            },
+            "sweeps": {
+                name: {"model": sweep.model, "values": list(sweep.values)} for name, sweep in self.sweeps.items()
             },
             "eval": plain(dataclasses.asdict(self.eval)),
         }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -379,3 +380,103 @@ def evaluate_split(
         member_calibration=member_calibration,
         greedy_members=None if greedy_members is None else tuple(greedy_members),
     )
+
+
+EVALUATIONS_FORMAT = "sedlib.evaluations/1"
+
+
+class StaleEvaluationsError(RuntimeError):
+    """A file of stored evaluations was made from other models, features or settings than asked for."""
+
+
+def save_evaluations(path, evaluations: dict[tuple[str, str], SplitEvaluation], fingerprint: str) -> None:
+    """Write ``(model, split) -> SplitEvaluation`` to one HDF5 file, every column with its own dtype.
+
+    The file is written beside ``path`` and renamed over it when complete, so a reader never sees a
+    half-written file.
+
+    Args:
+        path: the ``.h5`` file.
+        evaluations: what `sedlib.study.evaluate_models` returns.
+        fingerprint: what the evaluations were made from (`sedlib.study.evaluation_fingerprint`),
+            checked by `load_evaluations`.
+    """
+    import h5py
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with h5py.File(partial, "w") as handle:
+        handle.attrs["format"] = EVALUATIONS_FORMAT
+        handle.attrs["fingerprint"] = fingerprint
+        handle.attrs["splits"] = list(dict.fromkeys(split for _, split in evaluations))
+        handle.attrs["entries"] = [f"{model}/{split}" for model, split in evaluations]  # HDF5 sorts groups
+        for (model, split), evaluation in evaluations.items():
+            group = handle.create_group(f"{model}/{split}")
+            group.attrs["protocol"] = evaluation.protocol
+            group.create_dataset("member_accuracy", data=evaluation.member_accuracy)
+            if evaluation.class_subset is not None:
+                group.create_dataset("class_subset", data=evaluation.class_subset)
+            if evaluation.greedy_members is not None:
+                group.create_dataset("greedy_members", data=np.asarray(evaluation.greedy_members, dtype=np.int64))
+            for key, values in (evaluation.member_calibration or {}).items():
+                group.create_dataset(f"member_calibration/{key}", data=values)
+            samples = group.create_group("samples")
+            samples.attrs["columns"] = list(evaluation.samples.columns)
+            for column in evaluation.samples.columns:
+                samples.create_dataset(column, data=evaluation.samples[column].to_numpy())
+    partial.replace(path)
+
+
+def stored_splits(path) -> list[str]:
+    """The splits a file of `save_evaluations` holds.
+
+    Raises:
+        FileNotFoundError: no such file (the message says which stage writes it).
+        StaleEvaluationsError: not a file of evaluations.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stored evaluations; run notebooks/03_eval_ood_gen first")
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("format") != EVALUATIONS_FORMAT:
+                raise StaleEvaluationsError(f"{path} is not a file of evaluations ({EVALUATIONS_FORMAT}); rerun 03")
+            return [str(split) for split in handle.attrs["splits"]]
+    except OSError as error:
+        raise StaleEvaluationsError(f"{path} cannot be read ({error}); rerun notebooks/03_eval_ood_gen") from error
+
+
+def load_evaluations(path, fingerprint: str) -> dict[tuple[str, str], SplitEvaluation]:
+    """Read what `save_evaluations` wrote, refusing a file made from anything else.
+
+    Raises:
+        FileNotFoundError: no such file (the message says which stage writes it).
+        StaleEvaluationsError: the file's fingerprint differs from ``fingerprint``, or it is not a
+            readable file of evaluations.
+    """
+    import h5py
+
+    path = Path(path)
+    stored_splits(path)
+    with h5py.File(path, "r") as handle:
+        if handle.attrs.get("fingerprint") != fingerprint:
+            raise StaleEvaluationsError(
+                f"{path} was made from other models, features or evaluation settings than the run now has; "
+                "rerun notebooks/03_eval_ood_gen"
+            )
+        evaluations = {}
+        for entry in handle.attrs["entries"]:
+            model, split = str(entry).split("/")
+            group = handle[entry]
+            samples, calibration = group["samples"], group.get("member_calibration")
+            evaluations[model, split] = SplitEvaluation(
+                member_accuracy=group["member_accuracy"][()],
+                samples=pd.DataFrame({column: samples[column][()] for column in samples.attrs["columns"]}),
+                protocol=str(group.attrs["protocol"]),
+                class_subset=group["class_subset"][()] if "class_subset" in group else None,
+                member_calibration=None if calibration is None else {k: v[()] for k, v in calibration.items()},
+                greedy_members=tuple(group["greedy_members"][()].tolist()) if "greedy_members" in group else None,
+            )
+    return evaluations

@@ -21,7 +21,13 @@ onto the final name (``os.replace``), so the final name only ever holds complete
 made with another manifest is *stale* and a damaged or unfinished one *corrupt*: both are refused
 (`StaleFeaturesError`, `CorruptFeaturesError`) unless a rebuild is asked for, never silently reused
 or overwritten. A partial file made with another manifest is discarded, and the log says so (logger
-``sedlib.features``). Concurrent writers of one split are kept apart by HDF5's file locking.
+``sedlib.features``). Concurrent writers of one split are kept apart by HDF5's file locking. A
+full disk or a missing write permission stops the write with a `FeatureStoreError` that names the
+file and says what to do; the partial file keeps every chunk finished before it.
+
+`join_splits` writes a split from finished files of consecutive row ranges of it (the shards that
+several processes wrote, `sedlib.distributed`), through `write_split`: the joined file is the file
+one process would have written, with the same checks.
 
 Example:
     >>> import tempfile
@@ -42,10 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +71,9 @@ __all__ = [
     "FeatureStoreError",
     "SplitManifest",
     "StaleFeaturesError",
+    "join_splits",
     "read_split",
+    "reusable",
     "split_status",
     "write_split",
 ]
@@ -231,11 +241,67 @@ def _corrupt_on_error(path: Path, doing: str) -> Iterator[None]:
         ) from error
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _system_errno(error: BaseException) -> int | None:
+    """The operating system's error number behind ``error``; HDF5 reports it only inside its message."""
+    number = getattr(error, "errno", None)
+    if isinstance(number, int):
+        return number
+    found = re.search(r"errno = (\d+)", str(error))
+    return int(found.group(1)) if found else None
+
+
+def _storage_problem(
+    path: Path, error: BaseException, manifest: SplitManifest | None = None
+) -> FeatureStoreError | None:
+    """A `FeatureStoreError` saying what to do when ``error`` is a full disk or a missing permission, else None."""
+    number = _system_errno(error)
+    if number in _DISK_FULL:
+        needed = ""
+        if manifest is not None:
+            size = manifest.passes * manifest.rows * manifest.feature_dim * np.dtype(manifest.dtype).itemsize
+            needed = f" The finished file takes about {size / 1e9:.2g} GB."
+        return FeatureStoreError(
+            f"{path}: the disk is full (or the disk quota is used up) while writing features "
+            f"({os.strerror(number)}: {error}).{needed} Free space in {path.parent}, or point run_dir at a larger "
+            "disk, then rerun the cache stage: it resumes after the last complete chunk."
+        )
+    if number in _NO_PERMISSION:
+        return FeatureStoreError(
+            f"{path}: not allowed to write here ({os.strerror(number)}: {error}). Make {path.parent} and the files "
+            "in it writable by this user, or point run_dir at a directory you can write, then rerun the cache stage."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _storage_errors(path: Path, manifest: SplitManifest) -> Iterator[None]:
+    """Turn a full disk or a missing permission while writing ``path`` into a `FeatureStoreError`.
+
+    Only file operations run inside: an error of ``compute`` (e.g. an unreadable image) passes as it is.
+    """
+    try:
+        yield
+    except FeatureStoreError:
+        raise
+    except (OSError, RuntimeError) as error:
+        problem = _storage_problem(path, error, manifest)
+        if problem is None:
+            raise
+        raise problem from error
+
+
 def _open(path: Path, mode: str) -> h5py.File:
     """Open an HDF5 file; a file that another process is writing is an error, an unreadable one corrupt."""
     try:
         return h5py.File(path, mode, rdcc_nbytes=_CHUNK_CACHE_BYTES)
     except OSError as error:
+        problem = _storage_problem(path, error)
+        if problem is not None:
+            raise problem from error
         if isinstance(error, BlockingIOError) or "unable to lock" in str(error).lower():
             raise FeatureStoreError(
                 f"{path}: is locked by another process, probably another cache run writing it ({error}); "
@@ -610,16 +676,17 @@ def _fill(
             for start in range(int(done[p]), manifest.rows, chunk_rows):
                 stop = min(start + chunk_rows, manifest.rows)
                 values, chunk_labels, chunk_index = _checked(compute(p, start, stop), manifest, p, start, stop)
-                if p == 0:
-                    labels[start:stop] = chunk_labels
-                    index[start:stop] = chunk_index
-                else:
+                if p > 0:
                     _check_same_rows(handle, manifest, p, start, stop, labels=chunk_labels, index=chunk_index)
-                features[p, start:stop] = values
-                handle.flush()  # data first, then the progress that vouches for it
-                done[p] = stop
-                handle.attrs.modify("rows_done", done)
-                handle.flush()
+                with _storage_errors(partial, manifest):
+                    if p == 0:
+                        labels[start:stop] = chunk_labels
+                        index[start:stop] = chunk_index
+                    features[p, start:stop] = values
+                    handle.flush()  # data first, then the progress that vouches for it
+                    done[p] = stop
+                    handle.attrs.modify("rows_done", done)
+                    handle.flush()
                 bar.update(stop - start)
 
 
@@ -633,6 +700,36 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def reusable(path: str | Path, manifest: SplitManifest, rebuild: bool = False) -> bool:
+    """Whether ``path`` already holds ``manifest``'s features: what `write_split` checks before writing.
+
+    Args:
+        path: the split's file.
+        manifest: what it must hold.
+        rebuild: a stale or corrupt file is to be rebuilt (logged) instead of refused.
+
+    Returns:
+        True when the file is complete, made with ``manifest`` and passes every checksum (it is read in
+        full); False when it is missing, or stale or corrupt and ``rebuild`` is set.
+
+    Raises:
+        StaleFeaturesError: the file holds another manifest's features and ``rebuild`` is false.
+        CorruptFeaturesError: it is damaged or unfinished and ``rebuild`` is false.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        _verify_existing(path, manifest)
+    except (StaleFeaturesError, CorruptFeaturesError) as error:
+        if not rebuild:
+            raise
+        logger.warning("%s: rebuilding (%s)", path, error)
+        return False
+    logger.info("%s: reusing the complete features (same manifest, checksums verified)", path)
+    return True
+
+
 def write_split(
     path: str | Path,
     manifest: SplitManifest,
@@ -644,7 +741,7 @@ def write_split(
     """Compute a split's features chunk by chunk into ``path``; resume, reuse or refuse what is there.
 
     - ``path`` exists, is complete, made with ``manifest`` and passes its checksums: it is reused
-      and ``compute`` is not called.
+      and ``compute`` is not called (`reusable`).
     - ``path`` exists but is stale (another manifest) or corrupt: `StaleFeaturesError` /
       `CorruptFeaturesError`, unless ``rebuild``; then it is rebuilt and stays in place until the
       new file replaces it.
@@ -672,7 +769,8 @@ def write_split(
     Raises:
         StaleFeaturesError: ``path`` holds another manifest's features and ``rebuild`` is false.
         CorruptFeaturesError: ``path`` is damaged or unfinished and ``rebuild`` is false.
-        FeatureStoreError: another process holds the partial file open.
+        FeatureStoreError: another process holds the partial file open, the disk is full or the
+            file may not be written (the message says what to do).
         ValueError: ``compute`` returned wrong shapes or types, non-finite values, values that
             overflow float16, or labels / index that differ from pass 0; the message names the
             split, the pass and the rows.
@@ -680,28 +778,103 @@ def write_split(
     path = Path(path)
     if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    if path.exists():
-        try:
-            _verify_existing(path, manifest)
-        except (StaleFeaturesError, CorruptFeaturesError) as error:
-            if not rebuild:
-                raise
-            logger.warning("%s: rebuilding (%s)", path, error)
-        else:
-            logger.info("%s: reusing the complete features (same manifest, checksums verified)", path)
-            return path
+    if reusable(path, manifest, rebuild):
+        return path
     partial = partial_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_partial(partial, manifest) as handle:
+    with _storage_errors(partial, manifest):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = _open_partial(partial, manifest)
+    try:
         _fill(handle, partial, manifest, compute, chunk_rows, progress)
         _scan(handle, partial, manifest)
-        handle.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.attrs["complete"] = True
-        handle.flush()
-    _fsync(partial)
-    os.replace(partial, path)
-    _fsync(path.parent, directory=True)
+        with _storage_errors(partial, manifest):
+            handle.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+            handle.attrs["complete"] = True
+            handle.flush()
+    finally:
+        with _storage_errors(partial, manifest):  # closing flushes too, so it can find the disk full
+            handle.close()
+    with _storage_errors(path, manifest):
+        _fsync(partial)
+        os.replace(partial, path)
+        _fsync(path.parent, directory=True)
     logger.info(
         "%s: wrote %d pass(es) x %d rows x %d features", path, manifest.passes, manifest.rows, manifest.feature_dim
     )
     return path
+
+
+def join_splits(
+    path: str | Path,
+    manifest: SplitManifest,
+    parts: Sequence[tuple[str | Path, SplitManifest]],
+    chunk_rows: int = 2048,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> Path:
+    """Write the split ``manifest`` describes from finished files of consecutive row ranges of it.
+
+    The parts (e.g. the shards several processes wrote) hold, in order, the split's rows: each has
+    the split's passes, feature width and dtype, and their rows add up to ``manifest.rows``. Their
+    stored values are copied through `write_split` (resumable, verified, renamed when complete), so
+    the joined file holds exactly what one process writing the split in ``chunk_rows`` chunks would
+    store; only ``created`` differs.
+
+    Args:
+        path: the split's file.
+        manifest: what it will hold.
+        parts: ``(file, manifest)`` of each part, in row order; every file must be complete and made
+            with its manifest.
+        chunk_rows: rows copied per chunk.
+        progress: show a tqdm bar.
+        rebuild: replace a stale or corrupt file at ``path`` (as `write_split`).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the parts do not cover the split's rows with its passes, width and dtype.
+        FileNotFoundError: a part is missing.
+        StaleFeaturesError, CorruptFeaturesError: a part is unfinished, made with another manifest,
+            truncated or fails a checksum (the message names the part), or ``path`` is stale or
+            corrupt and ``rebuild`` is false.
+    """
+    parts = [(Path(part), part_manifest) for part, part_manifest in parts]
+    shapes = {(m.passes, m.feature_dim, m.dtype) for _, m in parts}
+    if shapes != {(manifest.passes, manifest.feature_dim, manifest.dtype)} or sum(m.rows for _, m in parts) != (
+        manifest.rows
+    ):
+        raise ValueError(
+            f"{path}: the parts {[str(part) for part, _ in parts]} hold {sum(m.rows for _, m in parts)} rows of "
+            f"(passes, feature_dim, dtype) {sorted(shapes)}, not the split's {manifest.rows} rows of "
+            f"{(manifest.passes, manifest.feature_dim, manifest.dtype)}"
+        )
+    offsets = np.cumsum([0] + [m.rows for _, m in parts])
+    with contextlib.ExitStack() as stack:
+        handles = []
+        for part, part_manifest in parts:
+            if not part.is_file():
+                raise FileNotFoundError(f"{part}: this part of {path} is missing; rerun the cache stage to make it")
+            handle = stack.enter_context(_open(part, "r"))
+            stored, _ = _inspect_complete(handle, part)
+            _check_expected(part, stored, part_manifest)
+            handles.append(handle)
+
+        def compute(pass_index: int, start: int, stop: int) -> tuple[np.ndarray, ...]:
+            pieces = []
+            for (part, _), handle, low, high in zip(parts, handles, offsets[:-1], offsets[1:], strict=True):
+                first, last = max(start, low) - low, min(stop, high) - low
+                if first < last:
+                    with _corrupt_on_error(
+                        part, f"reading pass {pass_index}, rows [{first}, {last}) (checksum verification)"
+                    ):
+                        pieces.append(
+                            (
+                                handle["features"][pass_index, first:last],
+                                handle["labels"][first:last],
+                                handle["index"][first:last],
+                            )
+                        )
+            return tuple(np.concatenate(column) for column in zip(*pieces, strict=True))
+
+        return write_split(path, manifest, compute, chunk_rows=chunk_rows, progress=progress, rebuild=rebuild)

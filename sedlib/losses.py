@@ -41,7 +41,7 @@ A2D_EPS = 1e-9
 KERNELS = ("a2d", "divdis")
 
 
-def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float | Tensor = 0.0) -> Tensor:
     """Per-sample cross-entropy, optionally against label-smoothed targets.
 
     With smoothing eps the target is ``(1 - eps) * onehot(y) + eps / C``, as in the published code
@@ -50,11 +50,16 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
     Args:
         logits: ``(..., C)``.
         labels: ``(...)`` integer class ids.
-        label_smoothing: eps in [0, 1).
+        label_smoothing: eps in [0, 1), or a tensor of eps broadcastable to ``labels`` (e.g.
+            ``(M, 1)`` for one eps per member of ``(M, B)`` labels).
 
     Returns:
         ``(...)`` losses.
     """
+    if isinstance(label_smoothing, Tensor):
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return (1 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1)
     flat = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none", label_smoothing=label_smoothing
     )

@@ -9,6 +9,9 @@ named by ``members`` move, all other rows and their optimiser state stay bit-ide
 check both against `torch.optim` on per-member modules.
 
 Both subclass `torch.optim.Optimizer`, so `torch.optim.lr_scheduler` schedules work unchanged.
+Members may have their own learning rate and weight decay (a deep ensemble with diverse
+hyperparameters): ``lr_scale`` multiplies the group's (scheduled) rate per member, and
+``member_weight_decay`` replaces the group's decay per member.
 
 Example:
     >>> weight = torch.nn.Parameter(torch.zeros(4, 3))          # 4 members
@@ -39,13 +42,30 @@ class _MemberOptimizer(torch.optim.Optimizer):
     #: AdamW's bias correction reads one step count per kernel call, so its runs must share it.
     _runs_share_step_count = False
 
-    def __init__(self, params: Iterable[Tensor], defaults: dict) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        defaults: dict,
+        lr_scale: Sequence[float] | None = None,
+        member_weight_decay: Sequence[float] | None = None,
+    ) -> None:
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            members = {p.shape[0] for p in group["params"]}
-            if len(members) != 1:
-                raise ValueError(f"all parameters must share the leading member axis, got sizes {sorted(members)}")
+        sizes = {p.shape[0] for group in self.param_groups for p in group["params"]}
+        if len(sizes) != 1:
+            raise ValueError(f"all parameters must share the leading member axis, got sizes {sorted(sizes)}")
+        (members,) = sizes
+        self._lr_scale = self._per_member("lr_scale", lr_scale, members, 1.0)
+        self._weight_decay = self._per_member("member_weight_decay", member_weight_decay, members, None)
         self._host_steps: dict[int, list[int]] = {}
+
+    @staticmethod
+    def _per_member(name: str, values: Sequence[float] | None, members: int, default) -> list:
+        if values is None:
+            return [default] * members
+        values = [float(v) for v in values]
+        if len(values) != members or any(not v >= 0 for v in values):
+            raise ValueError(f"{name} must give one value >= 0 per member ({members}), got {values}")
+        return values
 
     def _state(self, p: Tensor) -> dict[str, Tensor]:
         state = self.state[p]
@@ -85,20 +105,31 @@ class _MemberOptimizer(torch.optim.Optimizer):
             states = [self._state(p) for p in group["params"]]
             rows = list(range(group["params"][0].shape[0])) if members is None else _increasing(members)
             counts = self._step_counts(index, group)
-            key = counts.__getitem__ if self._runs_share_step_count else None
-            for position, row, length in _contiguous_runs(rows, key):
+            settings = {
+                row: (
+                    self._lr_scale[row],
+                    group["weight_decay"] if self._weight_decay[row] is None else self._weight_decay[row],
+                )
+                for row in rows
+            }
+            keys = {row: (counts[row] if self._runs_share_step_count else 0, *settings[row]) for row in rows}
+            for position, row, length in _contiguous_runs(rows, keys.__getitem__):
                 for state in states:
                     state["step"].narrow(0, row, length).add_(1)
+                scale, decay = settings[row]
                 self._update(
                     group,
                     [p.narrow(0, row, length) for p in group["params"]],
                     [g.narrow(0, position, length) for g in group_grads],  # made dense above
                     [{name: value.narrow(0, row, length) for name, value in state.items()} for state in states],
+                    lr=group["lr"] * scale,
+                    weight_decay=decay,
                 )
             for row in rows:
                 counts[row] += 1
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
+    def _update(self, group, params, grads, states, lr: float, weight_decay: float):
+        """Update one run of members (views) with its learning rate and weight decay."""
         raise NotImplementedError
 
 
@@ -109,12 +140,12 @@ def _increasing(members: Tensor | Sequence[int]) -> list[int]:
     return rows
 
 
-def _contiguous_runs(rows: Sequence[int], key=None) -> list[tuple[int, int, int]]:
-    """``(position in rows, first row, length)`` of each run of consecutive rows (with equal ``key(row)``)."""
+def _contiguous_runs(rows: Sequence[int], key) -> list[tuple[int, int, int]]:
+    """``(position in rows, first row, length)`` of each run of consecutive rows with equal ``key(row)``."""
     runs: list[tuple[int, int, int]] = []
     for position, row in enumerate(rows):
         last = runs[-1] if runs else None
-        if last and last[1] + last[2] == row and (key is None or key(row) == key(last[1])):
+        if last and last[1] + last[2] == row and key(row) == key(last[1]):
             runs[-1] = (last[0], last[1], last[2] + 1)
         else:
             runs.append((position, row, 1))
@@ -129,25 +160,36 @@ class MemberSGD(_MemberOptimizer):
         lr: learning rate.
         momentum: momentum factor (0.9 in the published 50-model run).
         weight_decay: L2 penalty added to the gradient (1e-4 published).
+        lr_scale: ``(M,)`` per-member factors of ``lr`` (None: all 1).
+        member_weight_decay: ``(M,)`` per-member weight decay replacing ``weight_decay`` (None: shared).
     """
 
     _state_names = ("momentum_buffer",)
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        lr_scale: Sequence[float] | None = None,
+        member_weight_decay: Sequence[float] | None = None,
+    ):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        super().__init__(params, defaults, lr_scale, member_weight_decay)
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
+    def _update(self, group, params, grads, states, lr: float, weight_decay: float):
         # Zero-initialised buffers make every step a plain momentum step: momentum * 0 + grad is
         # exactly torch's first-step clone of the gradient.
         torch._fused_sgd_(
             params,
             grads,
             [state["momentum_buffer"] for state in states] if group["momentum"] else [],
-            weight_decay=group["weight_decay"],
+            weight_decay=weight_decay,
             momentum=group["momentum"],
-            lr=group["lr"],
+            lr=lr,
             dampening=0.0,
             nesterov=False,
             maximize=False,
@@ -164,6 +206,8 @@ class MemberAdamW(_MemberOptimizer):
         betas: (beta1, beta2).
         eps: denominator epsilon.
         weight_decay: decoupled weight decay (0.01 is torch's default, 0.1 in two published runs).
+        lr_scale: ``(M,)`` per-member factors of ``lr`` (None: all 1).
+        member_weight_decay: ``(M,)`` per-member weight decay replacing ``weight_decay`` (None: shared).
     """
 
     _state_names = ("exp_avg", "exp_avg_sq")
@@ -176,12 +220,15 @@ class MemberAdamW(_MemberOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        lr_scale: Sequence[float] | None = None,
+        member_weight_decay: Sequence[float] | None = None,
     ):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= beta < 1 for beta in betas):
             raise ValueError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults, lr_scale, member_weight_decay)
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]]):
+    def _update(self, group, params, grads, states, lr: float, weight_decay: float):
         beta1, beta2 = group["betas"]
         torch._fused_adamw_(
             params,
@@ -190,10 +237,10 @@ class MemberAdamW(_MemberOptimizer):
             [state["exp_avg_sq"] for state in states],
             [],
             [state["step"][0] for state in states],  # the run shares one count (see _runs_share_step_count)
-            lr=group["lr"],
+            lr=lr,
             beta1=beta1,
             beta2=beta2,
-            weight_decay=group["weight_decay"],
+            weight_decay=weight_decay,
             eps=group["eps"],
             amsgrad=False,
             maximize=False,

@@ -1,4 +1,4 @@
-"""Figures of the report: training curves, corruption breakdown, ROC curves, score histograms, summary.
+"""Figures of the report: training curves, hardness weights, corruption breakdown, ROC curves, scores, sweeps, summary.
 
 Each function returns a matplotlib Figure and leaves showing or saving it to the caller
 (`save_figure` writes a PNG beside the results), so a notebook cell both displays and keeps it.
@@ -13,10 +13,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from sklearn.metrics import roc_curve
 
 from sedlib.scores import SCORES
 from sedlib.tables import AGGREGATIONS, SUMMARY_KEYS, Evaluations, ood_sets, over_seeds, pooled_scores, seed_means
+
+
+def _note(text: str) -> Figure:
+    """A small figure that only says ``text`` (a figure with nothing to draw)."""
+    figure, axis = plt.subplots(figsize=(6, 0.8))
+    axis.set_axis_off()
+    axis.text(0.5, 0.5, text, ha="center", va="center")
+    return figure
 
 
 def save_figure(figure: Figure, directory: Path, name: str) -> Path:
@@ -70,10 +79,11 @@ def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensem
 
 
 def _first_replicas(config) -> list[tuple[str, str]]:
-    """``(replica name, model label)`` of each trained model's first seed: the one the figures draw."""
+    """``(replica name, model label)`` of each main model's first seed: the one the figures draw (no sweep points)."""
     first = {}
     for model_run in config.model_runs():
-        first.setdefault(model_run.model, (model_run.name, model_run.label))
+        if model_run.model in config.main_models():
+            first.setdefault(model_run.model, (model_run.name, model_run.label))
     return list(first.values())
 
 
@@ -186,10 +196,7 @@ def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
     With no rows (features imported, images absent) the figure says so instead.
     """
     if not rows:
-        figure, axis = plt.subplots(figsize=(6, 0.8))
-        axis.set_axis_off()
-        axis.text(0.5, 0.5, "no images available: every split was imported as features", ha="center", va="center")
-        return figure
+        return _note("no images available: every split was imported as features")
     count = max(len(images) for images in rows.values())
     figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
     for axis_row, (title, images) in zip(axes, rows.items()):
@@ -201,4 +208,122 @@ def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
                 axis.imshow(images[k])
         axis_row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
     figure.subplots_adjust(wspace=0.05, hspace=0.08, left=0.16)
+    return figure
+
+
+def alpha_distribution(records: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -> Figure:
+    """How SED's hardness weights alpha are spread: quantiles per epoch, and the last epoch's histogram.
+
+    Args:
+        records: model label -> ``(log, alpha)``: the training log of `sedlib.train.EnsembleTrainer.fit`
+            (with its ``alpha_q*`` columns) and the ``(N,)`` alpha of the last epoch's rows.
+    """
+    if not records:
+        return _note("no model of this run was trained with hardness weights")
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"alpha_q50": ":", "alpha_q90": "-.", "alpha_q99": "--", "alpha_max": "-"}
+    for (label, (log, alpha)), colour in zip(records.items(), colours):
+        for column, style in styles.items():
+            name = "max" if column == "alpha_max" else f"{column[len('alpha_q') :]} %"
+            axes[0].plot(log["epoch"], log[column], color=colour, ls=style, label=f"{label}: {name}")
+        finite = alpha[np.isfinite(alpha) & (alpha > 0)]
+        edges = np.geomspace(finite.min(), finite.max(), 60) if finite.max() > finite.min() else 30
+        axes[1].hist(finite, bins=edges, histtype="step", color=colour, lw=1.3, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("alpha per epoch: median, 90th, 99th percentile, max")
+    axes[1].set_xscale("log")
+    axes[1].xaxis.set_minor_formatter(NullFormatter())
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("alpha (last epoch)")
+    axes[1].set_ylabel("training rows")
+    axes[1].axvline(1.0, color="grey", lw=0.5)
+    axes[1].set_title("alpha over the training rows, last epoch")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    axes[1].legend(fontsize=7)
+    return figure
+
+
+def image_grid(images: np.ndarray | None, captions: list[str], columns: int = 8, title: str = "") -> Figure:
+    """Images (``(K, H, W, 3)`` uint8) in a grid with a caption above each; a note when there are none."""
+    if images is None or not len(images):
+        return _note("no images available: the training images are not at hand")
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.35 * columns, 1.6 * rows), squeeze=False)
+    for k, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if k < len(images):
+            axis.imshow(images[k])
+            axis.set_title(captions[k], fontsize=6.5)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(wspace=0.08, hspace=0.35)
+    return figure
+
+
+def sweep_figure(sweeps: pd.DataFrame, reference: pd.DataFrame | None = None) -> Figure:
+    """Each sweep's trade-off: accuracy and detection against the swept value, and the Pareto view.
+
+    Args:
+        sweeps: `sedlib.tables.sweep_table` (means over seeds).
+        reference: the main models' rows in the same layout (e.g. the deep ensemble), drawn as
+            labelled markers in the Pareto panel; None for none.
+    """
+    if sweeps.empty:
+        return _note("this run has no sweeps (sweeps: in the params file)")
+    names = list(dict.fromkeys(sweeps["sweep"]))
+    figure, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6), layout="constrained")
+    axes = np.atleast_1d(axes)
+    for axis, name in zip(axes, names):
+        rows = sweeps[sweeps["sweep"] == name]
+        axis.plot(rows["value"], 100 * rows["test"], "o-", label="accuracy: test")
+        shifted = [c for c in rows.columns if c.startswith("C-")]
+        if shifted:
+            axis.plot(rows["value"], 100 * rows[shifted[-1]], "s-", label=f"accuracy: {shifted[-1]}")
+        twin = axis.twinx()
+        for column, style, colour in (("auroc_pds", "^--", "C3"), ("auroc_bma", "v:", "C4")):
+            twin.plot(
+                rows["value"],
+                100 * rows[column],
+                style,
+                color=colour,
+                label=f"AUROC: {column[len('auroc_') :].upper()}",
+            )
+        twin.set_ylabel("mean detection AUROC (%)")
+        axis.set_xlabel(rows["symbol"].iloc[0])
+        axis.set_ylabel("ensemble accuracy (%)")
+        if name == "num_members":
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.set_xticks(rows["value"], [f"{v:g}" for v in rows["value"]])
+        axis.set_title(f"sweep of {rows['symbol'].iloc[0]} ({rows['base_label'].iloc[0]})", fontsize=9)
+        axis.grid(alpha=0.3)
+        lines = axis.get_legend_handles_labels()
+        twin_lines = twin.get_legend_handles_labels()
+        axis.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=6, loc="lower left")
+    pareto = axes[-1]
+    for k, name in enumerate(names):
+        rows = sweeps[sweeps["sweep"] == name]
+        pareto.plot(
+            100 * rows["test"], 100 * rows["auroc_pds"], "o-", color=f"C{k}", label=f"sweep of {rows['symbol'].iloc[0]}"
+        )
+        for _, row in rows.iterrows():
+            pareto.annotate(f"{row['value']:g}", (100 * row["test"], 100 * row["auroc_pds"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    front = sweeps[sweeps["pareto"]]
+    pareto.scatter(100 * front["test"], 100 * front["auroc_pds"], s=90, facecolors="none", edgecolors="k",
+                   label="Pareto front")  # fmt: skip
+    if reference is not None:
+        for _, row in reference.iterrows():
+            pareto.scatter(100 * row["test"], 100 * row["auroc_pds"], marker="*", s=80, color="k")
+            pareto.annotate(row["label"], (100 * row["test"], 100 * row["auroc_pds"]), fontsize=6,
+                            xytext=(3, -8), textcoords="offset points")  # fmt: skip
+    pareto.set_xlabel("ensemble accuracy, test (%)")
+    pareto.set_ylabel("mean PDS AUROC over the OOD sets (%)")
+    pareto.set_title("accuracy vs detection (up and right is better)", fontsize=9)
+    pareto.grid(alpha=0.3)
+    pareto.legend(fontsize=6)
     return figure

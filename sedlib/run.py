@@ -155,6 +155,9 @@ def run_study(
 ) -> RunDir:
     """Execute the study's stages in order (skipping unchanged ones) and render the report.
 
+    The run directory's lock (`RunDir.lock`) is held throughout: a second run of the same directory
+    is refused, and the notebooks executed here work under this lock.
+
     Args:
         params_file: the run's YAML file (relative to the project root or absolute).
         stages: names of the stages to consider (all by default); the others are neither run nor checked.
@@ -170,10 +173,31 @@ def run_study(
     """
     overrides = overrides or {}
     config = load_config(params_file, overrides)
-    run = RunDir.open(config, run_dir)
     unknown = sorted(set(stages or []) - {stage.name for stage in STAGES})
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the stages are {[stage.name for stage in STAGES]}")
+    with RunDir.locate(config, run_dir).lock(f"python -m sedlib.run {params_file}"):
+        run = RunDir.open(config, run_dir)
+        _run_stages(config, run, params_file, stages, overrides, force, verbose)
+        if report:
+            from sedlib.report import render_report
+
+            started = time.perf_counter()
+            outputs = render_report(run.root, PROJECT_ROOT, engine=engine)
+            print(f"[report] {', '.join(str(p) for p in outputs.values())} ({time.perf_counter() - started:.0f} s)")
+    return run
+
+
+def _run_stages(
+    config: RunConfig,
+    run: RunDir,
+    params_file: str,
+    stages: list[str] | None,
+    overrides: dict,
+    force: bool,
+    verbose: bool,
+) -> None:
+    """The stage loop of `run_study`, under the run directory's lock."""
     upstream: list[dict[str, str]] = []
     for stage in STAGES:
         record_path = _record_path(run, stage)
@@ -203,13 +227,6 @@ def run_study(
             upstream.append(json.loads(record_path.read_text())["outputs"])
         else:
             upstream.append({})
-    if report:
-        from sedlib.report import render_report
-
-        started = time.perf_counter()
-        outputs = render_report(run.root, PROJECT_ROOT, engine=engine)
-        print(f"[report] {', '.join(str(p) for p in outputs.values())} ({time.perf_counter() - started:.0f} s)")
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:

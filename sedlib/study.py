@@ -7,6 +7,10 @@ Training (stage 02) fits each model of ``config.models`` on the cached train pas
 training code). A model whose record matches is loaded instead of retrained; one that does not is
 retrained, and the reason is printed.
 
+Models trained with hardness weights also keep ``models/<name>_alpha.npz``: the alpha every
+training row was weighted by in every epoch (`alpha_record`), which stage 02 draws as a
+distribution and as a gallery of the rows SED treats as most "OOD-like" (`highest_alpha`).
+
 Evaluation (stages 03-04) streams every split through every model once (`sedlib.evaluate`), and
 derives the generalisation and detection tables from the per-sample results (`sedlib.tables`).
 """
@@ -32,7 +36,15 @@ from sedlib.cache import (
 )
 from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
 from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.evaluate import SplitEvaluation, evaluate_split, greedy_soup_members
+from sedlib.evaluate import (
+    SplitEvaluation,
+    StaleEvaluationsError,
+    evaluate_split,
+    greedy_soup_members,
+    load_evaluations,
+    save_evaluations,
+    stored_splits,
+)
 from sedlib.progress import tqdm
 from sedlib.rundir import RunDir
 from sedlib.train import train_ensemble
@@ -68,9 +80,19 @@ def training_data(config: RunConfig, run: RunDir):
         `SelectedRows` ``(P, n, d)``, their labels ``(n,)`` and the val split (the test split when
         ``data.val_rows`` is 0).
     """
-    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
-    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    train, val, keep = _training_split(config, run)
     return train, SelectedRows(train.features, keep), train.labels[keep], val
+
+
+def _training_split(config: RunConfig, run: RunDir):
+    """The lazily read train split, the val split and the positions of the train rows training uses."""
+    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    return train, val, training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+
+
+def alpha_path(run: RunDir, name: str) -> Path:
+    """Where a replica's hardness weights are kept (`alpha_record`)."""
+    return run.models / f"{name}_alpha.npz"
 
 
 @dataclass
@@ -124,7 +146,8 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
     """
     device = resolve_device(config.device)
-    train, train_features, train_labels, val = training_data(config, run)
+    train, val, keep = _training_split(config, run)
+    train_features, train_labels = SelectedRows(train.features, keep), train.labels[keep]
     num_classes = DATASET_CLASSES[config.data.dataset]
     feature_dim = train.features.shape[-1]
     train_labels = torch.from_numpy(train_labels)
@@ -140,7 +163,8 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash)
         record_path = run.models / f"{name}_train.json"
         previous = json.loads(record_path.read_text()) if record_path.is_file() else None
-        if previous == record and run.model_path(name).is_file() and run.log_path(name).is_file():
+        outputs = [run.model_path(name), run.log_path(name)] + [alpha_path(run, name)] * spec.train.records_alpha()
+        if previous == record and all(path.is_file() for path in outputs):
             ensemble = HeadEnsemble.load(run.model_path(name), expected=heads, device=device)
             trained[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)
             tqdm.write(f"{name}: reusing {run.model_path(name)} (settings and features unchanged)")
@@ -150,6 +174,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             tqdm.write(f"{name}: retraining and replacing {run.model_path(name)} (changed: {', '.join(changed)})")
         record_path.unlink(missing_ok=True)
         tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs)")
+        alpha_history = []
         ensemble, log = train_ensemble(
             heads,
             spec.train,
@@ -161,12 +186,53 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             progress=progress,
             initial=_replicated(initial, spec.num_members),
             unlabelled_features=unlabelled if spec.train.disagreement_data == "unlabelled" else None,
+            alpha_history=alpha_history,
         )
+        if alpha_history:
+            np.savez_compressed(
+                alpha_path(run, name),
+                alpha=np.stack(alpha_history).astype(np.float16),
+                row_id=train.index[keep],
+                label=train_labels.numpy(),
+                frozen=log["frozen"].to_numpy(),
+                pass_index=log["pass"].to_numpy(),
+            )
         ensemble.save(run.model_path(name))
         log.to_csv(run.log_path(name), index=False)
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         trained[name] = TrainedModel(spec, ensemble, log, reused=False)
     return trained
+
+
+def training_overview(config: RunConfig, models: dict[str, TrainedModel]) -> pd.DataFrame:
+    """One row per trained replica: size, schedule, diversity weights, final validation accuracy (%), time."""
+    sweep_point = {run.name: run.model in config.sweep_models for run in config.model_runs()}
+    return pd.DataFrame(
+        [
+            {
+                "Model": model.spec.label,
+                "M": model.spec.num_members,
+                "schedule": model.spec.train.schedule,
+                "λ": model.spec.train.lam,
+                "κ": model.spec.train.kappa,
+                "epochs": model.spec.train.epochs,
+                "val acc ensemble": round(100 * model.log["val_acc_ensemble"].iloc[-1], 1),
+                "val acc member mean": round(100 * model.log["val_acc_member_mean"].iloc[-1], 1),
+                "train seconds": round(model.log["seconds"].sum(), 1),
+                "sweep point": "yes" if sweep_point[name] else "",
+            }
+            for name, model in models.items()
+        ]
+    )
+
+
+def main_logs(config: RunConfig, models: dict[str, TrainedModel]) -> dict[str, pd.DataFrame]:
+    """Label -> training log of each main model's first seed (the curves stage 02 draws; no sweep points)."""
+    logs = {}
+    for model_run in config.model_runs():
+        if model_run.model in config.main_models():
+            logs.setdefault(model_run.label, models[model_run.name].log)
+    return logs
 
 
 def _replicated(head: HeadEnsemble | None, members: int) -> HeadEnsemble | None:
@@ -212,6 +278,171 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
     return models
 
 
+def class_names(config: RunConfig) -> tuple[str, ...]:
+    """The names of the run's classes: Fashion-MNIST's, or ImageNet's wnids."""
+    if config.data.dataset == "fashion_mnist":
+        from sedlib.data.sources import FASHION_MNIST_CLASSES
+
+        return FASHION_MNIST_CLASSES
+    from sedlib.data.imagenet import imagenet_wnids
+
+    return imagenet_wnids()
+
+
+@dataclass(frozen=True)
+class AlphaRecord:
+    """The hardness weights of one trained replica, per epoch and training row.
+
+    Attributes:
+        alpha: ``(E, N)`` alpha of each training row in each epoch (float32; NaN for a row no step read).
+        row_id: ``(N,)`` the rows' ids in the source set (e.g. the Fashion-MNIST train index).
+        label: ``(N,)`` class ids.
+        frozen: ``(E,)`` whether the epoch was the frozen, measuring-only first one.
+        pass_index: ``(E,)`` the augmentation pass each epoch read.
+    """
+
+    alpha: np.ndarray
+    row_id: np.ndarray
+    label: np.ndarray
+    frozen: np.ndarray
+    pass_index: np.ndarray
+
+
+def alpha_record(run: RunDir, name: str) -> AlphaRecord:
+    """Read a replica's hardness weights written by `train_models`.
+
+    Raises:
+        FileNotFoundError: the replica was trained without hardness weights, or not trained yet.
+    """
+    path = alpha_path(run, name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no hardness weights for {name!r}; only models trained with a repulsion weighted by alpha "
+            "(lam > 0, kappa > 0, hardness: true) have them; run notebooks/02_train_a2d first"
+        )
+    with np.load(path) as stored:
+        kept = {key: stored[key] for key in ("row_id", "label", "frozen", "pass_index")}
+        return AlphaRecord(alpha=stored["alpha"].astype(np.float32), **kept)
+
+
+def highest_alpha(config: RunConfig, record: AlphaRecord, count: int = 16, epoch: int = -1) -> pd.DataFrame:
+    """The training rows with the largest alpha in one epoch: the samples SED treats as most OOD-like.
+
+    Args:
+        config: the run (class names).
+        record: from `alpha_record`.
+        count: how many rows.
+        epoch: which epoch (default the last).
+
+    Returns:
+        ``count`` rows, largest alpha first: ``position`` (into the training rows), ``row_id``,
+        ``label``, ``class``, ``alpha``, ``pass``.
+    """
+    alpha = record.alpha[epoch]
+    order = np.argsort(-np.nan_to_num(alpha, nan=-np.inf), kind="stable")[:count]
+    names = class_names(config)
+    return pd.DataFrame(
+        {
+            "position": order,
+            "row_id": record.row_id[order],
+            "label": record.label[order],
+            "class": [names[k] for k in record.label[order]],
+            "alpha": alpha[order],
+            "pass": int(record.pass_index[epoch]),
+        }
+    )
+
+
+def alpha_classes(config: RunConfig, run: RunDir, top_fraction: float = 0.01) -> tuple[str, pd.DataFrame]:
+    """`alpha_class_shares` of the last epoch of the first model of `hardness_weighted`.
+
+    Returns:
+        ``(label, shares)``; ``("", empty)`` when no model has hardness weights.
+    """
+    label, name = next(iter(hardness_weighted(config).items()), ("", ""))
+    if not name:
+        return "", pd.DataFrame()
+    return label, alpha_class_shares(config, alpha_record(run, name), top_fraction)
+
+
+def alpha_class_shares(config: RunConfig, record: AlphaRecord, top_fraction: float = 0.01, epoch: int = -1):
+    """How the classes are represented among the top ``top_fraction`` of alpha, against the training set.
+
+    Returns:
+        One row per class: ``class``, ``share_all`` (fraction of the training rows), ``share_top``
+        (fraction of the top rows) and ``ratio`` (top over all; > 1: over-represented), largest
+        ratio first.
+    """
+    alpha = np.nan_to_num(record.alpha[epoch], nan=-np.inf)
+    top = np.argsort(-alpha, kind="stable")[: max(1, round(top_fraction * len(alpha)))]
+    names = class_names(config)
+    classes = len(names)
+    share_all = np.bincount(record.label, minlength=classes) / len(record.label)
+    share_top = np.bincount(record.label[top], minlength=classes) / len(top)
+    frame = pd.DataFrame({"class": names, "share_all": share_all, "share_top": share_top})
+    frame["ratio"] = frame["share_top"] / frame["share_all"].where(frame["share_all"] > 0)
+    return frame.sort_values("ratio", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def hardness_weighted(config: RunConfig) -> dict[str, str]:
+    """Label -> replica name (first seed) of every main model trained with hardness weights."""
+    chosen = {}
+    for model_run in config.model_runs():
+        if model_run.model in config.main_models() and model_run.spec.train.records_alpha():
+            chosen.setdefault(model_run.label, model_run.name)
+    return chosen
+
+
+def alpha_overview(config: RunConfig, run: RunDir, models: dict[str, TrainedModel]) -> dict:
+    """Label -> ``(log, last epoch's alpha)`` of each `hardness_weighted` model (`sedlib.plots.alpha_distribution`)."""
+    return {
+        label: (models[name].log, alpha_record(run, name).alpha[-1])
+        for label, name in hardness_weighted(config).items()
+    }
+
+
+def alpha_gallery(config: RunConfig, run: RunDir, count: int = 24) -> tuple[str, pd.DataFrame, np.ndarray | None]:
+    """The highest-alpha training rows of the first model of `hardness_weighted`, with their images.
+
+    Returns:
+        ``(label, rows, images)``: the model's label, `highest_alpha` of its last epoch with a
+        ``caption`` column, and the images as the backbone saw them in that epoch's pass
+        (`training_images`); ``("", empty, None)`` when no model has hardness weights.
+    """
+    label, name = next(iter(hardness_weighted(config).items()), ("", ""))
+    if not name:
+        return "", pd.DataFrame(), None
+    rows = highest_alpha(config, alpha_record(run, name), count)
+    rows["caption"] = [f"{c}\nα = {a:.3g}" for c, a in zip(rows["class"], rows["alpha"])]
+    return label, rows, training_images(config, rows["row_id"].to_numpy(), int(rows["pass"].iloc[0]))
+
+
+def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> np.ndarray | None:
+    """Training images as the backbone saw them in one augmentation pass (``(K, S, S, 3)`` uint8).
+
+    Returns None when the images are not at hand (ImageNet features imported from the authors' files
+    without the image folders).
+    """
+    from sedlib.backbones import augment, to_model_input
+    from sedlib.cache import SplitPlan, source_images
+
+    cache = config.cache
+    plan = SplitPlan("train", "train", passes=cache.augmentation_passes)
+    try:
+        images, _ = source_images(config, plan)
+    except FileNotFoundError:
+        return None
+    row_ids = np.asarray(row_ids, dtype=np.int64)
+    scale = tuple(cache.augmentation_scale)
+    if config.data.dataset == "fashion_mnist":
+        clean = to_model_input(images.images[row_ids], cache.image_size)
+        return augment(clean, config.data.seed, pass_index, row_ids, scale=scale)
+    from sedlib.data.imagenet import FolderImages
+
+    dataset = FolderImages(images, row_ids, "train", cache.image_size, config.data.seed, pass_index, scale)
+    return np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
+
+
 def class_subset(config: RunConfig, split: str):
     """The classes (indices into the model's classes) of a class-subset split such as ImageNet-A, else None."""
     if split not in config.data.subset_sets:
@@ -228,7 +459,7 @@ def evaluate_models(
     splits: list[str] | None = None,
     progress: bool = True,
 ) -> dict[tuple[str, str], SplitEvaluation]:
-    """Evaluate every model on every split (all cached splits but ``train`` by default).
+    """Evaluate every model on every split (by default ``val`` and every cached split but ``train``).
 
     Each model's greedy soup (`sedlib.evaluate.greedy_soup_members`) is chosen once, on the val
     split, and evaluated everywhere beside the uniform soup.
@@ -236,8 +467,10 @@ def evaluate_models(
     Returns:
         ``(model, split) -> SplitEvaluation`` with per-sample predictions and scores.
     """
-    if splits is None:
-        splits = [plan.name for plan in plan_splits(config) if plan.kind not in ("train", "disagreement")]
+    if splits is None:  # "val" is the test split when data.val_rows is 0 (`load_split`), so name it always
+        splits = ["val"] + [
+            plan.name for plan in plan_splits(config) if plan.kind not in ("train", "val", "disagreement")
+        ]
     scores = list(config.eval.scores) or None
     val = load_split(config, run, "val")
     val_features = torch.from_numpy(val.features.astype("float32"))
@@ -267,6 +500,56 @@ def evaluate_models(
             bar.update()
     bar.close()
     return results
+
+
+EVALUATIONS_FILE = "evaluations.h5"
+"""Stage 03 evaluates every split once and keeps the per-sample results here (``results/``); stage 04 reads them."""
+EVALUATION_CODE = ("ensemble.py", "evaluate.py", "metrics.py", "protocols.py", "scores.py")
+
+
+def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) -> str:
+    """Hash of what an evaluation depends on: the model files, the splits' settings, the eval settings and code."""
+    import hashlib
+
+    from sedlib.cache import PRETRAINED_HEAD
+
+    package = Path(__file__).parent
+    digest = hashlib.sha256(source_hash(package, [package / name for name in EVALUATION_CODE]).encode())
+    payload = {"eval": config.to_dict()["eval"], "protocol": config.protocol, "splits": {}}
+    for split in splits:
+        payload["splits"][split] = load_split(config, run, split, lazy=True).manifest.params_hash
+    digest.update(json.dumps(payload, sort_keys=True).encode())
+    for model_run in config.model_runs(pretrained_head=True):
+        name = model_run.name
+        path = run.features / PRETRAINED_HEAD if name == PRETRAINED_HEAD_MODEL else run.model_path(name)
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def store_evaluations(config: RunConfig, run: RunDir, evaluations: dict[tuple[str, str], SplitEvaluation]) -> Path:
+    """Keep stage 03's evaluations of every split (`evaluate_models`) for stage 04; returns the file."""
+    splits = list(dict.fromkeys(split for _, split in evaluations))
+    path = run.results / EVALUATIONS_FILE
+    save_evaluations(path, evaluations, evaluation_fingerprint(config, run, splits))
+    return path
+
+
+def stored_evaluations(config: RunConfig, run: RunDir, splits: list[str]) -> dict[tuple[str, str], SplitEvaluation]:
+    """The evaluations stage 03 kept, checked against the current models, features and settings.
+
+    Raises:
+        FileNotFoundError: stage 03 has not run.
+        sedlib.evaluate.StaleEvaluationsError: the models, features or settings changed since, or a
+            split in ``splits`` was not evaluated.
+    """
+    path = run.results / EVALUATIONS_FILE
+    stored = stored_splits(path)
+    missing = sorted(set(splits) - set(stored))
+    if missing:
+        raise StaleEvaluationsError(f"{path} has no evaluations of {missing}; rerun notebooks/03_eval_ood_gen")
+    evaluations = load_evaluations(path, evaluation_fingerprint(config, run, stored))
+    return {key: value for key, value in evaluations.items() if key[1] in splits}
 
 
 FEATURE_DETECTORS_MODEL = "backbone_features"

@@ -327,12 +327,6 @@ def percent(frame: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.Data
 SPLIT_TITLES = {"test": "Test", "imagenet_a": "IN-A", "imagenet_r": "IN-R"}
 
 
-def generalisation_splits(config: RunConfig) -> list[str]:
-    """The splits the generalisation tables read: val (member selection), test, corruptions, class subsets."""
-    corrupted = [corruption_split(c, s) for s in config.data.severities for c in config.data.corruptions]
-    return ["val", "test", *corrupted, *config.data.subset_sets]
-
-
 def protocol_note(config: RunConfig, short: bool = False) -> str:
     """One line naming the evaluation protocol (`sedlib.protocols`), printed above every table.
 
@@ -432,9 +426,10 @@ def results_summary(
     members disagree more (#unique, PDS) than the reference model's (``eval.reference_model``, the
     deep ensemble) on the OOD sets, and how PDS compares with BMA as a detector.
     """
-    summary, detection, diversity, seeds = seed_means(summary, detection, diversity)
+    frames = (main_rows(frame, config) for frame in (summary, detection, diversity))
+    summary, detection, diversity, seeds = seed_means(*frames)
     reference = config.eval.reference_model
-    labels = config.evaluated_models()
+    labels = {name: label for name, label in config.evaluated_models().items() if name in config.main_models()}
     # one-member models (a single model, the pretrained head) have no disagreement to compare
     diverse = set(detection.loc[detection["score"] == "pds", "model"])
     trained = {name: label for name, label in labels.items() if name in config.models and name in diverse}
@@ -510,3 +505,182 @@ def published_comparison_markdown(comparison: pd.DataFrame) -> str:
         parts.append(shown.to_markdown(index=False))
         parts.append("")
     return "\n".join(parts)
+
+
+def main_rows(frame: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """The rows of a result table that belong in the main tables: models of the params file, not sweep points.
+
+    Rows of models outside ``config.models`` (the detectors on the backbone features) are kept.
+    """
+    return frame[~frame["model"].isin(config.sweep_models)]
+
+
+DIVERSITY_SCORES = ("pds", "num_unique", "mutual_information", "a2d")
+"""Scores that read the members' disagreement (one-member models have none)."""
+
+
+def sweep_table(summary: pd.DataFrame, detection: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """One row per point of every sweep (`sedlib.config.Sweep`): accuracy and detection, means over seeds.
+
+    Args:
+        summary: `generalisation_tables` summary (all models, sweep points included).
+        detection: `detection_table` rows (all models).
+        config: the run and its ``sweeps``.
+
+    Returns:
+        Columns ``sweep``, ``symbol``, ``value``, ``model``, ``label``, ``base_label``, ``test`` and
+        ``C-<s>`` (ensemble accuracy), ``mean_member_test`` (mean member accuracy on test),
+        ``auroc_pds`` and ``auroc_bma`` (AUROC averaged over the OOD sets), ``pareto`` (no other
+        point of any sweep is at least as good in test accuracy and PDS AUROC and better in one);
+        empty when the run has no sweeps.
+    """
+    from sedlib.config import SWEEP_SYMBOLS
+
+    if not config.sweeps:
+        return pd.DataFrame()
+    accuracy = _model_means(summary, config)
+    detection_means = _detection_means(detection)
+    rows = []
+    for name, sweep in config.sweeps.items():
+        for value, model in zip(sweep.values, sweep.points):
+            rows.append(
+                {
+                    "sweep": name,
+                    "symbol": SWEEP_SYMBOLS.get(name, name),
+                    "value": value,
+                    "model": model,
+                    "label": config.models[model].label,
+                    "base_label": config.models[sweep.model].label,
+                    **accuracy.loc[model].to_dict(),
+                    "auroc_pds": detection_means.get((model, "pds"), np.nan),
+                    "auroc_bma": detection_means.get((model, "bma"), np.nan),
+                }
+            )
+    table = pd.DataFrame(rows)
+    points = table.drop_duplicates("model")[["model", "test", "auroc_pds"]].to_numpy()
+    dominated = {
+        model
+        for model, test, auroc in points
+        for _, other_test, other_auroc in points
+        if other_test >= test and other_auroc >= auroc and (other_test > test or other_auroc > auroc)
+    }
+    table["pareto"] = ~table["model"].isin(dominated) & table["auroc_pds"].notna()
+    return table
+
+
+def sweep_references(summary: pd.DataFrame, detection: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """The main models that are no sweep point, in `sweep_table`'s layout (``label``, ``test``, ``auroc_pds``, ...).
+
+    Models without a PDS (one member) are left out. These are the reference markers of
+    `sedlib.plots.sweep_figure`.
+    """
+    points = {model for sweep in config.sweeps.values() for model in sweep.points}
+    if not points:
+        return pd.DataFrame()
+    accuracy = _model_means(summary, config)
+    detection_means = _detection_means(detection)
+    rows = [
+        {"model": name, "label": config.models[name].label, **accuracy.loc[name].to_dict(),
+         "auroc_pds": detection_means[name, "pds"], "auroc_bma": detection_means.get((name, "bma"), np.nan)}
+        for name in config.main_models()
+        if name in config.models and name not in points and (name, "pds") in detection_means
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _model_means(summary: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """Per model (index): ensemble accuracy on test and ``C-<s>``, and the mean member's on test; means over seeds."""
+    mean, _, _ = over_seeds(summary, ["aggregation"])
+    splits = ["test", *(f"C-{s}" for s in config.data.severities)]
+    ensemble = mean[mean["aggregation"] == "ensemble"].set_index("model")[splits]
+    members = mean[mean["aggregation"] == "mean_single"].set_index("model")["test"].rename("mean_member_test")
+    return ensemble.join(members)
+
+
+def _detection_means(detection: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """``(model, score) -> AUROC`` averaged over the OOD sets and the seeds."""
+    mean, _, _ = over_seeds(detection, ["score", "score_label", "ood_set"])
+    return mean.groupby(["model", "score"], sort=False)["auroc"].mean().to_dict()
+
+
+def sweep_markdown(sweeps: pd.DataFrame) -> str:
+    """`sweep_table` as one Markdown table (percentages), or a line saying the run has no sweeps."""
+    if sweeps.empty:
+        return "*This run has no sweeps (`sweeps:` in the params file).*"
+    shown = sweeps.assign(parameter=sweeps["symbol"] + " = " + sweeps["value"].map("{:g}".format))
+    columns = ["test", *[c for c in sweeps.columns if c.startswith("C-")], "mean_member_test", "auroc_pds", "auroc_bma"]
+    shown = percent(shown, columns)
+    shown["pareto"] = np.where(sweeps["pareto"], "yes", "")
+    titles = {
+        "base_label": "Model",
+        "parameter": "Point",
+        "test": "Test acc",
+        "mean_member_test": "Mean member, test",
+        "auroc_pds": "AUROC PDS",
+        "auroc_bma": "AUROC BMA",
+        "pareto": "Pareto",
+    }
+    return shown[["base_label", "parameter", *columns, "pareto"]].rename(columns=titles).to_markdown(index=False)
+
+
+def _method(row: pd.Series) -> str:
+    return f"{row['label']} [{AGGREGATIONS[row['aggregation']].lower()}]"
+
+
+def _spread_note(gap: float, spread: float, seeds: int) -> str:
+    if seeds < 2 or np.isnan(spread):
+        return "one seed, so no spread to compare with"
+    verdict = "beyond" if gap > spread else "within"
+    return f"{verdict} the seed spread (largest std of the two: {100 * spread:.1f} points)"
+
+
+def method_comparison(summary: pd.DataFrame, detection: pd.DataFrame, config: RunConfig) -> str:
+    """Markdown: which method and aggregation wins each split, and which score wins each OOD set.
+
+    Every number is read from the two result tables (the main models only; sweep points are left
+    out). A lead is called beyond the seed spread only when it exceeds the larger standard deviation
+    over seeds of the two entries compared.
+    """
+    summary, detection = main_rows(summary, config), main_rows(detection, config)
+    mean, std, seeds = over_seeds(summary, ["aggregation"])
+    # the oracle is picked on the test split itself, and the mean member is no predictor one can use
+    mean = mean[~mean["aggregation"].isin(("best_single_oracle", "mean_single"))]
+    std = std.loc[mean.index]
+    splits = [c for c in mean.columns if c in generalisation_columns(config)]
+    over = f" (means over {seeds} seeds)" if seeds > 1 else ""
+    lines = [f"**Which method wins where: generalisation**{over}. Best model and aggregation per split:", ""]
+    for split in splits:
+        order = mean[split].sort_values(ascending=False, kind="stable").index
+        best = order[0]
+        rival = next((k for k in order[1:] if mean.loc[k, "model"] != mean.loc[best, "model"]), None)
+        text = f"- {SPLIT_TITLES.get(split, split)}: {_method(mean.loc[best])}, {_pct(mean.loc[best, split])}"
+        if rival is not None:
+            gap = mean.loc[best, split] - mean.loc[rival, split]
+            spread = np.nanmax([std.loc[best, split], std.loc[rival, split]])
+            lead = f"a lead of {100 * gap:.1f} points" if round(100 * gap, 1) > 0 else "a tie at this precision"
+            text += (
+                f"; the best other model is {_method(mean.loc[rival])}, {_pct(mean.loc[rival, split])}: "
+                f"{lead}, {_spread_note(gap, spread, seeds)}"
+            )
+        lines.append(text + ".")
+    det_mean, det_std, _ = over_seeds(detection, ["score", "score_label", "ood_set"])
+    lines += ["", f"**Which method wins where: detection** (AUROC, ID = clean test split){over}:", ""]
+    for ood_set in dict.fromkeys(det_mean["ood_set"]):
+        rows = det_mean[det_mean["ood_set"] == ood_set].sort_values("auroc", ascending=False, kind="stable")
+        best = rows.iloc[0]
+        diverse = rows[rows["score"].isin(DIVERSITY_SCORES)]
+        text = f"- {ood_set}: best is {best['label']}, {best['score_label']} ({_pct(best['auroc'])})"
+        if not diverse.empty:
+            top = diverse.iloc[0]
+            rank = int((rows["auroc"] > top["auroc"]).sum()) + 1
+            text += (
+                f"; the best disagreement score is {top['label']}, {top['score_label']} ({_pct(top['auroc'])}), "
+                f"rank {rank} of {len(rows)}"
+            )
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def generalisation_columns(config: RunConfig) -> list[str]:
+    """The split columns of a generalisation summary: ``test``, ``C-<s>`` and the class-subset sets."""
+    return ["test", *(f"C-{s}" for s in config.data.severities), *config.data.subset_sets]

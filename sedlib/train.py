@@ -81,6 +81,10 @@ OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "tf32", "bf16")
 PUBLISHED_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.1}
+#: Per-member hyperparameters of a deep ensemble with diverse hyperparameters.
+MEMBER_SETTINGS = ("member_lr", "member_weight_decay", "member_label_smoothing")
+#: Quantiles of the hardness weights alpha logged per epoch (columns ``alpha_q<percent>``).
+ALPHA_QUANTILES = (0.5, 0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,11 @@ class TrainConfig:
             given to `EnsembleTrainer.fit`, as in naive A2D / DivDis; needs ``hardness`` false).
         hardness: weight the repulsion's samples by SED's hardness weights alpha (published: True);
             False gives every sample alpha = 1.
+        member_lr: one learning rate per member (a deep ensemble with diverse hyperparameters); each
+            member's rate follows the same schedule as ``lr``. Empty: every member uses ``lr``.
+        member_weight_decay: one weight decay per member; empty: every member uses ``weight_decay``.
+        member_label_smoothing: one label-smoothing eps per member (``independent`` schedule only:
+            the pair losses share one eps); empty: every member uses ``label_smoothing``.
     """
 
     schedule: str = "iid"
@@ -149,10 +158,15 @@ class TrainConfig:
     kernel: str = "a2d"
     disagreement_data: str = "train"
     hardness: bool = True
+    member_lr: tuple[float, ...] = ()
+    member_weight_decay: tuple[float, ...] = ()
+    member_label_smoothing: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", PUBLISHED_WEIGHT_DECAY.get(self.optimizer))
+        for name in MEMBER_SETTINGS:
+            object.__setattr__(self, name, tuple(float(value) for value in getattr(self, name)))
         choices = {
             "schedule": TRAIN_SCHEDULES,
             "optimizer": OPTIMIZERS,
@@ -186,6 +200,20 @@ class TrainConfig:
                 f"TrainConfig.lam must be 0 with schedule 'independent' (every member trains alone on its task "
                 f"loss, there is no repulsion), got {self.lam!r}"
             )
+        for name in MEMBER_SETTINGS:
+            if not all(value >= 0 for value in getattr(self, name)):
+                raise ValueError(f"TrainConfig.{name} must hold values >= 0, got {list(getattr(self, name))}")
+        if not all(value < 1 for value in self.member_label_smoothing):
+            raise ValueError(
+                f"TrainConfig.member_label_smoothing must lie in [0, 1), got {self.member_label_smoothing}"
+            )
+        if self.member_lr and not self.lr > 0:
+            raise ValueError("TrainConfig.lr must be > 0 with member_lr (the schedule scales every member's rate)")
+        if self.member_label_smoothing and self.schedule != "independent":
+            raise ValueError(
+                "TrainConfig.member_label_smoothing needs schedule 'independent' (a pair's task term has one "
+                f"smoothing eps), got schedule {self.schedule!r}"
+            )
         if self.disagreement_data == "unlabelled" and self.hardness:
             raise ValueError(
                 "TrainConfig.hardness must be false with disagreement_data 'unlabelled': the hardness weights are the "
@@ -206,6 +234,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check_members(self, num_members: int) -> None:
+        """Raise ValueError unless every ``member_*`` list is empty or gives one value per member."""
+        for name in MEMBER_SETTINGS:
+            values = getattr(self, name)
+            if values and len(values) != num_members:
+                raise ValueError(f"TrainConfig.{name} gives {len(values)} values for {num_members} members")
+
+    def records_alpha(self) -> bool:
+        """Whether the run weights its repulsion by hardness weights alpha (so `EnsembleTrainer` records them)."""
+        return self.kappa * self.lam > 0 and self.hardness
 
 
 @dataclass(frozen=True)
@@ -429,17 +468,29 @@ class EnsembleTrainer:
                 f"the pair schedule {config.schedule!r} trains at least 2 members, the ensemble has "
                 f"{ensemble.num_members}; train a single model with schedule 'independent' (and lam 0)"
             )
+        config.check_members(ensemble.num_members)
         self.ensemble = ensemble
         self.config = config
         self.device = next(ensemble.parameters()).device
         self.names = [name for name, _ in ensemble.named_parameters()]
         params = list(ensemble.parameters())
+        members = {
+            "lr_scale": [lr / config.lr for lr in config.member_lr] or None,
+            "member_weight_decay": config.member_weight_decay or None,
+        }
         if config.optimizer == "sgd":
-            self.optimizer = MemberSGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+            self.optimizer = MemberSGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **members
+            )
         else:
             self.optimizer = MemberAdamW(
-                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+                params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay, **members
             )
+        self.smoothing = (
+            torch.tensor(config.member_label_smoothing, device=self.device)[:, None]
+            if config.member_label_smoothing
+            else config.label_smoothing
+        )
         updating_epochs = config.epochs - int(config.freeze_first_epoch)
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.cosine_t_max or updating_epochs)
@@ -454,6 +505,7 @@ class EnsembleTrainer:
         labels: Tensor,
         update: bool = True,
         unlabelled: Tensor | None = None,
+        alpha_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run one planned step on a pass that lies on the training device.
 
@@ -464,6 +516,8 @@ class EnsembleTrainer:
             update: apply the optimiser (False: only measure the losses).
             unlabelled: ``(N_u, d)`` float32 unlabelled disagreement set on the training device
                 (``disagreement_data: unlabelled``).
+            alpha_rows: ``(N,)`` float32 on the device; when given (and the run has hardness
+                weights), each row of the step receives the alpha it was weighted by.
 
         Returns:
             Sums over the step's pairs of the total loss, the task term and the repulsion (0-dim
@@ -501,9 +555,13 @@ class EnsembleTrainer:
                 logits = head_forward(params, inputs, self.ensemble.config.norm_eps)
             pair_group = plan.member_group[plan.pairs[:, 0]]
             if config.schedule == "independent":
-                task = cross_entropy(logits, y[plan.member_group], config.label_smoothing).mean(dim=-1)
+                smoothing = self.smoothing if isinstance(self.smoothing, float) else self.smoothing[plan.members]
+                task = cross_entropy(logits, y[plan.member_group], smoothing).mean(dim=-1)
                 loss = PairLoss(task, task, torch.zeros_like(task))  # lam is 0: the total is the task term
             else:
+                hardness = self._hardness_weights(plan, logits, y) if repulsive and config.hardness else None
+                if hardness is not None and alpha_rows is not None:
+                    alpha_rows[plan.rows] = hardness.float()
                 loss = sed_pair_loss(
                     logits[plan.pairs[:, 0]],
                     logits[plan.pairs[:, 1]],
@@ -511,7 +569,7 @@ class EnsembleTrainer:
                     lam=config.lam,
                     kappa=config.kappa,
                     label_smoothing=config.label_smoothing,
-                    alpha=self._alpha(plan, logits, y, pair_group, logits_far if far else None) if repulsive else None,
+                    alpha=self._alpha(hardness, logits, pair_group, logits_far if far else None) if repulsive else None,
                     kernel=config.kernel,
                     repulsion_logits=(logits_far[plan.pairs[:, 0]], logits_far[plan.pairs[:, 1]]) if far else None,
                 )
@@ -521,10 +579,11 @@ class EnsembleTrainer:
                 self.optimizer.step(grads, members=None if all_members else plan.member_ids)
         return loss.total.detach().sum(), loss.task.detach().sum(), loss.repulsion.detach().sum()
 
-    def _alpha(self, plan: StepPlan, logits: Tensor, labels: Tensor, pair_group: Tensor, logits_far) -> Tensor:
-        """``(P, B)`` weights of each pair's repulsion samples: the hardness weights, or ones."""
-        if self.config.hardness:
-            return self._hardness_weights(plan, logits, labels)[pair_group]
+    @staticmethod
+    def _alpha(hardness: Tensor | None, logits: Tensor, pair_group: Tensor, logits_far) -> Tensor:
+        """``(P, B)`` weights of each pair's repulsion samples: the ``(G, B)`` hardness weights, or ones."""
+        if hardness is not None:
+            return hardness[pair_group]
         samples = (logits if logits_far is None else logits_far).shape[-2]
         return torch.ones(
             pair_group.shape[0], samples, dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device
@@ -546,6 +605,7 @@ class EnsembleTrainer:
         val_labels=None,
         progress: bool = True,
         unlabelled_features=None,
+        alpha_history: list | None = None,
     ) -> pd.DataFrame:
         """Train for ``config.epochs`` epochs and return the per-epoch log.
 
@@ -559,13 +619,18 @@ class EnsembleTrainer:
             unlabelled_features: ``(N_u, d)`` unlabelled disagreement set (any device/dtype; it is
                 moved to the training device as float32 once); required by, and only allowed with,
                 ``disagreement_data: unlabelled``.
+            alpha_history: a list to which, for a run with hardness weights
+                (`TrainConfig.records_alpha`), one ``(N,)`` float32 array per epoch is appended: the
+                alpha each training row of the epoch's pass was weighted by.
 
         Returns:
             One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
             ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs; under
             ``independent`` pair-steps are member-steps and the means are over them),
-            ``seconds``, and with validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and
-            ``val_acc_member_<m>`` for every member.
+            ``seconds``; for a run with hardness weights ``alpha_q50``, ``alpha_q90``,
+            ``alpha_q99`` and ``alpha_max`` (quantiles of alpha over the epoch's rows); and with
+            validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and ``val_acc_member_<m>``
+            for every member.
 
         Raises:
             FloatingPointError: the loss became NaN or infinite; the message names epoch and step.
@@ -591,9 +656,21 @@ class EnsembleTrainer:
             pass_index = epoch % features.shape[0]
             started = time.perf_counter()
             record = {"epoch": epoch, "pass": pass_index, "frozen": frozen}
-            record.update(
-                self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], progress, unlabelled)
+            alpha_rows = (
+                torch.full((features.shape[1],), float("nan"), device=self.device) if config.records_alpha() else None
             )
+            record.update(
+                self._run_epoch(
+                    epoch, frozen, features[pass_index], labels[pass_index], progress, unlabelled, alpha_rows
+                )
+            )
+            if alpha_rows is not None:
+                alpha = alpha_rows.cpu().numpy()
+                quantiles = np.nanquantile(alpha, ALPHA_QUANTILES)
+                record.update({f"alpha_q{round(100 * q)}": float(v) for q, v in zip(ALPHA_QUANTILES, quantiles)})
+                record["alpha_max"] = float(np.nanmax(alpha))
+                if alpha_history is not None:
+                    alpha_history.append(alpha)
             if not frozen and self.scheduler is not None:
                 self.scheduler.step()
             if val_features is not None:
@@ -640,6 +717,7 @@ class EnsembleTrainer:
         labels: Tensor,
         progress: bool,
         unlabelled: Tensor | None = None,
+        alpha_rows: Tensor | None = None,
     ) -> dict:
         """Run (or, frozen, only measure) one epoch on one pass; returns its losses and counts."""
         config = self.config
@@ -659,7 +737,9 @@ class EnsembleTrainer:
         label = f"epoch {epoch}/{config.epochs - 1}" + (" (frozen)" if frozen else "")
         bar = tqdm(total=len(plans), desc=label, disable=not progress, leave=True)
         for index, plan in enumerate(plans):
-            step_sums = torch.stack(self.step(plan, features, labels, update=not frozen, unlabelled=unlabelled))
+            step_sums = torch.stack(
+                self.step(plan, features, labels, update=not frozen, unlabelled=unlabelled, alpha_rows=alpha_rows)
+            )
             sums += step_sums
             pair_steps += plan.num_pairs
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_sums[0]), index, first_bad)
@@ -698,6 +778,7 @@ def train_ensemble(
     progress: bool = True,
     initial: HeadEnsemble | None = None,
     unlabelled_features=None,
+    alpha_history: list | None = None,
 ) -> tuple[HeadEnsemble, pd.DataFrame]:
     """Initialise an ensemble from ``config.seed`` (or from ``initial``) and train it.
 
@@ -713,6 +794,7 @@ def train_ensemble(
         initial: start from these weights (e.g. `HeadEnsemble.from_member_state` of a pretrained head)
             instead of a random draw; its config must equal ``head_config`` but for ``layer_scale_init``.
         unlabelled_features: as in `EnsembleTrainer.fit`.
+        alpha_history: as in `EnsembleTrainer.fit`.
 
     Returns:
         ``(ensemble, log)``.
@@ -731,6 +813,12 @@ def train_ensemble(
         ensemble.load_state_dict(initial.state_dict())
     ensemble = ensemble.to(device)
     log = EnsembleTrainer(ensemble, config).fit(
-        train_features, train_labels, val_features, val_labels, progress, unlabelled_features=unlabelled_features
+        train_features,
+        train_labels,
+        val_features,
+        val_labels,
+        progress,
+        unlabelled_features=unlabelled_features,
+        alpha_history=alpha_history,
     )
     return ensemble, log

@@ -166,7 +166,7 @@ def test_folder_stream_resumes_mid_pass_with_the_same_rows(tmp_path):
     plan = SplitPlan("train", "train", passes=2)
     images, index = source_images(config, plan)
     stream = _FolderStream(MeanColour(), images, index, config, plan)
-    first = [stream(0, 0, 4), stream(0, 4, 12)]  # batches of 5 straddle the chunks
+    first = [stream(0, 0, 4), stream(0, 4, 12)]  # calls that do not follow the chunks of 8 rows
     resumed = _FolderStream(MeanColour(), images, index, config, plan)(0, 4, 12)  # a restart after chunk one
     for fresh, again in zip(first[1], resumed):
         np.testing.assert_array_equal(fresh, again)
@@ -175,3 +175,32 @@ def test_folder_stream_resumes_mid_pass_with_the_same_rows(tmp_path):
     np.testing.assert_array_equal(labels, images.labels[index])
     second_pass = stream(1, 0, 12)[0]
     assert not np.array_equal(second_pass, features)  # another augmentation pass
+
+
+class BatchSizes(MeanColour):
+    """`MeanColour` that records the size of every batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return super().forward(x)
+
+
+def test_folder_batches_stop_at_chunk_boundaries_wherever_the_stream_starts(tmp_path):
+    from sedlib.cache import _FolderStream
+
+    root = make_fake_imagenet(tmp_path / "data")
+    config = load_config("params/smoke_imagenet.yaml", {"data": {"root": str(root)}, "cache": {"batch_size": 5}})
+    assert config.cache.chunk_rows == 8
+    plan = SplitPlan("train", "train", passes=2)
+    images, index = source_images(config, plan)
+    net = BatchSizes()
+    whole = _FolderStream(net, images, index, config, plan)
+    whole(0, 0, 8), whole(0, 8, 12)
+    assert net.sizes == [5, 3, 4]  # as extract_features batches each chunk on its own
+    net.sizes.clear()
+    _FolderStream(net, images, index, config, plan)(0, 8, 12)  # a process (or a resumed write) starting at chunk 2
+    assert net.sizes == [4]

@@ -169,3 +169,56 @@ def test_to_dict_round_trips_and_sections_change_independently():
 def test_relative_paths_resolve_against_the_project_root(tmp_path):
     assert resolve_path("params/default.yaml") == PROJECT_ROOT / "params" / "default.yaml"
     assert resolve_path(tmp_path) == tmp_path
+
+
+SWEEP_BASE = {
+    "run_name": "s",
+    "train": {"kappa": 0.5},
+    "models": {
+        "de": {"label": "DE", "num_members": 4, "lam": 0.0},
+        "sed": {"label": "SED", "num_members": 4, "lam": 0.5},
+    },
+}
+
+
+def test_sweeps_reuse_models_with_the_same_settings_and_add_the_others():
+    sweeps = {"lam": {"model": "sed", "values": [0, 0.5, 0.8]}, "num_members": {"model": "sed", "values": [2, 4]}}
+    config = RunConfig.from_dict({**SWEEP_BASE, "sweeps": sweeps})
+    assert config.sweeps["lam"].points == ("de", "sed", "sed-lam0.8")  # lam 0 with everything else equal is "de"
+    assert config.sweeps["num_members"].points == ("sed-M2", "sed")
+    assert config.models["sed-lam0.8"].train.lam == 0.8 and config.models["sed-lam0.8"].num_members == 4
+    assert config.models["sed-M2"].num_members == 2 and config.models["sed-M2"].train == config.models["sed"].train
+    assert config.models["sed-lam0.8"].label == "SED (λ 0.8)"
+    assert config.sweep_models == ("sed-lam0.8", "sed-M2")
+    assert config.main_models() == ["de", "sed"]
+    assert [run.name for run in config.model_runs()] == ["de", "sed", "sed-lam0.8", "sed-M2"]
+    again = RunConfig.from_dict(config.to_dict(), source="resolved")
+    assert again.sweeps == config.sweeps and again.sweep_models == config.sweep_models
+
+
+@pytest.mark.parametrize(
+    "sweeps, fragment",
+    [
+        ({"lam": {"model": "nope", "values": [0.1]}}, r"sweeps.lam.model: 'nope' is not one of the models"),
+        ({"batch_size": {"model": "sed", "values": [8]}}, r"sweeps.batch_size: cannot sweep 'batch_size'"),
+        ({"lam": {"model": "sed", "values": [0.1, 0.1]}}, r"sweeps.lam.values must be distinct"),
+        ({"lam": {"model": "sed", "values": []}}, r"sweeps.lam.values must be a non-empty list"),
+        ({"lam": {"model": "sed", "values": [1.5]}}, r"sweeps.lam: lam 1.5: .*lam must lie in \[0, 1\]"),
+        ({"lam": {"values": [0.1]}}, r"sweeps.lam: expected the keys 'model' and 'values'"),
+        ({"num_members": {"model": "sed", "values": [2.5]}}, r"sweeps.num_members.values\[0\]: expected int"),
+    ],
+)
+def test_bad_sweeps_name_the_key(sweeps, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        RunConfig.from_dict({**SWEEP_BASE, "sweeps": sweeps})
+
+
+def test_per_member_lists_must_match_the_members():
+    values = {**SWEEP_BASE, "models": {"de": {"num_members": 3, "schedule": "independent", "lam": 0.0,
+                                              "member_lr": [1e-3, 2e-3]}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"models.de: TrainConfig.member_lr gives 2 values for 3 members"):
+        RunConfig.from_dict(values)
+
+
+def test_full_cpu_turns_the_default_sweeps_off():
+    assert load_config("params/default.yaml").sweeps and not load_config("params/full_cpu.yaml").sweeps

@@ -2,11 +2,20 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from sedlib.ensemble import HeadEnsemble
-from sedlib.evaluate import evaluate_split, greedy_soup_members, member_accuracies
+from sedlib.evaluate import (
+    StaleEvaluationsError,
+    evaluate_split,
+    greedy_soup_members,
+    load_evaluations,
+    member_accuracies,
+    save_evaluations,
+    stored_splits,
+)
 from sedlib.metrics import accuracy, expected_calibration_error
 from sedlib.scores import compute_scores
 
@@ -204,3 +213,36 @@ def test_greedy_soup_keeps_members_that_do_not_hurt_validation_accuracy(tiny_con
     result = evaluate_split(ensemble, features, labels.numpy(), greedy_members=(0, 1), progress=False)
     assert accuracy(result.samples["greedy_soup_prediction"], result.labels) == 1.0
     assert accuracy(result.samples["soup_prediction"], result.labels) == 0.0
+
+
+def test_stored_evaluations_read_back_equal_and_refuse_another_fingerprint(tiny_ensemble, tmp_path):
+    generator = torch.Generator().manual_seed(4)
+    features = torch.randn(30, tiny_ensemble.config.feature_dim, generator=generator)
+    labels = torch.randint(0, tiny_ensemble.config.num_classes, (30,), generator=generator)
+    evaluations = {
+        ("m", "test"): evaluate_split(tiny_ensemble, features, labels, progress=False, greedy_members=(0,)),
+        ("m", "ood"): evaluate_split(tiny_ensemble, features[:7], progress=False),
+        ("m", "subset"): evaluate_split(
+            tiny_ensemble, features, labels.clamp(max=1), progress=False, class_subset=[0, 2], protocol="faithful"
+        ),
+    }
+    path = tmp_path / "evaluations.h5"
+    save_evaluations(path, evaluations, "made-from-this")
+    assert stored_splits(path) == ["test", "ood", "subset"]
+    again = load_evaluations(path, "made-from-this")
+    assert list(again) == list(evaluations)
+    for key, evaluation in evaluations.items():
+        pd.testing.assert_frame_equal(again[key].samples, evaluation.samples)  # same columns, values and dtypes
+        np.testing.assert_array_equal(again[key].member_accuracy, evaluation.member_accuracy)
+        assert again[key].greedy_members == evaluation.greedy_members
+        assert again[key].protocol == evaluation.protocol
+        for aggregation, metrics in evaluation.calibration().items():
+            assert again[key].calibration()[aggregation] == pytest.approx(metrics, nan_ok=True)
+    np.testing.assert_array_equal(again["m", "subset"].class_subset, [0, 2])
+    with pytest.raises(StaleEvaluationsError, match="other models, features or evaluation settings.*rerun"):
+        load_evaluations(path, "made-from-something-else")
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(StaleEvaluationsError, match="cannot be read"):
+        load_evaluations(path, "made-from-this")
+    with pytest.raises(FileNotFoundError, match="run notebooks/03_eval_ood_gen first"):
+        load_evaluations(tmp_path / "absent.h5", "made-from-this")

@@ -1,6 +1,8 @@
 import dataclasses
+import errno
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,9 @@ from sedlib.features import (
     FeatureStoreError,
     SplitManifest,
     StaleFeaturesError,
+    join_splits,
     read_split,
+    reusable,
     split_status,
     write_split,
 )
@@ -475,3 +479,108 @@ def test_lazy_read_detects_non_finite_values_when_the_pass_is_read(written):
     split.features[0]
     with pytest.raises(CorruptFeaturesError, match="pass 1, row 6"):
         split.features[1]
+
+
+def write_parts(tmp_path, manifest, bounds):
+    """Files of consecutive row ranges of ``manifest``'s split, as the processes of a sharded run write them."""
+    parts = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        part = dataclasses.replace(manifest, split=f"train[{start}:{stop}]", rows=stop - start)
+
+        def compute(p, first, last, start=start):
+            return FakeCompute()(p, start + first, start + last)
+
+        parts.append((write_split(tmp_path / f"part-{start}.h5", part, compute, chunk_rows=4, progress=False), part))
+    return parts
+
+
+def test_joined_parts_are_the_file_one_writer_makes(tmp_path, written):
+    path, manifest = written
+    parts = write_parts(tmp_path, manifest, [0, 4, 8, 10])
+    joined = join_splits(tmp_path / "joined.h5", manifest, parts, chunk_rows=4, progress=False)
+    with h5py.File(path) as one, h5py.File(joined) as other:
+        for name in ("features", "labels", "index"):
+            np.testing.assert_array_equal(one[name][...], other[name][...])
+            assert one[name].chunks == other[name].chunks and other[name].fletcher32
+        assert {k: v for k, v in one.attrs.items() if k != "created"}.keys() == set(other.attrs) - {"created"}
+        assert all(np.array_equal(one.attrs[k], other.attrs[k]) for k in one.attrs if k != "created")
+    assert read_split(joined, expected=manifest).manifest == manifest
+
+
+def test_join_refuses_parts_that_do_not_fit_or_are_damaged(tmp_path):
+    manifest = make_manifest()
+    parts = write_parts(tmp_path, manifest, [0, 4, 10])
+    with pytest.raises(ValueError, match="hold 4 rows"):
+        join_splits(tmp_path / "joined.h5", manifest, parts[:1], progress=False)
+    with pytest.raises(ValueError, match="not the split's 10 rows"):
+        join_splits(tmp_path / "joined.h5", make_manifest(feature_dim=5), parts, progress=False)
+    damaged = parts[1][0]
+    flip_byte_in_first_feature_chunk(damaged)
+    with pytest.raises(CorruptFeaturesError, match="(?i)checksum") as info:
+        join_splits(tmp_path / "joined.h5", manifest, parts, chunk_rows=4, progress=False)
+    assert str(damaged) in str(info.value)
+    with damaged.open("r+b") as handle:
+        handle.truncate(damaged.stat().st_size // 2)
+    with pytest.raises(CorruptFeaturesError, match=str(damaged)):
+        join_splits(tmp_path / "joined.h5", manifest, parts, progress=False)
+    damaged.unlink()
+    with pytest.raises(FileNotFoundError, match="part-4.h5: this part of .* is missing"):
+        join_splits(tmp_path / "joined.h5", manifest, parts, progress=False)
+    assert not (tmp_path / "joined.h5").exists()
+
+
+def test_reusable_says_whether_a_write_is_needed(tmp_path, written):
+    path, manifest = written
+    assert reusable(path, manifest) and not reusable(tmp_path / "missing.h5", manifest)
+    other = make_manifest(params_hash="hash-b")
+    with pytest.raises(StaleFeaturesError):
+        reusable(path, other)
+    assert not reusable(path, other, rebuild=True)
+    assert read_split(path, expected=manifest).manifest == manifest  # asking changes nothing
+
+
+def test_full_disk_stops_with_advice_and_keeps_the_finished_chunks(tmp_path, monkeypatch):
+    manifest = make_manifest()
+    path = tmp_path / "train.h5"
+    write = h5py.Dataset.__setitem__
+    writes = []
+
+    def fill_up(dataset, key, value):
+        writes.append(dataset.name)
+        if dataset.name == "/features" and writes.count("/features") == 2:
+            # as h5py reports it: HDF5's message carries the system's errno
+            raise OSError(
+                "Can't write data (file write failed: time = now, filename = 'train.h5.partial', "
+                "file descriptor = 3, errno = 28, error message = 'No space left on device')"
+            )
+        write(dataset, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", fill_up)
+    with pytest.raises(FeatureStoreError, match="the disk is full") as info:
+        write_split(path, manifest, FakeCompute(), chunk_rows=4, progress=False)
+    message = str(info.value)
+    assert str(partial_of(path)) in message and "Free space in" in message and "resumes" in message
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", write)
+    resumed = FakeCompute()
+    write_split(path, manifest, resumed, chunk_rows=4, progress=False)
+    assert resumed.calls == chunk_calls(3, 10, 4, first_row=4)  # the first chunk survived
+    np.testing.assert_array_equal(read_split(path).features, expected_arrays(3, 10, 4)[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("number", [errno.EACCES, errno.EPERM, errno.EROFS])
+def test_missing_permission_names_the_folder_to_fix(tmp_path, monkeypatch, number):
+    def refuse(*args, **kwargs):
+        raise PermissionError(number, os.strerror(number), str(args[0]))
+
+    monkeypatch.setattr(h5py, "File", refuse)
+    with pytest.raises(FeatureStoreError, match="not allowed to write here") as info:
+        write_split(tmp_path / "run" / "train.h5", make_manifest(), FakeCompute(), progress=False)
+    assert f"Make {tmp_path / 'run'} and the files in it writable" in str(info.value)
+
+
+def test_errors_of_compute_are_not_mistaken_for_storage_errors(tmp_path):
+    def unreadable_images(p, start, stop):
+        raise PermissionError(errno.EACCES, "Permission denied", "images/0.JPEG")
+
+    with pytest.raises(PermissionError, match="images/0.JPEG"):
+        write_split(tmp_path / "train.h5", make_manifest(), unreadable_images, progress=False)

@@ -240,3 +240,14 @@ def test_sed_pair_loss_with_the_divdis_kernel_and_other_repulsion_samples():
         sed_pair_loss(la, lb, labels, lam=0.4, kappa=2.0, repulsion_logits=(far_a, far_b))
     with pytest.raises(ValueError, match="kernel must be one of"):
         pair_repulsion(la, lb, torch.ones(2, 6), kernel="mmd")
+
+
+def test_cross_entropy_with_one_smoothing_per_member_matches_torch_member_by_member():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 5, generator=generator)
+    labels = torch.randint(0, 5, (3, 7), generator=generator)
+    smoothing = torch.tensor([0.0, 0.1, 0.35])[:, None]
+    losses = cross_entropy(logits, labels, smoothing)
+    for m, eps in enumerate(smoothing[:, 0].tolist()):
+        expected = torch.nn.functional.cross_entropy(logits[m], labels[m], reduction="none", label_smoothing=eps)
+        torch.testing.assert_close(losses[m], expected, rtol=1e-6, atol=1e-6)

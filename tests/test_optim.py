@@ -113,3 +113,41 @@ def test_transposed_gradients_update_the_right_elements(optimizer):
     optimizer(strided).step(transposed, members=[1, 4])
     for a, b in zip(dense, strided):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+LR_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0]
+MEMBER_DECAY = [0.0, 0.1, 0.01, 0.3, 0.05]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda p: MemberSGD(p, lr=0.1, momentum=0.9, lr_scale=LR_SCALE, member_weight_decay=MEMBER_DECAY),
+         lambda p, m: torch.optim.SGD(p, lr=0.1 * LR_SCALE[m], momentum=0.9, weight_decay=MEMBER_DECAY[m])),
+        (lambda p: MemberAdamW(p, lr=0.01, lr_scale=LR_SCALE, member_weight_decay=MEMBER_DECAY),
+         lambda p, m: torch.optim.AdamW(p, lr=0.01 * LR_SCALE[m], weight_decay=MEMBER_DECAY[m])),
+    ],
+)  # fmt: skip
+def test_per_member_learning_rates_and_decays_match_torch_optim_per_member(ours, theirs):
+    stacked = make_params()
+    per_member = [[torch.nn.Parameter(p.detach()[m].clone()) for p in stacked] for m in range(5)]
+    optimizer = ours(stacked)
+    references = [theirs(per_member[m], m) for m in range(5)]
+    generator = torch.Generator().manual_seed(1)
+    for members in MEMBER_SETS + [[0, 1, 2, 3, 4]]:
+        grads = [torch.randn((len(members),) + shape[1:], generator=generator) for shape in SHAPES]
+        for row, member in enumerate(members):
+            for p, grad in zip(per_member[member], grads):
+                p.grad = grad[row].clone()
+            references[member].step()
+        optimizer.step([g.clone() for g in grads], members=torch.tensor(members))
+    for member in range(5):
+        for p, reference in zip(stacked, per_member[member]):
+            torch.testing.assert_close(p.detach()[member], reference.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_per_member_settings_need_one_value_per_member():
+    with pytest.raises(ValueError, match=r"lr_scale must give one value >= 0 per member \(5\)"):
+        MemberAdamW(make_params(), lr_scale=[1.0, 2.0])
+    with pytest.raises(ValueError, match="member_weight_decay must give one value >= 0 per member"):
+        MemberSGD(make_params(), member_weight_decay=[0.1, 0.1, -0.1, 0.1, 0.1])

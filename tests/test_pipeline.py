@@ -4,6 +4,7 @@ import json
 
 import h5py
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,6 +46,29 @@ def test_every_stage_wrote_its_results(smoke_run):
     assert "SED-A2D vs Deep ensemble" in summary
 
 
+def test_sweeps_hardness_weights_and_the_method_comparison_are_written(smoke_run):
+    config = load_config("params/smoke.yaml")
+    sweeps = pd.read_csv(smoke_run.tables / "sweeps.csv")
+    assert list(zip(sweeps["sweep"], sweeps["model"])) == [
+        ("lam", "deep_ensemble"), ("lam", "sed_a2d"), ("lam", "sed_a2d-lam0.9"),
+        ("num_members", "sed_a2d-M2"), ("num_members", "sed_a2d"),
+    ]  # fmt: skip
+    ood_gen = pd.read_csv(smoke_run.results / "ood_gen.csv")
+    ensemble = ood_gen[ood_gen["aggregation"] == "ensemble"].set_index("model")
+    assert sweeps.set_index("model")["test"].to_dict() == pytest.approx(ensemble.loc[sweeps["model"], "test"].to_dict())
+    table1 = pd.read_csv(smoke_run.tables / "table1_ood_generalisation.csv")
+    assert not table1["Method"].str.contains("λ 0.9|M 2").any()  # sweep points stay out of the main tables
+    for name in ("sed_a2d", "sed_a2d-lam0.9", "sed_a2d-M2"):
+        with np.load(smoke_run.models / f"{name}_alpha.npz") as record:
+            assert record["alpha"].shape == (config.models[name].train.epochs, config.data.train_rows)
+    assert not (smoke_run.models / "deep_ensemble_alpha.npz").exists()
+    assert (smoke_run.figures / "alpha_gallery.png").is_file() and (smoke_run.figures / "sweeps.png").is_file()
+    comparison = (smoke_run.results / "method_comparison.md").read_text()
+    assert "Which method wins where" in comparison and "digits: best is" in comparison
+    diverse = pd.read_csv(smoke_run.log_path("deep_ensemble_diverse"))
+    assert diverse["task_loss"].iloc[-1] < diverse["task_loss"].iloc[0]
+
+
 def test_report_holds_the_tables_and_figures(smoke_run):
     html = (smoke_run.report / "index.html").read_text()
     assert "<table" in html and "data:image/png;base64" in html
@@ -52,6 +76,7 @@ def test_report_holds_the_tables_and_figures(smoke_run):
     first_value = f"{table1.iloc[0]['Test']:.1f}"
     assert first_value in html  # a number computed by 03 reached the report through 05 and the embed
     assert (smoke_run.report / "index.pdf").read_bytes().startswith(b"%PDF")
+    assert "Which method wins where" in html and "What SED treats as OOD-like" in html
     typst = (smoke_run.report / "index.typ").read_text()
     assert "table(" in typst and "Ensemble (mean logits)" in typst
     markdown = (smoke_run.report / "index.md").read_text()

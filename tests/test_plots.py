@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 
-from sedlib.plots import score_histograms
-from tests.test_tables import CONFIG, fake_evaluations
+from sedlib.plots import alpha_distribution, image_grid, score_histograms, sweep_figure
+from sedlib.tables import sweep_table
+from tests.test_tables import CONFIG, SWEEP_CONFIG, fake_evaluations, hand_frames
 
 
 def test_histograms_draw_a_constant_score():
@@ -11,3 +13,28 @@ def test_histograms_draw_a_constant_score():
             evaluation.samples["pds"] = 1.0 + np.arange(len(evaluation.samples)) * 1e-12
     figure = score_histograms(evaluations, CONFIG, ("pds", "bma"))
     assert len(figure.axes) == 4
+
+
+def test_alpha_figures_draw_every_model_and_say_when_there_is_nothing():
+    log = pd.DataFrame({"epoch": [0, 1], "alpha_q50": [0.9, 0.8], "alpha_q90": [1.5, 2.0],
+                        "alpha_q99": [3.0, 4.0], "alpha_max": [5.0, 9.0]})  # fmt: skip
+    alpha = np.array([0.5, 1.0, 2.0, np.nan, 9.0], dtype=np.float32)
+    figure = alpha_distribution({"SED": (log, alpha), "SED (all)": (log, 2 * alpha)})
+    quantiles, histogram = figure.axes
+    assert len(quantiles.lines) == 2 * 4 and len(histogram.patches) == 2
+    assert "no model" in alpha_distribution({}).axes[0].texts[0].get_text()
+    grid = image_grid(np.zeros((5, 8, 8, 3), dtype=np.uint8), [f"c{k}" for k in range(5)], columns=4)
+    assert len(grid.axes) == 8 and [axis.get_title() for axis in grid.axes[:5]] == ["c0", "c1", "c2", "c3", "c4"]
+    assert "not at hand" in image_grid(None, []).axes[0].texts[0].get_text()
+
+
+def test_sweep_figure_has_a_panel_per_sweep_and_the_pareto_view():
+    summary, detection = hand_frames(
+        {"de": (0.80, 0.4, 0.60), "sed": (0.78, 0.5, 0.70), "sed-lam0.9": (0.70, 0.3, 0.65)}
+    )
+    figure = sweep_figure(sweep_table(summary, detection, SWEEP_CONFIG))
+    assert [axis.get_title() for axis in figure.axes][:2] == [
+        "sweep of λ (SED)",
+        "accuracy vs detection (up and right is better)",
+    ]
+    assert "no sweeps" in sweep_figure(pd.DataFrame()).axes[0].texts[0].get_text()

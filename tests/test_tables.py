@@ -12,8 +12,12 @@ from sedlib.tables import (
     detection_wide,
     diversity_table,
     generalisation_tables,
+    main_rows,
+    method_comparison,
     ood_sets,
     results_summary,
+    sweep_markdown,
+    sweep_table,
     table1,
     table3,
 )
@@ -199,3 +203,70 @@ def test_summary_leaves_one_member_models_out_of_the_disagreement_comparisons():
     summary, _ = generalisation_tables(fake_evaluations(0.5), CONFIG)
     text = results_summary(summary, detection, diversity_table(fake_evaluations(0.5), CONFIG), CONFIG)
     assert "- SED: test" in text and "Diversity signature (SED" not in text and "- SED: PDS beats" not in text
+
+
+SWEEP_CONFIG = RunConfig.from_dict(
+    {
+        "run_name": "t",
+        "data": {"corruptions": ["fog"], "severities": [5], "ood_sets": ["digits"]},
+        "train": {"kappa": 1.0},
+        "models": {"de": {"label": "DE", "num_members": 2, "lam": 0.0}, "sed": {"label": "SED", "num_members": 2}},
+        "sweeps": {"lam": {"model": "sed", "values": [0.0, 0.5, 0.9]}},
+    }
+)
+
+
+def hand_frames(points: dict[str, tuple[float, float, float]], stds: dict | None = None, seeds=(0,)):
+    """Summary and detection rows by hand: model -> (test accuracy, C-5 accuracy, PDS AUROC); BMA is 0.5."""
+    summary, detection = [], []
+    for seed in seeds:
+        for model, (test, shifted, auroc) in points.items():
+            wobble = (stds or {}).get(model, 0.0) * (1 if seed == seeds[0] else -1)
+            for aggregation in ("ensemble", "soup", "mean_single", "best_single_oracle"):
+                bonus = 0.5 if aggregation == "best_single_oracle" else 0.0  # an oracle must never win
+                value = test + wobble + bonus - 0.01 * (aggregation != "ensemble")
+                summary.append({"model": model, "label": model.upper(), "seed": seed, "aggregation": aggregation,
+                                "test": value, "C-5": shifted})  # fmt: skip
+            for score, value in (("pds", auroc), ("bma", 0.5)):
+                detection.append({"model": model, "label": model.upper(), "seed": seed, "score": score,
+                                  "score_label": score.upper(), "ood_set": "digits", "auroc": value})  # fmt: skip
+    return pd.DataFrame(summary), pd.DataFrame(detection)
+
+
+def test_sweep_table_reads_each_point_and_marks_the_pareto_front():
+    # lam 0 is "de" (0.80 test, 0.60 AUROC), 0.5 is "sed" (0.78, 0.70), 0.9 dominated by sed (0.70, 0.65)
+    summary, detection = hand_frames(
+        {"de": (0.80, 0.4, 0.60), "sed": (0.78, 0.5, 0.70), "sed-lam0.9": (0.70, 0.3, 0.65)}
+    )
+    table = sweep_table(summary, detection, SWEEP_CONFIG)
+    assert table["model"].tolist() == ["de", "sed", "sed-lam0.9"]
+    assert table["value"].tolist() == [0.0, 0.5, 0.9]
+    assert table["test"].tolist() == pytest.approx([0.80, 0.78, 0.70])
+    assert table["C-5"].tolist() == pytest.approx([0.4, 0.5, 0.3])
+    assert table["mean_member_test"].tolist() == pytest.approx([0.79, 0.77, 0.69])
+    assert table["auroc_pds"].tolist() == pytest.approx([0.60, 0.70, 0.65])
+    assert table["pareto"].tolist() == [True, True, False]
+    assert "λ = 0.9" in sweep_markdown(table)
+
+
+def test_main_rows_leave_the_sweep_points_out():
+    summary, _ = hand_frames({"de": (0.8, 0.4, 0.6), "sed": (0.78, 0.5, 0.7), "sed-lam0.9": (0.7, 0.3, 0.65)})
+    assert set(main_rows(summary, SWEEP_CONFIG)["model"]) == {"de", "sed"}
+
+
+def test_method_comparison_names_the_winners_and_weighs_the_seed_spread():
+    config = RunConfig.from_dict(
+        {**{k: v for k, v in SWEEP_CONFIG.to_dict().items() if k != "sweeps"}, "seeds": [0, 1]}
+    )
+    # DE leads on test by 2 points; with a spread of 5 points that lead is within the noise
+    summary, detection = hand_frames(
+        {"de": (0.80, 0.40, 0.60), "sed": (0.78, 0.50, 0.70)}, stds={"de": 0.05}, seeds=(0, 1)
+    )
+    text = method_comparison(summary, detection, config)
+    test_line = next(line for line in text.splitlines() if line.startswith("- Test"))
+    assert test_line.startswith("- Test: DE [ensemble (mean logits)], 80.0 %")
+    assert "SED [ensemble (mean logits)], 78.0 %: a lead of 2.0 points, within the seed spread" in test_line
+    shifted = next(line for line in text.splitlines() if line.startswith("- C-5"))
+    assert shifted.startswith("- C-5: SED [") and "a lead of 10.0 points, beyond the seed spread" in shifted
+    assert "oracle" not in text and "mean single" not in text
+    assert "- digits: best is SED, PDS (70.0 %); the best disagreement score is SED, PDS (70.0 %), rank 1 of 4" in text

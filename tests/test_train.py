@@ -485,7 +485,7 @@ def test_without_hardness_every_sample_weighs_one():
     step = plans("iid", rows=64, members=4, batch=8)[0]
     logits = _members_logits(ensemble, features[step.rows[0]])
     pair_group = step.member_group[step.pairs[:, 0]]
-    assert torch.equal(trainer._alpha(step, logits, labels[step.rows], pair_group, None), torch.ones(1, 8))
+    assert torch.equal(trainer._alpha(None, logits, pair_group, None), torch.ones(1, 8))
     _, _, repulsion = trainer.step(step, features, labels, update=False)
     first, second = (step.member_ids[k] for k in step.pairs[0].tolist())
     probs = softmax(logits)  # of all four members
@@ -616,3 +616,71 @@ def assert_matches_reference(ensemble, heads):
     for member, head in enumerate(heads):
         for name, p in head.stacked_names().items():
             torch.testing.assert_close(ensemble.get_parameter(name)[member], p.detach(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_diverse_hyperparameter_members_equal_single_models_trained_with_their_own(optimizer):
+    head_config, features, labels = small_problem(members=3, rows=70)
+    shared = dict(schedule="independent", lam=0.0, optimizer=optimizer, batch_size=16, epochs=3, cosine_t_max=4, seed=5)
+    member_lr, member_decay, member_smoothing = (0.01, 0.03, 0.002), (0.0, 0.05, 0.01), (0.0, 0.2, 0.05)
+    config = TrainConfig(
+        **shared, lr=0.02, weight_decay=0.5, label_smoothing=0.3,  # all three overridden per member
+        member_lr=member_lr, member_weight_decay=member_decay, member_label_smoothing=member_smoothing,
+    )  # fmt: skip
+    start = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(11))
+    ensemble, _ = train_ensemble(head_config, config, features, labels, progress=False, initial=start)
+    single_config = dataclasses.replace(head_config, num_members=1)
+    for member in range(3):
+        alone = TrainConfig(
+            **shared, lr=member_lr[member], weight_decay=member_decay[member], label_smoothing=member_smoothing[member]
+        )
+        row = {name: p.detach()[member] for name, p in start.named_parameters()}
+        initial = HeadEnsemble.from_member_state(row, 1, head_config.norm_eps)
+        single, _ = train_ensemble(single_config, alone, features, labels, progress=False, initial=initial)
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(ensemble.get_parameter(name)[member], p[0], rtol=1e-5, atol=1e-6)
+
+
+def test_per_member_settings_are_checked():
+    with pytest.raises(ValueError, match="member_label_smoothing needs schedule 'independent'"):
+        TrainConfig(schedule="iid", member_label_smoothing=(0.0, 0.1))
+    with pytest.raises(ValueError, match="member_lr must hold values >= 0"):
+        TrainConfig(member_lr=(1e-3, -1.0))
+    with pytest.raises(ValueError, match=r"member_label_smoothing must lie in \[0, 1\)"):
+        TrainConfig(schedule="independent", lam=0.0, member_label_smoothing=(0.0, 1.0))
+    head_config, _, _ = small_problem(members=3)
+    with pytest.raises(ValueError, match="member_weight_decay gives 2 values for 3 members"):
+        EnsembleTrainer(HeadEnsemble(head_config), TrainConfig(member_weight_decay=(0.1, 0.2)))
+
+
+def test_hardness_weights_are_recorded_per_row_as_the_formula_gives_them():
+    head_config, features, labels = small_problem(members=4, rows=60)
+    config = TrainConfig(schedule="iid", batch_size=16, epochs=2, lam=0.5, kappa=1.0, seed=3)
+    start = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(2))
+    history = []
+    _, log = train_ensemble(head_config, config, features, labels, progress=False, initial=start, alpha_history=history)
+    assert len(history) == 2 and all(alpha.shape == (60,) and np.isfinite(alpha).all() for alpha in history)
+    # epoch 0 is frozen: the weights are still the initial ones, so alpha follows from them by hand
+    steps = plan_epoch("iid", 60, 4, 16, torch.Generator().manual_seed(epoch_seed(config, 0)))
+    expected = np.empty(60)
+    for step in steps:
+        rows = step.rows[0]
+        logits = _members_logits(start, features[rows]).double()[list(step.member_ids)].mean(0).numpy()
+        errors = np.log(np.exp(logits).sum(-1)) - logits[np.arange(len(rows)), labels[rows].numpy()]
+        expected[rows.numpy()] = errors / errors.mean() ** 2
+    np.testing.assert_allclose(history[0], expected, rtol=1e-5)
+    assert not np.allclose(history[1], history[0])  # the updated heads weigh the rows differently
+    for epoch, alpha in enumerate(history):
+        assert log.loc[epoch, "alpha_q90"] == pytest.approx(np.quantile(alpha, 0.9))
+        assert log.loc[epoch, "alpha_max"] == pytest.approx(alpha.max())
+
+
+def test_runs_without_hardness_weights_record_none():
+    head_config, features, labels = small_problem(members=3, rows=40)
+    for config in (
+        TrainConfig(schedule="iid", batch_size=16, epochs=2, lam=0.0),
+        TrainConfig(schedule="iid", batch_size=16, epochs=2, lam=0.5, hardness=False),
+    ):
+        history = []
+        _, log = train_ensemble(head_config, config, features, labels, progress=False, alpha_history=history)
+        assert history == [] and not any(column.startswith("alpha_") for column in log.columns)

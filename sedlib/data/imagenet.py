@@ -45,6 +45,7 @@ import functools
 import importlib.resources
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -593,7 +594,11 @@ def _worker_init(worker_id: int) -> None:
 
 
 def image_loader(
-    dataset: FolderImages, batch_size: int, workers: int = 0, pin_memory: bool = False
+    dataset: FolderImages,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> torch.utils.data.DataLoader:
     """A loader that serves `FolderImages` in order, in batches of ``(B, 3, S, S)`` uint8, labels, rows.
 
@@ -606,19 +611,23 @@ def image_loader(
         batch_size: images per batch.
         workers: loader processes (0: read in the calling process).
         pin_memory: pin batches for faster copies to a CUDA device.
+        batches: the items of each batch, in order, instead of consecutive batches of ``batch_size``.
 
     Returns:
         The DataLoader.
     """
     if workers < 0 or batch_size < 1:
         raise ValueError(f"need workers >= 0 and batch_size >= 1, got {workers} and {batch_size}")
+    batching = (
+        {"batch_size": batch_size, "shuffle": False, "drop_last": False}
+        if batches is None
+        else {"batch_sampler": batches}
+    )
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=False,
         num_workers=workers,
         pin_memory=bool(pin_memory) and torch.cuda.is_available(),
         worker_init_fn=_worker_init if workers > 0 else None,
         generator=torch.Generator().manual_seed(0),
-        drop_last=False,
+        **batching,
     )
