@@ -536,7 +536,6 @@ class RunConfig:
             source=source,
             **built,
         )
-
         if not config.eval.reference_model:
             object.__setattr__(config, "eval", dataclasses.replace(config.eval, reference_model=next(iter(models))))
         if config.eval.reference_model not in models:
@@ -581,6 +580,14 @@ class RunConfig:
     def main_models(self) -> list[str]:
         """The models of the main tables and figures: the file's own (and row zero), not those only a sweep adds."""
         return [name for name in self.evaluated_models() if name not in self.sweep_models]
+
+    def first_replicas(self) -> list[ModelRun]:
+        """The first seed's replica of each main model (`main_models`): the one figures draw."""
+        first = {}
+        for model_run in self.model_runs():
+            if model_run.model in self.main_models():
+                first.setdefault(model_run.model, model_run)
+        return list(first.values())
 
     def model_runs(self, pretrained_head: bool = False) -> list[ModelRun]:
         """Every replica to train: each model once per seed (or once, with its own ``train.seed``).

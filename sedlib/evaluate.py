@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -401,8 +402,6 @@ def save_evaluations(path, evaluations: dict[tuple[str, str], SplitEvaluation], 
         fingerprint: what the evaluations were made from (`sedlib.study.evaluation_fingerprint`),
             checked by `load_evaluations`.
     """
-    import h5py
-
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     with h5py.File(partial, "w") as handle:
@@ -434,8 +433,6 @@ def stored_splits(path) -> list[str]:
         FileNotFoundError: no such file (the message says which stage writes it).
         StaleEvaluationsError: not a file of evaluations.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no stored evaluations; run notebooks/03_eval_ood_gen first")
@@ -456,8 +453,6 @@ def load_evaluations(path, fingerprint: str) -> dict[tuple[str, str], SplitEvalu
         StaleEvaluationsError: the file's fingerprint differs from ``fingerprint``, or it is not a
             readable file of evaluations.
     """
-    import h5py
-
     path = Path(path)
     stored_splits(path)
     with h5py.File(path, "r") as handle:

@@ -79,12 +79,8 @@ def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensem
 
 
 def _first_replicas(config) -> list[tuple[str, str]]:
-    """``(replica name, model label)`` of each main model's first seed: the one the figures draw (no sweep points)."""
-    first = {}
-    for model_run in config.model_runs():
-        if model_run.model in config.main_models():
-            first.setdefault(model_run.model, (model_run.name, model_run.label))
-    return list(first.values())
+    """``(replica name, model label)`` of each main model's first seed (`sedlib.config.RunConfig.first_replicas`)."""
+    return [(model_run.name, model_run.label) for model_run in config.first_replicas()]
 
 
 def roc_curves(

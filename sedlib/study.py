@@ -80,14 +80,9 @@ def training_data(config: RunConfig, run: RunDir):
         `SelectedRows` ``(P, n, d)``, their labels ``(n,)`` and the val split (the test split when
         ``data.val_rows`` is 0).
     """
-    train, val, keep = _training_split(config, run)
-    return train, SelectedRows(train.features, keep), train.labels[keep], val
-
-
-def _training_split(config: RunConfig, run: RunDir):
-    """The lazily read train split, the val split and the positions of the train rows training uses."""
     train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
-    return train, val, training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    return train, SelectedRows(train.features, keep), train.labels[keep], val
 
 
 def alpha_path(run: RunDir, name: str) -> Path:
@@ -146,8 +141,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
     """
     device = resolve_device(config.device)
-    train, val, keep = _training_split(config, run)
-    train_features, train_labels = SelectedRows(train.features, keep), train.labels[keep]
+    train, train_features, train_labels, val = training_data(config, run)
     num_classes = DATASET_CLASSES[config.data.dataset]
     feature_dim = train.features.shape[-1]
     train_labels = torch.from_numpy(train_labels)
@@ -163,7 +157,9 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash)
         record_path = run.models / f"{name}_train.json"
         previous = json.loads(record_path.read_text()) if record_path.is_file() else None
-        outputs = [run.model_path(name), run.log_path(name)] + [alpha_path(run, name)] * spec.train.records_alpha()
+        outputs = [run.model_path(name), run.log_path(name)]
+        if spec.train.records_alpha():
+            outputs.append(alpha_path(run, name))
         if previous == record and all(path.is_file() for path in outputs):
             ensemble = HeadEnsemble.load(run.model_path(name), expected=heads, device=device)
             trained[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)
@@ -192,7 +188,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             np.savez_compressed(
                 alpha_path(run, name),
                 alpha=np.stack(alpha_history).astype(np.float16),
-                row_id=train.index[keep],
+                row_id=train.index[train_features.rows.numpy()],
                 label=train_labels.numpy(),
                 frozen=log["frozen"].to_numpy(),
                 pass_index=log["pass"].to_numpy(),
@@ -228,11 +224,7 @@ def training_overview(config: RunConfig, models: dict[str, TrainedModel]) -> pd.
 
 def main_logs(config: RunConfig, models: dict[str, TrainedModel]) -> dict[str, pd.DataFrame]:
     """Label -> training log of each main model's first seed (the curves stage 02 draws; no sweep points)."""
-    logs = {}
-    for model_run in config.model_runs():
-        if model_run.model in config.main_models():
-            logs.setdefault(model_run.label, models[model_run.name].log)
-    return logs
+    return {model_run.label: models[model_run.name].log for model_run in config.first_replicas()}
 
 
 def _replicated(head: HeadEnsemble | None, members: int) -> HeadEnsemble | None:
@@ -359,7 +351,7 @@ def alpha_classes(config: RunConfig, run: RunDir, top_fraction: float = 0.01) ->
     Returns:
         ``(label, shares)``; ``("", empty)`` when no model has hardness weights.
     """
-    label, name = next(iter(hardness_weighted(config).items()), ("", ""))
+    label, name = _first_hardness_weighted(config)
     if not name:
         return "", pd.DataFrame()
     return label, alpha_class_shares(config, alpha_record(run, name), top_fraction)
@@ -386,11 +378,12 @@ def alpha_class_shares(config: RunConfig, record: AlphaRecord, top_fraction: flo
 
 def hardness_weighted(config: RunConfig) -> dict[str, str]:
     """Label -> replica name (first seed) of every main model trained with hardness weights."""
-    chosen = {}
-    for model_run in config.model_runs():
-        if model_run.model in config.main_models() and model_run.spec.train.records_alpha():
-            chosen.setdefault(model_run.label, model_run.name)
-    return chosen
+    return {run.label: run.name for run in config.first_replicas() if run.spec.train.records_alpha()}
+
+
+def _first_hardness_weighted(config: RunConfig) -> tuple[str, str]:
+    """``(label, replica)`` of the first `hardness_weighted` model, or ``("", "")`` when there is none."""
+    return next(iter(hardness_weighted(config).items()), ("", ""))
 
 
 def alpha_overview(config: RunConfig, run: RunDir, models: dict[str, TrainedModel]) -> dict:
@@ -409,7 +402,7 @@ def alpha_gallery(config: RunConfig, run: RunDir, count: int = 24) -> tuple[str,
         ``caption`` column, and the images as the backbone saw them in that epoch's pass
         (`training_images`); ``("", empty, None)`` when no model has hardness weights.
     """
-    label, name = next(iter(hardness_weighted(config).items()), ("", ""))
+    label, name = _first_hardness_weighted(config)
     if not name:
         return "", pd.DataFrame(), None
     rows = highest_alpha(config, alpha_record(run, name), count)
