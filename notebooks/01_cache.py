@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from sedlib.cache import cache_features, example_inputs, plan_splits
 from sedlib.config import load_config
-from sedlib.plots import image_rows, save_figure
+from sedlib.plots import image_rows
 from sedlib.rundir import RunDir
 
 config = load_config(params_file, overrides)
@@ -63,13 +63,14 @@ print(f"run directory: {run.root}\nsplits to cache: {len(plan_splits(config))}")
 #| label: fig-examples
 #| fig-cap: "Inputs of the backbone: train images (clean and augmented), test images, corrupted test images, and the semantic-OOD sets."
 figure = image_rows(example_inputs(config))
-saved = save_figure(figure, run.figures, "examples")
+saved = run.save_figure("examples", figure)
 
 # %% [markdown]
 # ## Caching
 #
 # One progress bar per split. Re-running this notebook reuses every complete file whose manifest
-# matches the params, and continues a partial one.
+# matches the params, and continues a partial one. The table of what was cached is saved with the
+# features (`results/splits.csv`).
 #
 # At paper scale this is the long stage, and it can be shared out over several GPUs or nodes with
 # PyTorch's launcher, `torchrun --nproc-per-node N -m sedlib.cache params/<run>.yaml`: each process
@@ -80,7 +81,6 @@ saved = save_figure(figure, run.figures, "examples")
 
 # %%
 splits = cache_features(config, run)
-splits.to_csv(run.results / "splits.csv", index=False)
 
 # %%
 #| label: tbl-splits

@@ -48,7 +48,7 @@ overrides = {}
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import alpha_distribution, image_grid, save_figure, training_curves
+from sedlib.plots import alpha_distribution, image_grid, training_curves
 from sedlib.rundir import RunDir
 from sedlib.study import (
     alpha_classes,
@@ -69,7 +69,7 @@ models = train_models(config, run)
 #| label: tbl-models
 #| tbl-cap: "Trained ensembles: size, pair schedule, diversity weights, and validation accuracy after the last epoch (ensemble and mean member, %)."
 overview = training_overview(config, models)
-overview.to_csv(run.models / "overview.csv", index=False)
+run.save_csv("models_overview", overview)
 display(Markdown(overview.to_markdown(index=False)))
 
 # %% [markdown]
@@ -83,7 +83,7 @@ display(Markdown(overview.to_markdown(index=False)))
 #| label: fig-training-curves
 #| fig-cap: "Validation accuracy of the ensemble (solid) and of the mean member (dashed), task loss and weighted A2D repulsion, per epoch (epoch 0 is frozen)."
 figure = training_curves(main_logs(config, models))
-saved = save_figure(figure, run.figures, "training_curves")
+saved = run.save_figure("training_curves", figure)
 
 # %% [markdown]
 # ## What SED treats as "OOD-like"
@@ -99,19 +99,19 @@ saved = save_figure(figure, run.figures, "training_curves")
 #| label: fig-alpha
 #| fig-cap: "Hardness weights α of the models trained with them: median, 90th and 99th percentile and maximum per epoch (left), and their distribution over the training rows in the last epoch (right; α = 1 marked)."
 figure = alpha_distribution(alpha_overview(config, run, models))
-saved = save_figure(figure, run.figures, "alpha_distribution")
+saved = run.save_figure("alpha_distribution", figure)
 
 # %%
 #| label: fig-alpha-gallery
 #| fig-cap: "The training rows with the largest hardness weight α in the last epoch, with their class and α, as the backbone saw them."
 gallery_model, gallery, images = alpha_gallery(config, run, count=24)
 figure = image_grid(images, list(gallery.get("caption", [])), title=f"{gallery_model}: largest α, last epoch")
-saved = save_figure(figure, run.figures, "alpha_gallery")
+saved = run.save_figure("alpha_gallery", figure)
 
 # %%
 #| label: tbl-alpha-classes
 #| tbl-cap: "Share of each class among all training rows and among the 1 % with the largest α (last epoch); ratio > 1: over-represented among the hardest rows."
 shares_model, shares = alpha_classes(config, run, top_fraction=0.01)
-shares.to_csv(run.results / "alpha_class_shares.csv", index=False)
+run.save_csv("alpha_class_shares", shares)
 shown = f"{shares_model}:\n\n{shares.round(3).to_markdown(index=False)}" if shares_model else "*No model has α.*"
 display(Markdown(shown))

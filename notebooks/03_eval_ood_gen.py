@@ -41,7 +41,7 @@ overrides = {}
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import corruption_breakdown, save_figure
+from sedlib.plots import corruption_breakdown
 from sedlib.rundir import RunDir
 from sedlib.study import evaluate_models, load_models, store_evaluations
 from sedlib.tables import (
@@ -61,10 +61,10 @@ models = load_models(config, run)
 evaluations = evaluate_models(config, run, models)  # every split once; stage 04 reads the OOD sets' results
 store_evaluations(config, run, evaluations)
 summary, per_corruption = generalisation_tables(evaluations, config)
-summary.to_csv(run.results / "ood_gen.csv", index=False)
-per_corruption.to_csv(run.results / "ood_gen_per_corruption.csv", index=False)
+run.save_csv("ood_gen", summary)
+run.save_csv("ood_gen_per_corruption", per_corruption)
 calibration = calibration_table(evaluations, config)
-calibration.to_csv(run.results / "calibration.csv", index=False)
+run.save_csv("calibration", calibration)
 
 # %%
 #| label: tbl-ood-gen
@@ -82,7 +82,7 @@ display(Markdown(table1(main_rows(summary, config)).to_markdown(index=False)))
 #| label: fig-corruptions
 #| fig-cap: "Accuracy (%) of each prediction ensemble per corruption, at each severity."
 figure = corruption_breakdown(main_rows(per_corruption, config), "ensemble")
-saved = save_figure(figure, run.figures, "corruptions")
+saved = run.save_figure("corruptions", figure)
 
 # %% [markdown]
 # ## Calibration

@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 
 from sedlib.cache import plan_splits
 from sedlib.config import load_config
-from sedlib.plots import roc_curves, save_figure, score_histograms
+from sedlib.plots import roc_curves, score_histograms
 from sedlib.rundir import RunDir
 from sedlib.study import detector_table, load_models, stored_evaluations
 from sedlib.tables import detection_table, detection_wide, diversity_table, main_rows, protocol_note, table3
@@ -57,8 +57,8 @@ evaluations = stored_evaluations(config, run, splits)  # computed by 03, checked
 detectors = detector_table(config, run, models)
 detection = pd.concat([detection_table(evaluations, config), detectors], ignore_index=True)
 diversity = diversity_table(evaluations, config)
-detection.to_csv(run.results / "ood_det.csv", index=False)
-diversity.to_csv(run.results / "diversity.csv", index=False)
+run.save_csv("ood_det", detection)
+run.save_csv("diversity", diversity)
 
 # %%
 #| label: tbl-ood-det
@@ -99,10 +99,10 @@ display(Markdown(shown.to_markdown(index=False)))
 #| label: fig-roc
 #| fig-cap: "ROC curves of BMA (solid) and PDS (dashed) for each OOD set; OOD is the positive class."
 figure = roc_curves(evaluations, config, ("bma", "pds"))
-saved = save_figure(figure, run.figures, "ood_det_roc")
+saved = run.save_figure("ood_det_roc", figure)
 
 # %%
 #| label: fig-score-histograms
 #| fig-cap: "Distributions of the scores on the clean test split and on each OOD set."
 figure = score_histograms(evaluations, config, tuple(config.eval.histogram_scores))
-saved = save_figure(figure, run.figures, "ood_det_histograms")
+saved = run.save_figure("ood_det_histograms", figure)

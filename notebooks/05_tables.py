@@ -17,9 +17,9 @@
 # # 05 · Tables and summary
 #
 # This notebook only reads the results the earlier stages wrote (`results/ood_gen.csv`,
-# `results/ood_det.csv`, `results/diversity.csv`). It lays them out as the paper's tables, saves them
-# as Markdown under `results/tables/`, and writes a short summary. Every number in the summary is
-# read from those files.
+# `results/ood_det.csv`, `results/diversity.csv`), each checked against the content hash recorded
+# when it was written. It lays them out as the paper's tables, saves them as Markdown and CSV under
+# `results/tables/`, and writes a short summary. Every number in the summary is read from those files.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -27,11 +27,10 @@ run_dir = None
 overrides = {}
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import save_figure, summary_figure, sweep_figure
+from sedlib.plots import summary_figure, sweep_figure
 from sedlib.rundir import RunDir
 from sedlib.tables import (
     detection_wide,
@@ -50,9 +49,7 @@ from sedlib.tables import (
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)
-ood_gen = pd.read_csv(run.results / "ood_gen.csv")
-ood_det = pd.read_csv(run.results / "ood_det.csv")
-diversity = pd.read_csv(run.results / "diversity.csv")
+ood_gen, ood_det, diversity = run.read_csv("ood_gen"), run.read_csv("ood_det"), run.read_csv("diversity")
 
 # %%
 main_gen, main_det = main_rows(ood_gen, config), main_rows(ood_det, config)
@@ -66,9 +63,9 @@ tables = {
     "sweeps": sweep_table(ood_gen, ood_det, config),
 }
 for name, table in tables.items():
-    (run.tables / f"{name}.md").write_text(f"{protocol_note(config)}\n\n{table.to_markdown(index=False)}\n")
-    table.to_csv(run.tables / f"{name}.csv", index=False)
-print("\n".join(sorted(p.name for p in run.tables.iterdir())))
+    run.save_text("table_markdown", f"{protocol_note(config)}\n\n{table.to_markdown(index=False)}", name)
+    run.save_csv("table_csv", table, name)
+print("\n".join(run.relative(run.path("table_csv", name)) for name in tables))
 
 # %% [markdown]
 # ## Against the published numbers
@@ -101,7 +98,7 @@ display(Markdown(sweep_markdown(tables["sweeps"])))
 #| label: fig-sweeps
 #| fig-cap: "Each sweep's accuracy (left axis) and mean detection AUROC (right axis) against the swept value, and test accuracy against PDS AUROC for every point (right; circled: the Pareto front; stars: the main models)."
 figure = sweep_figure(tables["sweeps"], sweep_references(ood_gen, ood_det, config))
-saved = save_figure(figure, run.figures, "sweeps")
+saved = run.save_figure("sweeps", figure)
 
 # %% [markdown]
 # ## Which method wins where
@@ -112,17 +109,17 @@ saved = save_figure(figure, run.figures, "sweeps")
 # %%
 #| label: method-comparison
 comparison = method_comparison(ood_gen, ood_det, config)
-(run.results / "method_comparison.md").write_text(comparison + "\n")
+run.save_text("method_comparison", comparison)
 display(Markdown(comparison))
 
 # %%
 #| label: fig-summary
 #| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split."
 figure = summary_figure(main_gen, main_det, main_rows(diversity, config))
-saved = save_figure(figure, run.figures, "summary")
+saved = run.save_figure("summary", figure)
 
 # %%
 #| label: summary
 summary = results_summary(ood_gen, ood_det, diversity, config)
-(run.results / "summary.md").write_text(summary + "\n")
+run.save_text("summary", summary)
 display(Markdown(summary))

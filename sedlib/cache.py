@@ -52,18 +52,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sedlib.backbones import BACKBONES, FrozenBackbone, augment, extract_features, load_backbone, to_model_input
-from sedlib.config import RunConfig, load_config, resolve_path
+from sedlib.backbones import FrozenBackbone, augment, extract_features, load_backbone, to_model_input
+from sedlib.config import RunConfig, load_config, parse_overrides, resolve_path
 from sedlib.data import SOURCES, corrupt_images, load_fashion_mnist
 from sedlib.distributed import Ranks, process_group, run_lock, write_sharded
 from sedlib.ensemble import HeadEnsemble
 from sedlib.features import SplitManifest, StaleFeaturesError, read_split, split_status, write_split
-from sedlib.run import parse_overrides
 from sedlib.rundir import RunDir
+from sedlib.stages import has_pretrained_head
 
 FEATURE_FORMAT = "sedlib.cache/2"
-PRETRAINED_HEAD = "pretrained_head.safetensors"
-"""File in the features folder holding the backbone's own head (row zero and ``head.init: pretrained``)."""
 
 
 @dataclass(frozen=True)
@@ -485,7 +483,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 dtype=cache.dtype,
                 params_hash=split_hash(config, plan),
             )
-            path = run.features / f"{plan.name}.h5"
+            path = run.path("features", plan.name)
             started = time.perf_counter()
             if ranks.world_size == 1:
                 status = split_status(path, manifest)
@@ -508,13 +506,18 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 "file": path.name,
             }
         )
-    if BACKBONES[cache.backbone].head_shape is not None and ranks.is_main:
-        save_pretrained_head(get_backbone(), run.features / PRETRAINED_HEAD)
+    if ranks.is_main:
+        run.record(*(run.path("features", row["split"]) for row in rows))
+        if has_pretrained_head(config):
+            save_pretrained_head(get_backbone(), run)
     ranks.barrier()  # every rank returns once every file is in place
-    return pd.DataFrame(rows)
+    splits = pd.DataFrame(rows)
+    if ranks.is_main:
+        run.save_csv("splits", splits)
+    return splits
 
 
-def save_pretrained_head(backbone: FrozenBackbone, path: Path) -> Path:
+def save_pretrained_head(backbone: FrozenBackbone, run: RunDir) -> Path:
     """Write the backbone's own head (block-12 MLP, norm, classifier) as a one-member `HeadEnsemble`.
 
     Raises:
@@ -526,18 +529,16 @@ def save_pretrained_head(backbone: FrozenBackbone, path: Path) -> Path:
             f"backbone {backbone.name} has no pretrained head of the SED head's form; set eval.pretrained_head: "
             "false and head.init: random in the params file"
         )
-    HeadEnsemble.from_member_state(state, num_members=1, norm_eps=backbone.head_norm_eps).save(path)
-    return path
+    head = HeadEnsemble.from_member_state(state, num_members=1, norm_eps=backbone.head_norm_eps)
+    with run.writing(run.path("pretrained_head"), run.path("pretrained_head_config")) as (weights, _):
+        head.save(weights)
+    return run.path("pretrained_head")
 
 
 def load_pretrained_head(run: RunDir, device: str | torch.device = "cpu") -> HeadEnsemble:
-    """The backbone's head that stage 01 saved (`save_pretrained_head`)."""
-    path = run.features / PRETRAINED_HEAD
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: stage 01 saves it for backbones with a pretrained head; rerun notebooks/01_cache"
-        )
-    return HeadEnsemble.load(path, device=device)
+    """The backbone's head that stage 01 saved (`save_pretrained_head`), verified against its recorded hash."""
+    run.verified(run.path("pretrained_head_config"))
+    return HeadEnsemble.load(run.verified(run.path("pretrained_head")), device=device)
 
 
 def load_split(config: RunConfig, run: RunDir, name: str, lazy: bool = False):
@@ -563,7 +564,7 @@ def load_split(config: RunConfig, run: RunDir, name: str, lazy: bool = False):
     plans = {plan.name: plan for plan in plan_splits(config)}
     if name not in plans:
         raise KeyError(f"{config.source}: no split {name!r} in this run; its splits are {list(plans)}")
-    path = run.features / f"{name}.h5"
+    path = run.path("features", name)
     split = read_split(path, lazy=lazy)
     expected = split_hash(config, plans[name])
     if split.manifest.params_hash != expected:
@@ -678,8 +679,6 @@ def main(argv: list[str] | None = None) -> int:
             with run_lock(located, ranks, f"{launcher}python -m sedlib.cache {args.params_file}"):
                 run = ranks.from_main(lambda: RunDir.open(config, args.run_dir))
                 splits = cache_features(config, run, progress=not args.no_progress, ranks=ranks)
-                if ranks.is_main:
-                    splits.to_csv(run.results / "splits.csv", index=False)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError, OSError) as error:
         print(f"{prefix}error: {error}", file=sys.stderr)
         return 1

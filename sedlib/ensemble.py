@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -276,7 +276,13 @@ class HeadEnsemble(nn.Module):
         ensemble = cls._uninitialised(config)
         if description != ensemble._description():
             raise ValueError(f"{sidecar}: the sidecar is inconsistent (shapes do not follow from its config)")
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path}: not a readable safetensors file ({error}); it is damaged or truncated. Write it again "
+                "(in a run directory: rerun the stage that trains it)"
+            ) from error
         for name, p in ensemble.named_parameters():
             if name not in tensors:
                 raise ValueError(f"{path}: tensor {name!r} is missing; the file was not written by HeadEnsemble.save")

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from sedlib.ensemble import HeadEnsemble
+from sedlib.errors import SedlibError
 from sedlib.metrics import accuracy, expected_calibration_error
 from sedlib.progress import tqdm
 from sedlib.protocols import (
@@ -386,7 +387,7 @@ def evaluate_split(
 EVALUATIONS_FORMAT = "sedlib.evaluations/1"
 
 
-class StaleEvaluationsError(RuntimeError):
+class StaleEvaluationsError(SedlibError, RuntimeError):
     """A file of stored evaluations was made from other models, features or settings than asked for."""
 
 

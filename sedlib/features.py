@@ -62,6 +62,7 @@ import h5py
 import numpy as np
 import torch
 
+from sedlib.errors import SedlibError
 from sedlib.progress import tqdm
 
 __all__ = [
@@ -93,7 +94,7 @@ logger = logging.getLogger("sedlib.features")
 Compute = Callable[[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(SedlibError, RuntimeError):
     """A feature file cannot be used as it is."""
 
 
@@ -216,8 +217,9 @@ def partial_path(path: str | Path) -> Path:
 
 def _advice(path: Path) -> str:
     return (
-        f"Rebuild it with write_split(..., rebuild=True) (`cache.rebuild: true` in the params file, then rerun "
-        f"notebooks/01_cache), or delete {path}."
+        f"To recompute it, set `cache.rebuild: true` in the params file (or add `--set cache.rebuild=true` to the "
+        f"`python -m sedlib.run` command) and run stage 01 again, or delete {path}. "
+        "(From code: write_split(..., rebuild=True).)"
     )
 
 

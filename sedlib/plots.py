@@ -1,13 +1,13 @@
 """Figures of the report: training curves, hardness weights, corruption breakdown, ROC curves, scores, sweeps, summary.
 
 Each function returns a matplotlib Figure and leaves showing or saving it to the caller
-(`save_figure` writes a PNG beside the results), so a notebook cell both displays and keeps it.
+(`sedlib.rundir.RunDir.save_figure` writes it into the run directory), so a notebook cell both
+displays and keeps it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,13 +26,6 @@ def _note(text: str) -> Figure:
     axis.set_axis_off()
     axis.text(0.5, 0.5, text, ha="center", va="center")
     return figure
-
-
-def save_figure(figure: Figure, directory: Path, name: str) -> Path:
-    """Write ``figure`` as ``<directory>/<name>.png`` (150 dpi) and return the path."""
-    path = Path(directory) / f"{name}.png"
-    figure.savefig(path, dpi=150, bbox_inches="tight")
-    return path
 
 
 def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:

@@ -45,6 +45,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sedlib.errors import SedlibError
+
 __all__ = [
     "PUBLISHED_FEATURE_FILES",
     "TRAIN_PASSES",
@@ -71,7 +73,7 @@ _CORRUPTION_SUFFIX = "_{corruption}_{severity}_dataset_1_epochs_50000_samples.hd
 _READ_BLOCK_ROWS = 8192  # rows read at once; a selection is read block by block
 
 
-class PublishedFeaturesError(ValueError):
+class PublishedFeaturesError(SedlibError, ValueError):
     """A file of the authors' feature caches does not have the layout it should."""
 
 

@@ -37,6 +37,7 @@ import argparse
 import base64
 import datetime
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -48,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from sedlib import PROJECT_ROOT
+from sedlib.errors import SedlibError
 
 ARTICLE = "index.qmd"
 QUARTO_CONFIG = "_quarto.yml"
@@ -101,7 +103,7 @@ _OPTION_LINE = re.compile(r"^#\|\s?(.*)$")
 _TYPST_CENTER_OPEN, _TYPST_CENTER_CLOSE = "```{=typst}\n#align(center)[\n```", "```{=typst}\n]\n```"
 
 
-class ReportError(RuntimeError):
+class ReportError(SedlibError, RuntimeError):
     """The report cannot be rendered from what the run directory holds; the message says why."""
 
 
@@ -153,7 +155,7 @@ def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[
             raise FileNotFoundError(f"report template {needed} is missing; pass the project root that holds it")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; run `python -m sedlib.run params/<run>.yaml`")
-    sources = sorted(p for p in source_dir.rglob("*") if p.is_file() and not _is_hidden(p.relative_to(source_dir)))
+    sources = _report_sources(source_dir)
     for source in sources:
         relative = source.relative_to(source_dir)
         if relative.parts[0] in _RUN_RESULT_DIRS:
@@ -161,16 +163,43 @@ def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[
                 f"{source} would be staged into the run's result folder {run_dir / relative.parts[0]}; "
                 f"move it out of {SOURCE_DIR}/{relative.parts[0]}/"
             )
-    staged = [Path(shutil.copyfile(config, run_dir / QUARTO_CONFIG))]
-    for source in sources:
-        target = run_dir / source.relative_to(source_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged.append(Path(shutil.copyfile(source, target)))
+    staged = [_copy_atomic(config, run_dir / QUARTO_CONFIG)]
+    staged += [_copy_atomic(source, run_dir / source.relative_to(source_dir)) for source in sources]
     return staged
+
+
+def _copy_atomic(source: Path, target: Path) -> Path:
+    """Copy a file through a temporary name, so an interrupted copy never leaves half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+    return target
+
+
+def _report_sources(source_dir: Path) -> list[Path]:
+    """The files of the project's ``report/`` folder that are staged (hidden files and caches left out)."""
+    return sorted(p for p in source_dir.rglob("*") if p.is_file() and not _is_hidden(p.relative_to(source_dir)))
 
 
 def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
+
+
+def staged_sources(project_root: Path | str = PROJECT_ROOT) -> list[str]:
+    """The files `stage_report_sources` puts into a run directory, relative to it (``_quarto.yml`` first)."""
+    source_dir = Path(project_root) / SOURCE_DIR
+    return [QUARTO_CONFIG, *(p.relative_to(source_dir).as_posix() for p in _report_sources(source_dir))]
+
+
+def rendered_files() -> list[str]:
+    """The files `render_with_pandoc` writes, relative to the run directory.
+
+    The page, the PDF, their sources, and one image per embedded figure (`EMBEDDED_CELLS`).
+    """
+    labels = [label for _, label in EMBEDDED_CELLS if label.startswith("fig-")]
+    figures = [f"{OUTPUT_DIR}/{FIGURES_DIR}/{_safe_name(label)}-1.png" for label in labels]
+    return [*(f"{OUTPUT_DIR}/index.{suffix}" for suffix in ("md", "html", "typ", "pdf")), *figures]
 
 
 # --- parsing the article and the notebooks ------------------------------------------------------------
@@ -537,9 +566,6 @@ def render_with_pandoc(run_dir: Path | str, formats: Sequence[str] = FORMATS) ->
     Returns:
         Format -> rendered file.
     """
-    import pypandoc
-    import typst
-
     run_dir = Path(run_dir)
     formats = _check_formats(formats)
     article, config_path = run_dir / ARTICLE, run_dir / QUARTO_CONFIG
@@ -547,11 +573,36 @@ def render_with_pandoc(run_dir: Path | str, formats: Sequence[str] = FORMATS) ->
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing; stage the sources with stage_report_sources first")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    output_dir = run_dir / OUTPUT_DIR
+    final_dir = run_dir / OUTPUT_DIR
+    output_dir = run_dir / f".{OUTPUT_DIR}.partial"  # rendered here, moved onto report/ when complete
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    try:
+        rendered = _render_pandoc_into(output_dir, run_dir, article, config, formats)
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    _replace_directory(output_dir, final_dir)
+    return {name: final_dir / path.name for name, path in rendered.items()}
+
+
+def _replace_directory(new: Path, final: Path) -> None:
+    """Put a finished folder in place of ``final``; the old one is removed only once the new one is there."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _render_pandoc_into(output_dir: Path, run_dir: Path, article: Path, config: Mapping, formats) -> dict[str, Path]:
+    import pypandoc
+    import typst
+
     figures_dir = output_dir / FIGURES_DIR
-    if figures_dir.exists():
-        shutil.rmtree(figures_dir)  # ours alone: images of an earlier render
-    output_dir.mkdir(parents=True, exist_ok=True)
     metadata, body = expand_article(article.read_text(encoding="utf-8"), run_dir, figures_dir)
     metadata = _pandoc_metadata(metadata)
     if not metadata.get("title"):

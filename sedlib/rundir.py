@@ -1,32 +1,52 @@
-"""The run directory: where one params file's study keeps everything it makes.
+"""The run directory: where one params file's study keeps everything it makes, and what it may trust.
 
 ::
 
     runs/<run>/
         run.json            which params file made this directory (checked on every open)
         params.yaml         the resolved configuration (defaults filled in)
+        artefacts.json      the content hash (sha256) of every artefact, recorded when it was written
+        stages/<stage>.json what each stage last ran with and wrote (`sedlib.run`)
         .lock               held by the run writing here now (`RunDir.lock`)
         features/           01_cache: one HDF5 file per split
-        features/shards/    01_cache under torchrun: each process's rows of a split, until joined
-        models/             02_train_a2d: <model>.safetensors (+ .json) and <model>_log.csv
-        results/            03-05: CSV tables; results/tables/*.md; results/figures/*.png
+        models/             02_train_a2d: per replica <name>.safetensors, .json, _log.csv, _train.json
+        results/            03-05: CSV tables; results/tables/*; results/figures/*.png
         notebooks/          the executed notebooks (papermill)
         report/             index.html, index.pdf
 
-A directory made by one params file is never reused by another: `RunDir.open` refuses it with a
-message, so two studies cannot overwrite each other's results. Two runs of the same study cannot
-write it at once either: the runner (`sedlib.run`) and the cache stage hold its lock (`RunDir.lock`)
-while they work, and a second one is refused with a message naming the holder. The notebooks the
-runner starts work under the runner's lock: it hands them a token through the environment
-(``SEDLIB_RUN_LOCK``), so they are not refused by their own runner.
+`sedlib.stages` declares every file of this layout, per stage; `RunDir.path` turns a declared kind
+into its path, so no other code types a file name.
+
+**Every artefact is verified on read.** Artefacts are written through `RunDir.writing` (or the
+helpers built on it, `save_csv`, `save_text`, `save_figure`): into a temporary folder first, then
+moved into place only when complete, and their sha256 recorded in ``artefacts.json``. A reader
+takes a path from `RunDir.verified`, which refuses a file that is missing, was never recorded or
+whose content changed since, with an `ArtefactError` naming the file and the command that remakes
+it. The feature files are the exception: they are large, and HDF5 verifies a Fletcher-32 checksum,
+recorded when the chunk was written, on every chunk it reads (`sedlib.features`), so a second,
+whole-file hash would only re-read gigabytes; their hashes are still recorded, for the runner.
+
+**Nothing completed is lost.** A failed or interrupted write leaves the earlier file and its record
+as they were; a temporary folder an interrupted write left behind is removed by the next run.
+
+**One writer at a time.** A directory made by one params file is never reused by another:
+`RunDir.open` refuses it. Two runs of the same study cannot write it at once either: the runner
+(`sedlib.run`) and the cache stage hold its lock (`RunDir.lock`), and a second one is refused with a
+message naming the holder. The notebooks the runner starts work under the runner's lock: it hands
+them a token through the environment (``SEDLIB_RUN_LOCK``). A runner killed outright (``kill -9``)
+cannot release anything; the next run that takes the lock stops every process still carrying the
+dead run's token (its notebook kernel, data-loader workers) before it starts, and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,21 +55,57 @@ from pathlib import Path
 
 import yaml
 
-from sedlib.config import PROJECT_ROOT, RunConfig, resolve_path
+from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
+from sedlib.errors import SedlibError
+from sedlib.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
 
 LOCK_FILE = ".lock"
+LEDGER_FILE = "artefacts.json"
+LEDGER_FORMAT = "sedlib.artefacts/1"
+STAGING_DIR = ".staging"
 LOCK_ENVIRONMENT_VARIABLE = "SEDLIB_RUN_LOCK"
 """Token of the lock this process works under; set while it holds one, so that its child processes inherit it."""
 
+logger = logging.getLogger("sedlib.rundir")
 _held: set[Path] = set()  # lock files this process holds: taking one again is a no-op, not a refusal
 
 
-class RunDirError(RuntimeError):
-    """The run directory belongs to another params file, or its record is unreadable."""
+class RunDirError(SedlibError, RuntimeError):
+    """The run directory belongs to another params file, or its records are unreadable."""
 
 
 class RunDirLockedError(RunDirError):
     """Another process is writing the run directory (it holds ``.lock``)."""
+
+
+class ArtefactError(RunDirError):
+    """An artefact a stage reads is missing, was never recorded, or changed since it was written."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, so a rename that follows cannot outrun its content."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, value) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def _read_holder(path: Path) -> dict:
@@ -61,9 +117,19 @@ def _read_holder(path: Path) -> dict:
     return holder if isinstance(holder, dict) else {}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run directory (see the module docstring for the layout)."""
+    """One run directory (see the module docstring for the layout and the guarantees)."""
 
     root: Path
 
@@ -80,14 +146,6 @@ class RunDir:
         return self.root / "results"
 
     @property
-    def tables(self) -> Path:
-        return self.results / "tables"
-
-    @property
-    def figures(self) -> Path:
-        return self.results / "figures"
-
-    @property
     def notebooks(self) -> Path:
         return self.root / "notebooks"
 
@@ -95,15 +153,39 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report"
 
-    def model_path(self, name: str) -> Path:
-        return self.models / f"{name}.safetensors"
-
-    def log_path(self, name: str) -> Path:
-        return self.models / f"{name}_log.csv"
-
     @property
     def shards(self) -> Path:
+        """Under torchrun: each process's rows of a split, until rank 0 joins them (`sedlib.distributed`)."""
         return self.features / "shards"
+
+    def path(self, kind: str, name: str = "") -> Path:
+        """The path of a declared artefact (`sedlib.stages.ARTEFACTS`).
+
+        Args:
+            kind: e.g. ``model``, ``ood_gen``, ``figure``.
+            name: which one, for the kinds with one file each (a split, a replica, a table, a figure).
+
+        Example:
+            >>> RunDir(Path("runs/x")).path("model", "sed_a2d").as_posix()
+            'runs/x/models/sed_a2d.safetensors'
+        """
+        if kind not in ARTEFACTS:
+            raise KeyError(f"no artefact kind {kind!r}; sedlib.stages.ARTEFACTS declares {sorted(ARTEFACTS)}")
+        artefact = ARTEFACTS[kind]
+        if bool(artefact.each) != bool(name):
+            needs = f"a name (one of the {artefact.each}s)" if artefact.each else "no name"
+            raise ValueError(f"artefact kind {kind!r} takes {needs}, got {name!r}")
+        allowed = fixed_names(artefact.each)
+        if allowed is not None and name not in allowed:
+            raise KeyError(f"no {artefact.each} {name!r} is declared (sedlib.stages); the declared ones are {allowed}")
+        return self.root / artefact.template.format(name=name)
+
+    def relative(self, path: Path | str) -> str:
+        """``path`` relative to the run directory, as the records write it (``models/x.safetensors``)."""
+        path = Path(path)
+        return (path.relative_to(self.root) if path.is_absolute() else path).as_posix()
+
+    # --- opening ----------------------------------------------------------------------------------------
 
     @classmethod
     def locate(cls, config: RunConfig, run_dir: str | Path | None = None) -> RunDir:
@@ -128,16 +210,16 @@ class RunDir:
             RunDirError: ``run.json`` names another params file or run name, or cannot be read.
         """
         root = cls.locate(config, run_dir).root
-        record_path = root / "run.json"
+        record_file = root / "run.json"
         params_file = resolve_path(config.source)
         if params_file.is_relative_to(PROJECT_ROOT):
             params_file = params_file.relative_to(PROJECT_ROOT)
         record = {"run_name": config.run_name, "params_file": params_file.as_posix()}
-        if record_path.exists():
+        if record_file.exists():
             try:
-                existing = json.loads(record_path.read_text())
+                existing = json.loads(record_file.read_text())
             except (OSError, json.JSONDecodeError) as error:
-                raise RunDirError(f"{record_path} is unreadable ({error}); delete it to reclaim {root}") from error
+                raise RunDirError(f"{record_file} is unreadable ({error}); delete it to reclaim {root}") from error
             if {key: existing.get(key) for key in record} != record:
                 raise RunDirError(
                     f"{root} was made by params file {existing.get('params_file')!r} "
@@ -145,13 +227,251 @@ class RunDir:
                     "Its results are kept: give this study another run_name (or run_dir), or delete that directory "
                     "to start over."
                 )
-        root.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
-        (root / "params.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        run = cls(root)
-        for directory in (run.features, run.models, run.tables, run.figures):
-            directory.mkdir(parents=True, exist_ok=True)
-        return run
+        else:
+            _write_json(record_file, record)
+        params = yaml.dump(config.to_dict(), Dumper=ParamsDumper, sort_keys=False)
+        params_path = root / "params.yaml"
+        if not params_path.is_file() or params_path.read_text() != params:
+            temporary = params_path.with_name(f".params.yaml.{os.getpid()}.tmp")
+            temporary.write_text(params)
+            os.replace(temporary, params_path)
+        return cls(root)
+
+    def params_file(self) -> str:
+        """The params file that made this directory, as ``run.json`` names it (for the commands in messages)."""
+        try:
+            return json.loads((self.root / "run.json").read_text())["params_file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "params/<run>.yaml"
+
+    # --- the record of content hashes ----------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    def _read_ledger(self) -> dict[str, dict]:
+        if not self.ledger.is_file():
+            return {}
+        try:
+            ledger = json.loads(self.ledger.read_text())
+            files = ledger["files"] if ledger.get("format") == LEDGER_FORMAT else None
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            files = None
+        if not isinstance(files, dict):
+            raise RunDirError(
+                f"{self.ledger} is unreadable, so no artefact of {self.root} can be verified. Delete it: the next "
+                f"`python -m sedlib.run {self.params_file()}` then recomputes what it cannot trust (the feature "
+                "files, which carry their own checksums, are kept)"
+            )
+        return files
+
+    @contextlib.contextmanager
+    def _ledger_locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the run directory's folder while the ledger is read and rewritten."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _update_ledger(self, entries: dict[str, dict]) -> None:
+        with self._ledger_locked():
+            files = self._read_ledger()
+            files.update(entries)
+            _write_json(self.ledger, {"format": LEDGER_FORMAT, "files": dict(sorted(files.items()))})
+
+    def recorded(self, path: Path | str) -> dict | None:
+        """The record of an artefact (``sha256``, ``bytes``, ``written``), or None when it has none."""
+        return self._read_ledger().get(self.relative(path))
+
+    def record(self, *paths: Path | str) -> None:
+        """Record the content hashes of files completed in place by their own atomic writer (the features)."""
+        self._update_ledger({self.relative(path): _entry(self.root / self.relative(path)) for path in paths})
+
+    def content_hash(self, path: Path | str) -> str | None:
+        """The sha256 of a file of the run directory now (None when it is missing).
+
+        A self-checked artefact (`sedlib.stages.Artefact.self_checked`: the feature files) whose size and
+        modification time are the recorded ones gets its recorded hash without being read again.
+        """
+        relative = self.relative(path)
+        full = self.root / relative
+        if not full.is_file():
+            return None
+        kind = kind_of(relative)
+        if kind is not None and ARTEFACTS[kind].self_checked:
+            entry, stat = self.recorded(relative), full.stat()
+            if entry and (entry.get("bytes"), entry.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+                return entry["sha256"]
+        return file_sha256(full)
+
+    def problem(self, path: Path | str) -> str | None:
+        """Why an artefact cannot be trusted (missing, never recorded, changed since written), or None."""
+        relative = self.relative(path)
+        full = self.root / relative
+        if not full.is_file():
+            return f"{relative} is missing"
+        entry = self.recorded(relative)
+        if entry is None:
+            return f"{relative} has no content hash in {LEDGER_FILE} (it was not written by this run's code)"
+        if entry.get("bytes") != full.stat().st_size or entry.get("sha256") != file_sha256(full):
+            return f"{relative} changed since it was written (its content hash differs from the one recorded)"
+        return None
+
+    def verified(self, path: Path | str) -> Path:
+        """The path of an artefact whose content is what was recorded when it was written.
+
+        Raises:
+            ArtefactError: the file is missing, was never recorded, or changed since; the message says
+                which stage writes it and the command that remakes it.
+        """
+        problem = self.problem(path)
+        if problem is not None:
+            raise ArtefactError(f"{problem}. {self.remedy(path)}")
+        return self.root / self.relative(path)
+
+    def remedy(self, path: Path | str) -> str:
+        """What to do about a file that cannot be trusted: the stage that writes it, and the command."""
+        stage = owner(self.relative(path))
+        command = f"`python -m sedlib.run {self.params_file()}`"
+        if stage is None:
+            return f"Run {command} to remake what this run needs."
+        return f"Stage {stage} writes it: {command} reruns that stage and every stage after it that needs it."
+
+    # --- writing ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, *paths: Path | str) -> Iterator[list[Path]]:
+        """Write artefacts atomically: yields temporary paths (same names) that replace ``paths`` once complete.
+
+        The block writes each temporary file. When it ends without an error, the files are flushed to
+        disk, moved onto their final names in the order given (put the file that marks a group as
+        complete last) and their content hashes recorded in ``artefacts.json``. When it raises, or the
+        process dies, the final files and their records stay as they were.
+
+        Args:
+            paths: the final paths (absolute, or relative to the run directory).
+
+        Raises:
+            RunDirError: the block did not write one of the files, or wrote a file it did not name.
+
+        Example:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as tmp:
+            ...     run = RunDir(Path(tmp))
+            ...     with run.writing("results/note.txt") as (note,):
+            ...         _ = note.write_text("done")
+            ...     run.verified("results/note.txt").read_text()
+            'done'
+        """
+        relatives = [self.relative(path) for path in paths]
+        staging = self.root / STAGING_DIR / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        temporaries = [staging / relative for relative in relatives]
+        for temporary in temporaries:
+            temporary.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield temporaries
+            written = {p for p in staging.rglob("*") if p.is_file()}
+            unnamed = sorted(p.relative_to(staging).as_posix() for p in written - set(temporaries))
+            missing = [relative for relative, p in zip(relatives, temporaries, strict=True) if p not in written]
+            if unnamed or missing:
+                raise RunDirError(
+                    f"writing {relatives} into {self.root}: "
+                    + (f"{missing} were not written" if missing else "")
+                    + ("; " if missing and unnamed else "")
+                    + (f"{unnamed} were written but not named (declare them in sedlib.stages)" if unnamed else "")
+                )
+            entries = {}
+            for relative, temporary in zip(relatives, temporaries, strict=True):
+                _fsync(temporary)
+                entries[relative] = _entry(temporary)
+            for relative, temporary in zip(relatives, temporaries, strict=True):
+                final = self.root / relative
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary, final)
+                _fsync(final.parent)
+            self._update_ledger(entries)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.parent.rmdir()  # only when no other write is under way
+
+    def save_csv(self, kind: str, frame, name: str = "") -> Path:
+        """Write a DataFrame as the declared CSV artefact ``kind`` (without its index); returns the path."""
+        with self.writing(self.path(kind, name)) as (temporary,):
+            frame.to_csv(temporary, index=False)
+        return self.path(kind, name)
+
+    def save_text(self, kind: str, text: str, name: str = "") -> Path:
+        """Write text (ending in one newline) as the declared artefact ``kind``; returns the path."""
+        with self.writing(self.path(kind, name)) as (temporary,):
+            temporary.write_text(text.rstrip("\n") + "\n")
+        return self.path(kind, name)
+
+    def save_figure(self, name: str, figure) -> Path:
+        """Write a matplotlib figure as ``results/figures/<name>.png`` (150 dpi); returns the path.
+
+        ``name`` must be one of the figures a stage declares (`sedlib.stages.Stage.figures`).
+        """
+        path = self.path("figure", name)
+        with self.writing(path) as (temporary,):
+            figure.savefig(temporary, dpi=150, bbox_inches="tight")
+        return path
+
+    def read_csv(self, kind: str, name: str = ""):
+        """Read a declared CSV artefact after verifying it (`verified`)."""
+        import pandas as pd
+
+        return pd.read_csv(self.verified(self.path(kind, name)))
+
+    def stage_record(self, stage: str) -> dict | None:
+        """What the runner recorded for a stage when it last completed (`sedlib.run`), or None."""
+        path = self.root / record_path(stage)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def write_stage_record(self, stage: str, record: dict) -> None:
+        _write_json(self.root / record_path(stage), record)
+
+    def remove_stale_staging(self) -> None:
+        """Remove the temporary folders of writes that a dead process left unfinished on this host."""
+        staging = self.root / STAGING_DIR
+        if not staging.is_dir():
+            return
+        host = socket.gethostname()
+        for folder in staging.iterdir():
+            folder_host, pid, _ = (folder.name.rsplit("-", 2) + ["", ""])[:3]
+            if folder_host == host and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                logger.info("removed %s, left by an interrupted write", folder)
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+
+    # --- the lock ---------------------------------------------------------------------------------------
+
+    def holder(self) -> dict | None:
+        """Who holds the run directory's lock now (``holder``, ``pid``, ``host``, ``since``), or None."""
+        import fcntl
+
+        path = self.root / LOCK_FILE
+        if not path.is_file():
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {key: value for key, value in _read_holder(path).items() if key != "token"}
+        finally:
+            os.close(fd)
+        return None
 
     @contextlib.contextmanager
     def lock(self, holder: str) -> Iterator[None]:
@@ -160,6 +480,8 @@ class RunDir:
         The lock is released when the block ends or the process dies. Taking it again in the process
         that holds it, or in a process started by the holder (which inherits the
         ``SEDLIB_RUN_LOCK`` token, e.g. the notebooks the runner executes), works under the held lock.
+        Taking a lock whose last holder died without releasing it (``kill -9``) first stops the
+        processes that holder started and left running (`stop_leftovers`).
 
         Args:
             holder: what is writing, for the message another run gets, e.g. ``python -m sedlib.run params/x.yaml``.
@@ -187,25 +509,27 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                owner = _read_holder(path)
+                owner_record = _read_holder(path)
             except OSError as error:
                 raise RunDirError(
                     f"{path}: cannot be locked ({error}); the file system of {self.root} may not support file "
                     "locks (some network file systems): put the run directory on one that does"
                 ) from error
             else:
-                owner = None
-            if owner is not None:
-                if not owner.get("token") or owner["token"] != os.environ.get(LOCK_ENVIRONMENT_VARIABLE):
+                owner_record = None
+            if owner_record is not None:
+                if not owner_record.get("token") or owner_record["token"] != os.environ.get(LOCK_ENVIRONMENT_VARIABLE):
                     raise RunDirLockedError(
-                        f"{self.root} is being written by another run: {owner.get('holder', 'unknown')!r}, PID "
-                        f"{owner.get('pid', '?')} on host {owner.get('host', '?')}, since {owner.get('since', '?')} "
-                        f"(it holds {path}). Two runs writing one directory would mix their files, so this one "
-                        "stops. Wait until that run has finished, or stop it, and start this one again; the lock "
-                        "goes away by itself when its process ends."
+                        f"{self.root} is being written by another run: {owner_record.get('holder', 'unknown')!r}, PID "
+                        f"{owner_record.get('pid', '?')} on host {owner_record.get('host', '?')}, since "
+                        f"{owner_record.get('since', '?')} (it holds {path}). Two runs writing one directory would mix "
+                        "their files, so this one stops. Wait until that run has finished, or stop it, and start this "
+                        "one again; the lock goes away by itself when its process ends."
                     )
                 yield  # a process the holder started, e.g. a notebook executed by the runner
                 return
+            stop_leftovers(_read_holder(path), self.root)
+            self.remove_stale_staging()
             token = secrets.token_hex(16)
             record = {
                 "holder": holder,
@@ -230,3 +554,66 @@ class RunDir:
                 os.ftruncate(fd, 0)  # no stale holder for the next reader
         finally:
             os.close(fd)  # releases the flock
+
+
+def _entry(path: Path) -> dict:
+    stat = path.stat()
+    return {
+        "sha256": file_sha256(path),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def stop_leftovers(previous: dict, root: Path, grace_seconds: float = 5.0) -> list[int]:
+    """Stop the processes a dead lock holder left running: those that carry its token in their environment.
+
+    A runner killed outright cannot stop the notebook kernel it started (the kernel runs in a session
+    of its own, and ipykernel notices a dead parent only at its next poll). Every process the runner
+    started inherits its lock token (``SEDLIB_RUN_LOCK``), so this finds them all, on this host, and
+    ends them: SIGTERM, then SIGKILL after ``grace_seconds``.
+
+    Args:
+        previous: what the dead holder wrote into the lock file (empty when it released the lock).
+        root: the run directory (for the message).
+        grace_seconds: how long a process has to end after SIGTERM.
+
+    Returns:
+        The PIDs stopped.
+    """
+    token = previous.get("token")
+    if not token or previous.get("host") != socket.gethostname():
+        return []
+    import psutil
+
+    wanted = f"{token}"
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(LOCK_ENVIRONMENT_VARIABLE) == wanted:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace_seconds)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_seconds)
+    pids = [process.pid for process in found]
+    logger.warning(
+        "%s: the run that held it (%r, PID %s, since %s) ended without releasing it%s",
+        root,
+        previous.get("holder", "?"),
+        previous.get("pid", "?"),
+        previous.get("since", "?"),
+        f"; stopped the {len(pids)} process(es) it had started and left running (PID {', '.join(map(str, pids))})"
+        if pids
+        else "",
+    )
+    return pids

@@ -2,10 +2,12 @@
 
 Training (stage 02) fits each model of ``config.models`` on the cached train passes with
 `sedlib.train.train_ensemble`, validating on ``val`` every epoch, and writes
-``models/<name>.safetensors`` (+ JSON sidecar), ``models/<name>_log.csv`` and
+``models/<name>.safetensors`` (+ JSON sidecar), ``models/<name>_log.csv`` and, last,
 ``models/<name>_train.json`` (what the model was trained from: settings, features and a hash of the
-training code). A model whose record matches is loaded instead of retrained; one that does not is
-retrained, and the reason is printed.
+training code), all at once through `sedlib.rundir.RunDir.writing`. A model whose record matches and
+whose files are what was written (their content hashes) is loaded instead of retrained; any other is
+retrained, and the reason is printed. A training run that fails replaces nothing: the model trained
+before it, and its record, stay as they were.
 
 Models trained with hardness weights also keep ``models/<name>_alpha.npz``: the alpha every
 training row was weighted by in every epoch (`alpha_record`), which stage 02 draws as a
@@ -36,6 +38,7 @@ from sedlib.cache import (
 )
 from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
 from sedlib.ensemble import HeadConfig, HeadEnsemble
+from sedlib.errors import SedlibError
 from sedlib.evaluate import (
     SplitEvaluation,
     StaleEvaluationsError,
@@ -46,8 +49,13 @@ from sedlib.evaluate import (
     stored_splits,
 )
 from sedlib.progress import tqdm
-from sedlib.rundir import RunDir
+from sedlib.rundir import ArtefactError, RunDir
+from sedlib.stages import MODEL_FILES
 from sedlib.train import train_ensemble
+
+
+class TrainingDivergedError(SedlibError, FloatingPointError):
+    """A model's training loss became non-finite; the message names the model and the params key to change."""
 
 
 class SelectedRows:
@@ -85,18 +93,13 @@ def training_data(config: RunConfig, run: RunDir):
     return train, SelectedRows(train.features, keep), train.labels[keep], val
 
 
-def alpha_path(run: RunDir, name: str) -> Path:
-    """Where a replica's hardness weights are kept (`alpha_record`)."""
-    return run.models / f"{name}_alpha.npz"
-
-
 @dataclass
 class TrainedModel:
-    """A trained ensemble with its spec and per-epoch training log."""
+    """A trained ensemble with its spec and per-epoch training log (None when loaded by a later stage)."""
 
     spec: ModelSpec
     ensemble: HeadEnsemble
-    log: pd.DataFrame
+    log: pd.DataFrame | None
     reused: bool
 
 
@@ -134,11 +137,27 @@ def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, trai
     }
 
 
+def model_files(run: RunDir, replica) -> list[Path]:
+    """The files `train_models` writes for one trained replica, the record last."""
+    kinds = ["model", "model_config", "model_log"]
+    if replica.spec.train.records_alpha():
+        kinds.append("model_alpha")
+    kinds.append("model_record")  # last: it marks the replica complete
+    return [run.path(kind, replica.name) for kind in kinds]
+
+
 def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, TrainedModel]:
-    """Train (or reload, when unchanged) every model of the run, once per seed of ``seeds``.
+    """Train (or reload, when unchanged and intact) every model of the run, once per seed of ``seeds``.
+
+    A replica is reused when its record (`_training_record`) equals what the params ask for and each of
+    its files has the content recorded when it was written; otherwise it is trained, and the line
+    printed says why (never trained, which settings changed, or which file is missing or damaged).
 
     Returns:
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
+
+    Raises:
+        TrainingDivergedError: a model's loss became non-finite (the models trained before it are kept).
     """
     device = resolve_device(config.device)
     train, train_features, train_labels, val = training_data(config, run)
@@ -155,49 +174,71 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         name, spec = model_run.name, model_run.spec
         heads = head_config(config, spec, feature_dim, num_classes)
         record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash)
-        record_path = run.models / f"{name}_train.json"
-        previous = json.loads(record_path.read_text()) if record_path.is_file() else None
-        outputs = [run.model_path(name), run.log_path(name)]
-        if spec.train.records_alpha():
-            outputs.append(alpha_path(run, name))
-        if previous == record and all(path.is_file() for path in outputs):
-            ensemble = HeadEnsemble.load(run.model_path(name), expected=heads, device=device)
-            trained[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)
-            tqdm.write(f"{name}: reusing {run.model_path(name)} (settings and features unchanged)")
+        files = model_files(run, model_run)
+        reason = _retrain_reason(run, files, record)
+        if reason is None:
+            ensemble = HeadEnsemble.load(run.path("model", name), expected=heads, device=device)
+            trained[name] = TrainedModel(spec, ensemble, pd.read_csv(run.path("model_log", name)), reused=True)
+            tqdm.write(f"{name}: reusing {run.relative(run.path('model', name))} (settings, features and files intact)")
             continue
-        if previous is not None:
-            changed = sorted(k for k in record if record[k] != previous.get(k))
-            tqdm.write(f"{name}: retraining and replacing {run.model_path(name)} (changed: {', '.join(changed)})")
-        record_path.unlink(missing_ok=True)
-        tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs)")
+        tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs): {reason}")
         alpha_history = []
-        ensemble, log = train_ensemble(
-            heads,
-            spec.train,
-            train_features,
-            train_labels,
-            val_features,
-            val.labels,
-            device=device,
-            progress=progress,
-            initial=_replicated(initial, spec.num_members),
-            unlabelled_features=unlabelled if spec.train.disagreement_data == "unlabelled" else None,
-            alpha_history=alpha_history,
-        )
-        if alpha_history:
-            np.savez_compressed(
-                alpha_path(run, name),
-                alpha=np.stack(alpha_history).astype(np.float16),
-                row_id=train.index[train_features.rows.numpy()],
-                label=train_labels.numpy(),
-                frozen=log["frozen"].to_numpy(),
-                pass_index=log["pass"].to_numpy(),
+        try:
+            ensemble, log = train_ensemble(
+                heads,
+                spec.train,
+                train_features,
+                train_labels,
+                val_features,
+                val.labels,
+                device=device,
+                progress=progress,
+                initial=_replicated(initial, spec.num_members),
+                unlabelled_features=unlabelled if spec.train.disagreement_data == "unlabelled" else None,
+                alpha_history=alpha_history,
             )
-        ensemble.save(run.model_path(name))
-        log.to_csv(run.log_path(name), index=False)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        except FloatingPointError as error:
+            raise TrainingDivergedError(
+                f"model {name!r} ({spec.label}) diverged: {error} The learning rate is models.{model_run.model}.lr "
+                f"(or train.lr) in {config.source}. Every model completed before it is kept"
+                + (", and so is the earlier training of this one." if files[-1].is_file() else ".")
+            ) from error
+        with run.writing(*files) as written:
+            temporary = dict(zip(files, written, strict=True))
+            ensemble.save(temporary[run.path("model", name)])
+            log.to_csv(temporary[run.path("model_log", name)], index=False)
+            if alpha_history:
+                np.savez_compressed(
+                    temporary[run.path("model_alpha", name)],
+                    alpha=np.stack(alpha_history).astype(np.float16),
+                    row_id=train.index[train_features.rows.numpy()],
+                    label=train_labels.numpy(),
+                    frozen=log["frozen"].to_numpy(),
+                    pass_index=log["pass"].to_numpy(),
+                )
+            temporary[run.path("model_record", name)].write_text(json.dumps(record, indent=2) + "\n")
         trained[name] = TrainedModel(spec, ensemble, log, reused=False)
     return trained
+
+
+def _retrain_reason(run: RunDir, files: list[Path], record: dict) -> str | None:
+    """Why a replica must be trained (never trained, changed settings, a missing or damaged file), or None."""
+    record_file = files[-1]
+    if not record_file.is_file():
+        return "never trained in this run directory"
+    try:
+        previous = json.loads(record_file.read_text())
+    except ValueError:
+        previous = None
+    if not isinstance(previous, dict):
+        return f"{run.relative(record_file)} is unreadable"
+    if previous != record:
+        return f"changed since it was trained: {', '.join(sorted(k for k in record if record[k] != previous.get(k)))}"
+    for path in files:
+        problem = run.problem(path)
+        if problem is not None:
+            return problem
+    return None
 
 
 def training_overview(config: RunConfig, models: dict[str, TrainedModel]) -> pd.DataFrame:
@@ -249,24 +290,28 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
     for model_run in config.model_runs(pretrained_head=True):
         name, spec = model_run.name, model_run.spec
         if name == PRETRAINED_HEAD_MODEL:
-            models[name] = TrainedModel(spec, load_pretrained_head(run, device), pd.DataFrame(), True)
+            models[name] = TrainedModel(spec, load_pretrained_head(run, device), None, True)
             continue
-        record_path = run.models / f"{name}_train.json"
+        record_path = run.path("model_record", name)
         if not record_path.is_file():
-            raise FileNotFoundError(f"{record_path}: model {name!r} was not trained; run notebooks/02_train_a2d first")
+            raise ArtefactError(
+                f"model {name!r} was not trained: {run.relative(record_path)} is missing. {run.remedy(record_path)}"
+            )
+        for kind in MODEL_FILES:
+            run.verified(run.path(kind, name))
         record = json.loads(record_path.read_text())
         if record.get("train") != json.loads(json.dumps(spec.train.to_dict())) or record.get("label") != spec.label:
-            raise ValueError(
-                f"{run.model_path(name)} was trained with other settings than {config.source} now gives for "
-                f"models.{model_run.model}; rerun notebooks/02_train_a2d"
+            raise ArtefactError(
+                f"{run.relative(run.path('model', name))} was trained with other settings than {config.source} now "
+                f"gives for models.{model_run.model}. {run.remedy(record_path)}"
             )
         if record.get("code") != training_code_hash():
-            raise ValueError(
-                f"{run.model_path(name)} was trained by another version of the training code "
-                f"({', '.join(TRAINING_CODE)}); rerun notebooks/02_train_a2d"
+            raise ArtefactError(
+                f"{run.relative(run.path('model', name))} was trained by another version of the training code "
+                f"({', '.join(TRAINING_CODE)}). {run.remedy(record_path)}"
             )
-        ensemble = HeadEnsemble.load(run.model_path(name), expected=HeadConfig(**record["heads"]), device=device)
-        models[name] = TrainedModel(spec, ensemble, pd.read_csv(run.log_path(name)), reused=True)
+        ensemble = HeadEnsemble.load(run.path("model", name), expected=HeadConfig(**record["heads"]), device=device)
+        models[name] = TrainedModel(spec, ensemble, None, reused=True)
     return models
 
 
@@ -306,13 +351,13 @@ def alpha_record(run: RunDir, name: str) -> AlphaRecord:
     Raises:
         FileNotFoundError: the replica was trained without hardness weights, or not trained yet.
     """
-    path = alpha_path(run, name)
+    path = run.path("model_alpha", name)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no hardness weights for {name!r}; only models trained with a repulsion weighted by alpha "
             "(lam > 0, kappa > 0, hardness: true) have them; run notebooks/02_train_a2d first"
         )
-    with np.load(path) as stored:
+    with np.load(run.verified(path)) as stored:
         kept = {key: stored[key] for key in ("row_id", "label", "frozen", "pass_index")}
         return AlphaRecord(alpha=stored["alpha"].astype(np.float32), **kept)
 
@@ -495,16 +540,12 @@ def evaluate_models(
     return results
 
 
-EVALUATIONS_FILE = "evaluations.h5"
-"""Stage 03 evaluates every split once and keeps the per-sample results here (``results/``); stage 04 reads them."""
 EVALUATION_CODE = ("ensemble.py", "evaluate.py", "metrics.py", "protocols.py", "scores.py")
 
 
 def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) -> str:
     """Hash of what an evaluation depends on: the model files, the splits' settings, the eval settings and code."""
     import hashlib
-
-    from sedlib.cache import PRETRAINED_HEAD
 
     package = Path(__file__).parent
     digest = hashlib.sha256(source_hash(package, [package / name for name in EVALUATION_CODE]).encode())
@@ -514,7 +555,7 @@ def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) ->
     digest.update(json.dumps(payload, sort_keys=True).encode())
     for model_run in config.model_runs(pretrained_head=True):
         name = model_run.name
-        path = run.features / PRETRAINED_HEAD if name == PRETRAINED_HEAD_MODEL else run.model_path(name)
+        path = run.path("pretrained_head") if name == PRETRAINED_HEAD_MODEL else run.path("model", name)
         digest.update(name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -523,8 +564,9 @@ def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) ->
 def store_evaluations(config: RunConfig, run: RunDir, evaluations: dict[tuple[str, str], SplitEvaluation]) -> Path:
     """Keep stage 03's evaluations of every split (`evaluate_models`) for stage 04; returns the file."""
     splits = list(dict.fromkeys(split for _, split in evaluations))
-    path = run.results / EVALUATIONS_FILE
-    save_evaluations(path, evaluations, evaluation_fingerprint(config, run, splits))
+    path = run.path("evaluations")
+    with run.writing(path) as (temporary,):
+        save_evaluations(temporary, evaluations, evaluation_fingerprint(config, run, splits))
     return path
 
 
@@ -536,7 +578,7 @@ def stored_evaluations(config: RunConfig, run: RunDir, splits: list[str]) -> dic
         sedlib.evaluate.StaleEvaluationsError: the models, features or settings changed since, or a
             split in ``splits`` was not evaluated.
     """
-    path = run.results / EVALUATIONS_FILE
+    path = run.verified(run.path("evaluations"))
     stored = stored_splits(path)
     missing = sorted(set(splits) - set(stored))
     if missing:

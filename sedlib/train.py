@@ -55,9 +55,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -87,12 +88,88 @@ MEMBER_SETTINGS = ("member_lr", "member_weight_decay", "member_label_smoothing")
 ALPHA_QUANTILES = (0.5, 0.9, 0.99)
 
 
+class SettingError(ValueError):
+    """An invalid setting of a configuration object (`TrainConfig`, the sections of `sedlib.config`).
+
+    The message names the object and the setting (``TrainConfig.lam must lie in [0, 1], got 2.0``); ``key`` and
+    ``reason`` let a params file report it under the key path its user wrote (``models.sed.lam: must lie in ...``).
+
+    Attributes:
+        key: the setting (a field of the object).
+        reason: what is wrong with it, starting with a verb (``must lie in [0, 1], got 2.0``).
+    """
+
+    def __init__(self, owner: str, key: str, reason: str) -> None:
+        super().__init__(f"{owner}.{key} {reason}")
+        self.key = key
+        self.reason = reason
+
+
+_BOUND_TESTS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def range_violation(value, bounds: Mapping) -> str | None:
+    """What is wrong with a number, or a tuple of numbers, outside ``bounds``; None when it lies inside.
+
+    Args:
+        value: a number, or a tuple of numbers that must each lie inside.
+        bounds: a mapping with any of ``ge``, ``gt``, ``le``, ``lt`` (e.g. a `TrainConfig` field's).
+
+    Returns:
+        ``must be >= 1, got 0``, ``must lie in [0, 1), got 1.0``, ``must hold values >= 0, got [0.1, -1.0]``,
+        or None. NaN lies outside every bound.
+    """
+    limits = {name: bounds[name] for name in _BOUND_TESTS if name in bounds}
+    values = value if isinstance(value, tuple) else (value,)
+    if all(_BOUND_TESTS[name](item, limit) for item in values for name, limit in limits.items()):
+        return None
+    low = next((f"{'[' if name == 'ge' else '('}{limits[name]:g}" for name in ("ge", "gt") if name in limits), None)
+    high = next((f"{limits[name]:g}{']' if name == 'le' else ')'}" for name in ("le", "lt") if name in limits), None)
+    if low and high:
+        relation = f"lie in {low}, {high}"
+    else:
+        (name, limit), symbols = next(iter(limits.items())), {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        relation = f"{'hold values' if isinstance(value, tuple) else 'be'} {symbols[name]} {limit:g}"
+    return f"must {relation}, got {list(value) if isinstance(value, tuple) else repr(value)}"
+
+
+def _type_problem(value, annotation: str) -> str | None:
+    """What is wrong with the type of a `TrainConfig` value given its annotation (a string); None if nothing."""
+    if value is None and annotation.endswith(" | None"):
+        return None
+    kind = annotation.removesuffix(" | None")
+    if kind.startswith("tuple["):
+        length = None if kind.endswith("...]") else kind.count(",") + 1
+        numbers = isinstance(value, tuple | list) and all(_type_problem(item, "float") is None for item in value)
+        if numbers and length in (None, len(value)):
+            return None
+        return f"must be a list of {f'{length} ' if length else ''}numbers, got {value!r}"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if kind in ("int", "float"):
+        number = isinstance(value, int) or (kind == "float" and isinstance(value, float))
+        if number and not isinstance(value, bool):
+            return None
+        return f"must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}"
+    return None if isinstance(value, str) else f"must be a string, got {value!r}"
+
+
+def _setting(default, *, choices: tuple | None = None, **bounds: float):
+    """A `TrainConfig` field whose metadata declares what it accepts: ``choices``, or ``bounds`` (`range_violation`)."""
+    return field(default=default, metadata={"choices": choices} if choices else {"bounds": bounds})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one training run.
 
     The defaults follow the published 5-member runs (AdamW, lr 1e-3, batch 32, lambda 0.5, 11 epochs
     with a frozen first one, cosine period 15); `sedlib.published` holds the four runs exactly.
+
+    Each field's metadata declares what it accepts: ``choices`` (a string setting), or ``bounds``, a mapping
+    with any of ``ge``, ``gt``, ``le``, ``lt`` (a number, or each value of a tuple). The constructor checks them,
+    then the rules that tie several fields together, and raises `SettingError` naming the field; `sedlib.config`
+    reads the same metadata to check a params file's ``train`` keys and to describe them in its JSON Schema.
 
     Attributes:
         schedule: pair schedule, one of ``iid``, ``matching``, ``all``; or ``independent``: every
@@ -136,94 +213,86 @@ class TrainConfig:
             the pair losses share one eps); empty: every member uses ``label_smoothing``.
     """
 
-    schedule: str = "iid"
-    batch_size: int = 32
-    epochs: int = 11
+    schedule: str = _setting("iid", choices=TRAIN_SCHEDULES)
+    batch_size: int = _setting(32, ge=1)
+    epochs: int = _setting(11, ge=1)
     freeze_first_epoch: bool = True
-    lam: float = 0.5
-    kappa: float = 1.0
-    label_smoothing: float = 0.0
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_schedule: str = "cosine"
-    cosine_t_max: int | None = 15
-    seed: int = 42
-    eval_batch_size: int = 1024
-    check_every: int = 100
-    precision: str = "fp32"
-    kernel: str = "a2d"
-    disagreement_data: str = "train"
+    lam: float = _setting(0.5, ge=0, le=1)
+    kappa: float = _setting(1.0, ge=0)
+    label_smoothing: float = _setting(0.0, ge=0, lt=1)
+    optimizer: str = _setting("adamw", choices=OPTIMIZERS)
+    lr: float = _setting(1e-3, ge=0)
+    momentum: float = _setting(0.9, ge=0)
+    weight_decay: float | None = _setting(None, ge=0)
+    betas: tuple[float, float] = _setting((0.9, 0.999), ge=0, lt=1)
+    eps: float = _setting(1e-8, ge=0)
+    lr_schedule: str = _setting("cosine", choices=LR_SCHEDULES)
+    cosine_t_max: int | None = _setting(15, ge=1)
+    seed: int = _setting(42, ge=0)
+    eval_batch_size: int = _setting(1024, ge=1)
+    check_every: int = _setting(100, ge=1)
+    precision: str = _setting("fp32", choices=PRECISIONS)
+    kernel: str = _setting("a2d", choices=KERNELS)
+    disagreement_data: str = _setting("train", choices=DISAGREEMENT_DATA)
     hardness: bool = True
-    member_lr: tuple[float, ...] = ()
-    member_weight_decay: tuple[float, ...] = ()
-    member_label_smoothing: tuple[float, ...] = ()
+    member_lr: tuple[float, ...] = _setting((), ge=0)
+    member_weight_decay: tuple[float, ...] = _setting((), ge=0)
+    member_label_smoothing: tuple[float, ...] = _setting((), ge=0, lt=1)
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", PUBLISHED_WEIGHT_DECAY.get(self.optimizer))
-        for name in MEMBER_SETTINGS:
-            object.__setattr__(self, name, tuple(float(value) for value in getattr(self, name)))
-        choices = {
-            "schedule": TRAIN_SCHEDULES,
-            "optimizer": OPTIMIZERS,
-            "lr_schedule": LR_SCHEDULES,
-            "precision": PRECISIONS,
-            "kernel": KERNELS,
-            "disagreement_data": DISAGREEMENT_DATA,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("batch_size", "epochs", "eval_batch_size", "check_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.lam <= 1:
-            raise ValueError(f"TrainConfig.lam must lie in [0, 1], got {self.lam!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"TrainConfig.label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
-        for name in ("kappa", "lr", "momentum", "weight_decay", "eps"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.cosine_t_max is not None and self.cosine_t_max < 1:
-            raise ValueError(f"TrainConfig.cosine_t_max must be a positive integer or None, got {self.cosine_t_max!r}")
-        if self.freeze_first_epoch and self.epochs < 2:
-            raise ValueError("TrainConfig.epochs must be >= 2 when freeze_first_epoch is set (epoch 0 does not update)")
-        if not isinstance(self.hardness, bool):
-            raise ValueError(f"TrainConfig.hardness must be true or false, got {self.hardness!r}")
-        if self.schedule == "independent" and self.lam != 0:
-            raise ValueError(
-                f"TrainConfig.lam must be 0 with schedule 'independent' (every member trains alone on its task "
-                f"loss, there is no repulsion), got {self.lam!r}"
-            )
-        for name in MEMBER_SETTINGS:
-            if not all(value >= 0 for value in getattr(self, name)):
-                raise ValueError(f"TrainConfig.{name} must hold values >= 0, got {list(getattr(self, name))}")
-        if not all(value < 1 for value in self.member_label_smoothing):
-            raise ValueError(
-                f"TrainConfig.member_label_smoothing must lie in [0, 1), got {self.member_label_smoothing}"
-            )
-        if self.member_lr and not self.lr > 0:
-            raise ValueError("TrainConfig.lr must be > 0 with member_lr (the schedule scales every member's rate)")
-        if self.member_label_smoothing and self.schedule != "independent":
-            raise ValueError(
-                "TrainConfig.member_label_smoothing needs schedule 'independent' (a pair's task term has one "
-                f"smoothing eps), got schedule {self.schedule!r}"
-            )
-        if self.disagreement_data == "unlabelled" and self.hardness:
-            raise ValueError(
-                "TrainConfig.hardness must be false with disagreement_data 'unlabelled': the hardness weights are the "
-                "ensemble's loss on labelled samples (naive A2D / DivDis use none)"
-            )
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            problem = _type_problem(value, item.type)
+            if problem is None and item.type.startswith("tuple["):
+                value = tuple(float(number) for number in value)
+                object.__setattr__(self, item.name, value)
+            choices = item.metadata.get("choices")
+            if problem is None and choices is not None and value not in choices:
+                problem = f"must be one of {list(choices)}, got {value!r}"
+            if problem is None and value is not None:
+                problem = range_violation(value, item.metadata.get("bounds", {}))
+            if problem:
+                raise SettingError("TrainConfig", item.name, problem)
+        rules = (
+            (
+                self.freeze_first_epoch and self.epochs < 2,
+                "epochs",
+                f"must be >= 2 when freeze_first_epoch is set (epoch 0 does not update), got {self.epochs}",
+            ),
+            (
+                self.schedule == "independent" and self.lam != 0,
+                "lam",
+                "must be 0 with schedule 'independent' (every member trains alone on its task loss, there is no "
+                f"repulsion), got {self.lam!r}",
+            ),
+            (
+                self.member_lr and not self.lr > 0,
+                "lr",
+                f"must be > 0 with member_lr (the schedule scales every member's rate), got {self.lr!r}",
+            ),
+            (
+                self.member_label_smoothing and self.schedule != "independent",
+                "member_label_smoothing",
+                "needs schedule 'independent' (a pair's task term has one smoothing eps), got schedule "
+                f"{self.schedule!r}",
+            ),
+            (
+                self.disagreement_data == "unlabelled" and self.hardness,
+                "hardness",
+                "must be false with disagreement_data 'unlabelled': the hardness weights are the ensemble's loss on "
+                "labelled samples (naive A2D / DivDis use none)",
+            ),
+        )
+        for broken, key, reason in rules:
+            if broken:
+                raise SettingError("TrainConfig", key, reason)
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "TrainConfig") -> TrainConfig:
         """Build from a mapping (e.g. a params file section); unknown keys are an error naming them."""
-        known = {field.name for field in dataclasses.fields(cls)}
+        known = {item.name for item in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise KeyError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
@@ -236,11 +305,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check_members(self, num_members: int) -> None:
-        """Raise ValueError unless every ``member_*`` list is empty or gives one value per member."""
+        """Raise `SettingError` unless every ``member_*`` list is empty or gives one value per member."""
         for name in MEMBER_SETTINGS:
             values = getattr(self, name)
             if values and len(values) != num_members:
-                raise ValueError(f"TrainConfig.{name} gives {len(values)} values for {num_members} members")
+                raise SettingError("TrainConfig", name, f"gives {len(values)} values for {num_members} members")
 
     def records_alpha(self) -> bool:
         """Whether the run weights its repulsion by hardness weights alpha (so `EnsembleTrainer` records them)."""

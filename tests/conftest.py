@@ -30,3 +30,14 @@ def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread:
     centres = 3 * torch.randn(classes, dim, generator=generator)
     labels = torch.randint(0, classes, (rows,), generator=generator)
     return centres[labels] + spread * torch.randn(rows, dim, generator=generator), labels
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``params/smoke.yaml`` run once through the five notebooks and the report (about a minute); read-only."""
+    from sedlib import run as runner
+    from sedlib.rundir import RunDir
+
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    runner.run_study("params/smoke.yaml", run_dir=str(run_dir), engine="pandoc")
+    return RunDir(run_dir)

@@ -181,3 +181,11 @@ def test_members_from_one_head_state_are_copies(tiny_ensemble, tiny_config):
         HeadEnsemble.from_member_state({k: v for k, v in state.items() if k != "ls2.gamma"}, 2)
     with pytest.raises(ValueError, match="norm.bias has shape"):
         HeadEnsemble.from_member_state({**state, "norm.bias": torch.zeros(3)}, 2)
+
+
+def test_load_names_a_truncated_file(tmp_path, tiny_ensemble):
+    path = tmp_path / "ens.safetensors"
+    tiny_ensemble.save(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"ens.safetensors: not a readable safetensors file .*damaged or truncated"):
+        HeadEnsemble.load(path)

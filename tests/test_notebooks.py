@@ -59,3 +59,22 @@ def test_every_embedded_label_exists():
     assert embeds, "report/index.qmd embeds nothing"
     for notebook, label in embeds:
         assert label in labels_of(notebook), f"report/index.qmd embeds {notebook}#{label}, which has no such cell"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_file_name_is_typed_in_a_notebook(name):
+    """Output paths come from the run directory's declaration (`sedlib.stages`), never from a literal."""
+    notebook = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    for cell in code_cells(notebook):
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value != notebook_default():
+                assert not re.search(r"\.(csv|md|png|h5|npz|json|safetensors|ipynb)\b|/", node.value), (
+                    f"{name}: {node.value!r} looks like a path; take it from RunDir.path"
+                )
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                raise AssertionError(f"{name}: a path built with '/' ({ast.unparse(node)}); use RunDir.path")
+
+
+def notebook_default() -> str:
+    """The parameters cell's default params file, the one path a notebook may name."""
+    return "params/default.yaml"

@@ -3,57 +3,81 @@ import json
 import pytest
 
 from sedlib import run as runner
-from sedlib.config import load_config
+from sedlib import stages
+from sedlib.config import ConfigError, load_config
 from sedlib.rundir import RunDir
-
-
-def test_parse_overrides_builds_nested_yaml_values():
-    assert runner.parse_overrides(["train.epochs=3", "models.sed_a2d.kappa=2.5", "data.corruptions=[fog]"]) == {
-        "train": {"epochs": 3},
-        "models": {"sed_a2d": {"kappa": 2.5}},
-        "data": {"corruptions": ["fog"]},
-    }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        runner.parse_overrides(["epochs"])
+from sedlib.stages import STAGE_NAMES, declared_outputs
 
 
 @pytest.fixture
-def fake_stages(monkeypatch, tmp_path):
-    """Replace notebook execution by a function that writes one output file per stage."""
+def fake_stages(monkeypatch):
+    """Replace notebook execution by a function that writes every declared output (the same bytes every time)."""
     calls = []
 
-    def execute(stage, config, run, params_file, overrides, verbose):
-        calls.append(stage.name)
-        run.notebooks.mkdir(exist_ok=True)
-        (run.notebooks / f"{stage.name}.ipynb").write_text(json.dumps({"stage": stage.name, "overrides": overrides}))
-        if stage.name == "01_cache":
-            (run.features / "test.h5").write_text("features")
+    def execute(step, run, params_file, overrides, output, verbose):
+        calls.append(step.name)
+        output.write_text(json.dumps({"stage": step.name, "overrides": overrides}))
+        config = load_config(params_file, overrides)
+        files = [path for path in declared_outputs(config, step.name) if not path.startswith("notebooks/")]
+        with run.writing(*files) as temporaries:
+            for relative, temporary in zip(files, temporaries, strict=True):
+                temporary.write_text(f"{relative} of {json.dumps(overrides, sort_keys=True)}")
 
     monkeypatch.setattr(runner, "execute_stage", execute)
     return calls
 
 
-def test_unchanged_stages_are_skipped_and_changes_propagate(fake_stages, tmp_path):
+def lines(capsys):
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+
+
+def test_unchanged_stages_are_skipped_and_changes_propagate(fake_stages, tmp_path, capsys):
     run_dir = tmp_path / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == [stage.name for stage in runner.STAGES]
+    assert fake_stages == list(STAGE_NAMES)
     fake_stages.clear()
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
     assert fake_stages == []
-    # a changed upstream output reruns its stage and, through the upstream hashes, nothing else yet:
+    capsys.readouterr()
+    # a changed output reruns its stage; the stage writes the same content, so the stages after it stay valid
     (run_dir / "features" / "test.h5").write_text("tampered")
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == ["01_cache"]  # the fake rewrites the same content, so downstream stays valid
+    assert fake_stages == ["01_cache"]
+    assert lines(capsys)[0] == "[01_cache] running: features/test.h5 changed since the stage wrote it"
     fake_stages.clear()
-    # a changed training parameter reruns training and everything after it, not the cache
+    # a changed training parameter reruns training and everything after it that reads its files, not the cache
     overrides = {"models": {"sed_a2d": {"kappa": 2.0}}}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
     assert fake_stages == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+    assert lines(capsys)[1] == "[02_train_a2d] running: changed since it last ran: params models"
     fake_stages.clear()
     # an evaluation setting reruns the evaluation stages only
     overrides["eval"] = {"batch_size": 7}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
     assert fake_stages == ["03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+
+
+@pytest.mark.parametrize(
+    "stage, relative",
+    [
+        ("01_cache", "results/splits.csv"),
+        ("02_train_a2d", "models/sed_a2d_alpha.npz"),
+        ("03_eval_ood_gen", "results/evaluations.h5"),
+        ("04_eval_ood_det", "results/figures/ood_det_roc.png"),
+        ("05_tables", "results/tables/sweeps.md"),
+        ("05_tables", "notebooks/05_tables.ipynb"),
+    ],
+)
+def test_a_deleted_output_reruns_its_stage_without_force(fake_stages, tmp_path, capsys, stage, relative):
+    run_dir = tmp_path / "run"
+    runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
+    fake_stages.clear()
+    capsys.readouterr()
+    (run_dir / relative).unlink()
+    runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
+    assert fake_stages == [stage]  # rewritten with the same content: nothing after it reruns
+    assert f"[{stage}] running: {relative} is missing" in lines(capsys)
+    assert (run_dir / relative).is_file()
 
 
 def test_only_the_chosen_stages_run_and_force_reruns(fake_stages, tmp_path):
@@ -62,26 +86,63 @@ def test_only_the_chosen_stages_run_and_force_reruns(fake_stages, tmp_path):
     assert fake_stages == ["01_cache"]
     runner.run_study("params/smoke.yaml", stages=["01_cache"], run_dir=run_dir, report=False, force=True)
     assert fake_stages == ["01_cache", "01_cache"]
-    with pytest.raises(ValueError, match="unknown stage"):
+    with pytest.raises(ConfigError, match="unknown stage"):
         runner.run_study("params/smoke.yaml", stages=["06_extra"], run_dir=run_dir, report=False)
 
 
-def test_failed_stage_names_the_executed_notebook(monkeypatch, tmp_path):
-    def execute(stage, *args):
-        raise RuntimeError("cell 3 raised\nValueError: bad features")
+def test_a_chosen_stage_whose_inputs_are_missing_is_refused_before_anything_runs(fake_stages, tmp_path):
+    with pytest.raises(runner.StageFailedError) as error:
+        chosen = ["01_cache", "03_eval_ood_gen"]
+        runner.run_study("params/smoke.yaml", stages=chosen, run_dir=str(tmp_path), report=False)
+    assert fake_stages == []
+    assert str(error.value) == (
+        "[03_eval_ood_gen] cannot run: it reads models/deep_ensemble.safetensors, which is missing. Stage "
+        "02_train_a2d writes it: run `python -m sedlib.run params/smoke.yaml --stages 01_cache 02_train_a2d "
+        "03_eval_ood_gen`, or leave out --stages."
+    )
 
-    monkeypatch.setattr(runner, "execute_stage", execute)
-    with pytest.raises(RuntimeError, match=r"\[01_cache\] failed.*bad features") as error:
-        runner.run_study("params/smoke.yaml", run_dir=str(tmp_path / "run"), report=False)
-    assert "01_cache.ipynb" in str(error.value)
-    assert not (tmp_path / "run" / "stages" / "01_cache.json").exists()
+
+def test_a_failed_stage_keeps_what_was_complete(fake_stages, monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
+    kept = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file() and path.name != ".lock"}
+
+    def fail(step, run, params_file, overrides, output, verbose):
+        output.write_text('{"cells": "as far as it got"}')
+        raise RuntimeError("the kernel died")
+
+    monkeypatch.setattr(runner, "execute_stage", fail)
+    with pytest.raises(runner.StageFailedError) as error:
+        runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False, force=True)
+    message = str(error.value)
+    assert message.startswith("[01_cache] failed: RuntimeError: the kernel died\n")
+    assert f"{run_dir}/notebooks/01_cache.failed.ipynb" in message and "continues from here" in message
+    assert {path: path.read_bytes() for path in kept} == kept  # every earlier artefact and record as it was
+    assert (run_dir / "notebooks" / "01_cache.failed.ipynb").read_text() == '{"cells": "as far as it got"}'
+
+
+def test_failure_message_shows_sedlib_errors_as_plain_words():
+    from papermill.exceptions import PapermillExecutionError
+
+    stage = stages.stage("03_eval_ood_gen")
+    ours = PapermillExecutionError(3, 4, "", "ArtefactError", "models/x.safetensors is missing. Stage ...", [])
+    message = runner.failure_message(stage, ours, "runs/s/notebooks/03_eval_ood_gen.failed.ipynb", "params/s.yaml")
+    assert message.splitlines()[0] == "[03_eval_ood_gen] failed: models/x.safetensors is missing. Stage ..."
+    assert "PapermillExecutionError" not in message and "cell [4]" in message
+    bug = PapermillExecutionError(3, 4, "", "ZeroDivisionError", "division by zero", [])
+    message = runner.failure_message(stage, bug, "n.ipynb", "params/s.yaml")
+    assert message.startswith("[03_eval_ood_gen] failed: ZeroDivisionError: division by zero\n  This is not an error")
 
 
 def test_main_reports_bad_params_without_a_traceback(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_name: x\nmodels: {de: {num_members: 2}}\ndata: {trian_rows: 3}\n")
     assert runner.main([str(bad), "--no-report"]) == 1
-    assert "unknown key(s) ['trian_rows']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trian_rows" in err and "Traceback" not in err
+    assert runner.main(["params/smoke.yaml", "--no-report", "--set", "train=3"]) == 1
+    err = capsys.readouterr().err
+    assert "train" in err and "Traceback" not in err
 
 
 def test_run_directory_of_another_params_file_is_refused(fake_stages, tmp_path):
