@@ -44,10 +44,11 @@ overrides = {}
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.cache import cache_features, example_inputs, plan_splits
 from sedlib.config import load_config
-from sedlib.plots import image_rows
-from sedlib.rundir import RunDir
+from sedlib.pipeline.cache import cache_features, example_inputs
+from sedlib.pipeline.plots import image_rows
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import plan_splits
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)

@@ -48,16 +48,10 @@ overrides = {}
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import alpha_distribution, image_grid, training_curves
-from sedlib.rundir import RunDir
-from sedlib.study import (
-    alpha_classes,
-    alpha_gallery,
-    alpha_overview,
-    main_logs,
-    train_models,
-    training_overview,
-)
+from sedlib.pipeline.hardness import alpha_classes, alpha_gallery, alpha_overview
+from sedlib.pipeline.plots import alpha_distribution, image_grid, training_curves
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.training import main_logs, train_models, training_overview
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)

@@ -41,10 +41,10 @@ overrides = {}
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import corruption_breakdown
-from sedlib.rundir import RunDir
-from sedlib.study import evaluate_models, load_models, store_evaluations
-from sedlib.tables import (
+from sedlib.pipeline.evaluation import evaluate_models, store_evaluations
+from sedlib.pipeline.plots import corruption_breakdown
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.tables import (
     calibration_table,
     calibration_wide,
     generalisation_tables,
@@ -52,6 +52,7 @@ from sedlib.tables import (
     protocol_note,
     table1,
 )
+from sedlib.pipeline.training import load_models
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)

@@ -40,12 +40,13 @@ overrides = {}
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sedlib.cache import plan_splits
 from sedlib.config import load_config
-from sedlib.plots import roc_curves, score_histograms
-from sedlib.rundir import RunDir
-from sedlib.study import detector_table, load_models, stored_evaluations
-from sedlib.tables import detection_table, detection_wide, diversity_table, main_rows, protocol_note, table3
+from sedlib.pipeline.evaluation import detector_table, stored_evaluations
+from sedlib.pipeline.plots import roc_curves, score_histograms
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import plan_splits
+from sedlib.pipeline.tables import detection_table, detection_wide, diversity_table, main_rows, protocol_note, table3
+from sedlib.pipeline.training import load_models
 
 config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)

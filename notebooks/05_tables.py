@@ -30,16 +30,15 @@ overrides = {}
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.plots import summary_figure, sweep_figure
-from sedlib.rundir import RunDir
-from sedlib.tables import (
+from sedlib.pipeline.plots import summary_figure, sweep_figure
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.summary import method_comparison, results_summary
+from sedlib.pipeline.tables import (
     detection_wide,
     main_rows,
-    method_comparison,
     protocol_note,
     published_comparison,
     published_comparison_markdown,
-    results_summary,
     sweep_markdown,
     sweep_references,
     sweep_table,

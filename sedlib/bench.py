@@ -38,10 +38,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from sedlib.config.training import SCHEDULES
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.evaluate import evaluate_split
 from sedlib.published import PUBLISHED, PublishedRun
-from sedlib.train import SCHEDULES, EnsembleTrainer, plan_epoch
+from sedlib.train import EnsembleTrainer, plan_epoch
 
 SCALES = {
     "paper": {},

@@ -2,7 +2,7 @@
 
 An error of `sedlib` that a user can meet in a run (a bad params file, a damaged artefact, a run
 directory held by another run, a diverged training run) derives from `SedlibError` and says, in
-plain words, what went wrong and what to do. The runner (`sedlib.run`) shows such a message as it
+plain words, what went wrong and what to do. The runner (`sedlib.pipeline.runner`) shows such a message as it
 is, and the class name of any other error beside its message, since that one is likely a bug.
 """
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sedlib.ensemble import HeadEnsemble
 from sedlib.errors import SedlibError
-from sedlib.metrics import accuracy, expected_calibration_error
+from sedlib.metrics import accuracy, calibration_terms, expected_calibration_error
 from sedlib.progress import tqdm
 from sedlib.protocols import (
     check_class_subset,
@@ -199,15 +199,6 @@ _SAMPLE_COLUMNS = (
 _ECE_BINS = 15
 
 
-def _calibration_terms(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Confidence, NLL and Brier score of each row of ``logits`` ``(..., B, C)`` against ``target`` ``(B,)`` >= 0."""
-    log_probs = logits.log_softmax(dim=-1)
-    probs = log_probs.exp()
-    nll = -log_probs.gather(-1, target.expand(*log_probs.shape[:-1])[..., None]).squeeze(-1)
-    brier = (probs - torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)).square().sum(dim=-1)
-    return probs.amax(dim=-1), nll, brier
-
-
 @torch.no_grad()
 def greedy_soup_members(ensemble: HeadEnsemble, features, labels, batch_size: int = 1024) -> tuple[int, ...]:
     """The members of a greedy soup (Wortsman et al., *Model soups*, ICML 2022, https://arxiv.org/abs/2203.05482).
@@ -337,8 +328,8 @@ def evaluate_split(
         member_correct += ((member_predictions == target) & has_label).sum(dim=1)
         mean_logits = logits.mean(dim=0)
         nan = torch.full_like(mean_logits[:, 0], float("nan"))
-        confidence, nll, brier = _calibration_terms(mean_logits, safe_target)
-        soup_confidence, soup_nll, soup_brier = _calibration_terms(soup_logits, safe_target)
+        confidence, nll, brier = calibration_terms(mean_logits, safe_target)
+        soup_confidence, soup_nll, soup_brier = calibration_terms(soup_logits, safe_target)
         batch_columns = {
             "ensemble_prediction": (
                 faithful_vote(member_predictions, logits.shape[-1]) if faithful else mean_logits.argmax(dim=-1)
@@ -355,7 +346,7 @@ def evaluate_split(
             batch_columns["greedy_soup_prediction"] = predict(full_soups["greedy_soup"])[0]
         if faithful:
             batch_columns["votes_in_subset"] = (member_predictions >= 0).sum(dim=0)
-        member_confidence, member_nll, member_brier = _calibration_terms(logits, safe_target)
+        member_confidence, member_nll, member_brier = calibration_terms(logits, safe_target)
         weight = has_label.to(torch.float64)
         member_sums += torch.stack([member_nll, member_brier]).double().mul(weight).sum(dim=-1)
         bins = (member_confidence * _ECE_BINS).ceil().long().sub(1).clamp(0, _ECE_BINS - 1)
@@ -399,8 +390,8 @@ def save_evaluations(path, evaluations: dict[tuple[str, str], SplitEvaluation], 
 
     Args:
         path: the ``.h5`` file.
-        evaluations: what `sedlib.study.evaluate_models` returns.
-        fingerprint: what the evaluations were made from (`sedlib.study.evaluation_fingerprint`),
+        evaluations: what `sedlib.pipeline.evaluation.evaluate_models` returns.
+        fingerprint: what the evaluations were made from (`sedlib.pipeline.evaluation.evaluation_fingerprint`),
             checked by `load_evaluations`.
     """
     path = Path(path)

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sedlib.config.training import KERNELS
+
 A2D_EPS = 1e-9
-#: The disagreement kernels of `sed_pair_loss`.
-KERNELS = ("a2d", "divdis")
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float | Tensor = 0.0) -> Tensor:

@@ -21,28 +21,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
+import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
-CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
+from torch import Tensor
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -125,31 +107,19 @@ def expected_calibration_error(confidence, correct, num_bins: int = 15) -> float
     return float(gaps.sum() / counts.sum())
 
 
-def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample ``-log p[y]`` from probabilities ``(N, C)``."""
-    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
-    return -np.log(probs[np.arange(labels.size), labels])
-
-
-def brier_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample multi-class Brier score ``sum_c (p[c] - 1[c == y])^2``, in [0, 2]."""
-    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
-    target = np.zeros_like(probs)
-    target[np.arange(labels.size), labels] = 1.0
-    return ((probs - target) ** 2).sum(axis=1)
-
-
-def corruption_mean(values: Mapping[str, float], corruptions: tuple[str, ...] = CORRUPTIONS) -> float:
-    """Unweighted mean of a per-corruption metric at one severity (C-1 or C-5).
+def calibration_terms(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Confidence, negative log-likelihood and multi-class Brier score of each row of a prediction.
 
     Args:
-        values: corruption name -> metric, for exactly one severity.
-        corruptions: the corruptions that must all be present.
+        logits: ``(..., B, C)``, e.g. the ensemble's mean logits or each member's.
+        target: ``(B,)`` class indices >= 0.
 
-    Raises:
-        KeyError: a corruption is missing, so the mean would not be comparable with the paper's.
+    Returns:
+        ``(confidence, nll, brier)``, each ``(..., B)``: the top softmax probability, ``-log p[y]`` and
+        ``sum_c (p[c] - 1[c == y])^2`` (in [0, 2]).
     """
-    missing = [name for name in corruptions if name not in values]
-    if missing:
-        raise KeyError(f"C-1/C-5 needs all {len(corruptions)} corruptions; missing {missing}")
-    return float(np.mean([values[name] for name in corruptions]))
+    log_probs = logits.log_softmax(dim=-1)
+    probs = log_probs.exp()
+    nll = -log_probs.gather(-1, target.expand(*log_probs.shape[:-1])[..., None]).squeeze(-1)
+    brier = (probs - torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)).square().sum(dim=-1)
+    return probs.amax(dim=-1), nll, brier

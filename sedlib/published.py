@@ -33,8 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from sedlib import PROJECT_ROOT
+from sedlib.config.training import TrainConfig
 from sedlib.ensemble import HeadConfig
-from sedlib.train import TrainConfig
 
 IMAGENET_TRAIN_ROWS = 1_281_167
 AUGMENTATION_PASSES = 4

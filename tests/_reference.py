@@ -10,8 +10,9 @@ import math
 import torch
 from torch import nn
 
+from sedlib.config import TrainConfig
 from sedlib.ensemble import HeadEnsemble
-from sedlib.train import StepPlan, TrainConfig
+from sedlib.train import StepPlan
 
 
 class ReferenceHead(nn.Module):

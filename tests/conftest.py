@@ -35,8 +35,8 @@ def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """``params/smoke.yaml`` run once through the five notebooks and the report (about a minute); read-only."""
-    from sedlib import run as runner
-    from sedlib.rundir import RunDir
+    from sedlib.pipeline import runner as runner
+    from sedlib.pipeline.rundir import RunDir
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), engine="pandoc")

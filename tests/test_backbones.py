@@ -484,3 +484,11 @@ def test_weights_argument_is_refused_where_it_cannot_apply():
         load_backbone("efficientnet_lite0", weights="efficientnet.pth")
     with pytest.raises(ValueError, match="image_size"):
         load_backbone("deit3_base", pretrained=False, image_size=0)
+
+
+def test_the_settings_name_exactly_the_registered_backbones_and_their_heads():
+    from sedlib.config import BACKBONE_HEAD_WIDTHS
+
+    assert set(BACKBONE_HEAD_WIDTHS) == set(BACKBONES)
+    for name, spec in BACKBONES.items():
+        assert BACKBONE_HEAD_WIDTHS[name] == (spec.head_shape.hidden_dim if spec.head_shape else None), name

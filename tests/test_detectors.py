@@ -270,3 +270,10 @@ def test_vim_runs_on_the_soup_head(tiny_ensemble):
     h = penultimate_features(soup, train)
     detector = ViM().fit(h, *linear_head(soup))
     assert detector.dim_ == 6 and np.isfinite(detector.score(penultimate_features(soup, train[:10]))).all()
+
+
+def test_the_settings_name_exactly_the_registered_detectors():
+    from sedlib.config import DETECTOR_NAMES
+    from sedlib.detectors import DETECTORS
+
+    assert tuple(DETECTORS) == DETECTOR_NAMES

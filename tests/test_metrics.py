@@ -2,18 +2,16 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sedlib.metrics import (
-    CORRUPTIONS,
     accuracy,
     aupr,
     auroc,
-    brier_score,
-    corruption_mean,
+    calibration_terms,
     detection_metrics,
     expected_calibration_error,
     fpr_at_tpr,
-    negative_log_likelihood,
 )  # fmt: skip
 
 ID = np.array([0.1, 0.4, 0.35, 0.8])
@@ -63,17 +61,11 @@ def test_ece_by_hand():
     assert expected_calibration_error([1.0, 0.0], [1, 0], num_bins=10) == pytest.approx(0.0)
 
 
-def test_nll_and_brier_by_hand():
-    probs = np.array([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]])
-    labels = np.array([0, 2])
-    np.testing.assert_allclose(negative_log_likelihood(probs, labels), [-math.log(0.7), -math.log(0.25)])
-    np.testing.assert_allclose(brier_score(probs, labels), [0.09 + 0.04 + 0.01, 0.0625 + 0.25 + 0.5625])
-
-
-def test_corruption_mean_needs_all_fifteen():
-    assert len(CORRUPTIONS) == 15
-    values = {name: float(i) for i, name in enumerate(CORRUPTIONS)}
-    assert corruption_mean(values) == pytest.approx(7.0)
-    del values["fog"]
-    with pytest.raises(KeyError, match="fog"):
-        corruption_mean(values)
+def test_confidence_nll_and_brier_by_hand():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.5, 0.25]], dtype=torch.float64)
+    confidence, nll, brier = calibration_terms(probs.log(), torch.tensor([0, 2]))
+    np.testing.assert_allclose(confidence, [0.7, 0.5])
+    np.testing.assert_allclose(nll, [-math.log(0.7), -math.log(0.25)])
+    np.testing.assert_allclose(brier, [0.09 + 0.04 + 0.01, 0.0625 + 0.25 + 0.5625])
+    members = torch.stack([probs, probs.flip(-1)]).log()  # (M, B, C): one value per member and row
+    assert calibration_terms(members, torch.tensor([0, 2]))[1].shape == (2, 2)

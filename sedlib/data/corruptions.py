@@ -5,7 +5,7 @@ Network Robustness to Common Corruptions and Perturbations*, ICLR 2019,
 https://arxiv.org/abs/1903.12261) in the size-agnostic version of the ``imagecorruptions`` package
 (Michaelis et al. 2019, https://github.com/bethgelab/imagecorruptions), imported through
 `sedlib._compat.import_imagecorruptions`, which makes version 1.1.2 work on current numpy,
-scikit-image and setuptools. The names and their order are `sedlib.metrics.CORRUPTIONS`.
+scikit-image and setuptools. The names and their order are `sedlib.config.CORRUPTIONS`.
 
 Reproducibility: the corruptions draw from numpy's global RNG (``np.random``). Before each image,
 `corrupt_images` sets that RNG to a state derived by `numpy.random.SeedSequence` from
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sedlib.metrics import CORRUPTIONS
+from sedlib.config import CORRUPTIONS
 from sedlib.progress import tqdm
 
 MIN_SIZE = 32
@@ -98,7 +98,7 @@ def corrupt_images(
 
     Args:
         images: ``(N, H, W, 3)`` uint8 RGB images, ``H, W >= 32``.
-        corruption: one of `sedlib.metrics.CORRUPTIONS`.
+        corruption: one of `sedlib.config.CORRUPTIONS`.
         severity: 1 (mildest) to 5.
         seed: non-negative run seed.
         indices: ``(N,)`` non-negative sample ids (e.g. rows of the source split) that, with

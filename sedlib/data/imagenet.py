@@ -55,6 +55,7 @@ import torch
 from PIL import Image
 
 from sedlib.backbones import random_resized_crop_box
+from sedlib.config import DataConfig, resolve_path
 
 DATASET_FOLDERS: dict[str, str] = {
     "imagenet": "imagenet",
@@ -65,6 +66,21 @@ DATASET_FOLDERS: dict[str, str] = {
     "openimage_o": "openimage-o",
 }
 """Default folder of each dataset under the data root (params ``data.root``)."""
+
+
+def dataset_folder(data: DataConfig, name: str) -> Path:
+    """The folder of an ImageNet-family dataset (``imagenet``, ``imagenet_a``, ..., ``openimage_o``).
+
+    It is ``data.<name>_dir`` when set (relative to the root), else the dataset's default name
+    (`DATASET_FOLDERS`) under the root: ``data.root``, else ``$SED_DATA``, else ``data/`` (relative paths
+    relative to the project root).
+    """
+    if name not in DATASET_FOLDERS:
+        raise KeyError(f"no ImageNet-family dataset {name!r}; known: {sorted(DATASET_FOLDERS)}")
+    root = resolve_path(Path(data.root) if data.root else Path(os.environ.get("SED_DATA", "") or "data"))
+    return root / (getattr(data, f"{name}_dir") or DATASET_FOLDERS[name])
+
+
 SUBSET_SETS = ("imagenet_a", "imagenet_r")
 """The 200-class ImageNet subsets read by `subset_split`."""
 OOD_FOLDER_SETS = ("inaturalist", "openimage_o")

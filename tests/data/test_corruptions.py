@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from sedlib._compat import import_imagecorruptions
+from sedlib.config import CORRUPTIONS
 from sedlib.data import corrupt_images
 from sedlib.data.corruptions import _to_uint8
-from sedlib.metrics import CORRUPTIONS
 
 
 @pytest.fixture(scope="module")

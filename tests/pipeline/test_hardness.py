@@ -1,41 +1,17 @@
-import json
-
 import numpy as np
 import pytest
 
-from sedlib import study
-from sedlib.cache import example_inputs, plan_splits, source_images
 from sedlib.config import load_config
-from sedlib.rundir import RunDir
-
-
-def test_training_code_hash_covers_the_training_modules(tmp_path, monkeypatch):
-    before = study.training_code_hash()
-    package = tmp_path / "sedlib"
-    package.mkdir()
-    for name in study.TRAINING_CODE:
-        (package / name).write_text(f"# {name}\n")
-    monkeypatch.setattr(study, "__file__", str(package / "study.py"))
-    changed = study.training_code_hash()
-    (package / "optim.py").write_text("# optim.py, edited\n")
-    assert len({before, changed, study.training_code_hash()}) == 3
-
-
-def test_training_record_names_settings_features_and_code():
-    config = load_config("params/smoke.yaml")
-    spec = config.models["sed_a2d"]
-    heads = study.head_config(config, spec, feature_dim=16, num_classes=10)
-    record = study._training_record(config, spec, heads, "train-hash", "val-hash")
-    assert record["features"] == {"train": "train-hash", "val": "val-hash"}
-    assert record["code"] == study.training_code_hash()
-    assert record["train"]["kappa"] == spec.train.kappa and record["heads"]["hidden_dim"] == 32
-    assert json.loads(json.dumps(record)) == record
+from sedlib.pipeline import hardness
+from sedlib.pipeline.cache import example_inputs
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import plan_splits, source_images
 
 
 def hand_record():
     """Six training rows over two epochs; in the last one rows 4, 1 and 0 have the largest alpha."""
     alpha = np.array([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [2.0, 3.0, 0.5, np.nan, 9.0, 0.1]], dtype=np.float32)
-    return study.AlphaRecord(
+    return hardness.AlphaRecord(
         alpha=alpha,
         row_id=np.array([10, 11, 12, 13, 14, 15]),
         label=np.array([0, 1, 1, 2, 1, 0]),
@@ -46,7 +22,7 @@ def hand_record():
 
 def test_highest_alpha_ranks_the_last_epoch_and_names_the_classes():
     config = load_config("params/smoke.yaml")
-    rows = study.highest_alpha(config, hand_record(), count=3)
+    rows = hardness.highest_alpha(config, hand_record(), count=3)
     assert rows["row_id"].tolist() == [14, 11, 10]  # the NaN row (never read) is never ranked high
     assert rows["alpha"].tolist() == [9.0, 3.0, 2.0]
     assert rows["class"].tolist() == ["Trouser", "Trouser", "T-shirt/top"]
@@ -55,7 +31,7 @@ def test_highest_alpha_ranks_the_last_epoch_and_names_the_classes():
 
 def test_alpha_class_shares_compare_the_top_rows_with_all_rows():
     config = load_config("params/smoke.yaml")
-    shares = study.alpha_class_shares(config, hand_record(), top_fraction=0.5).set_index("class")
+    shares = hardness.alpha_class_shares(config, hand_record(), top_fraction=0.5).set_index("class")
     # the top half (3 rows: 14, 11, 10) holds labels 1, 1, 0; all six rows hold 0, 1, 1, 2, 1, 0
     assert shares.loc["Trouser", "share_top"] == pytest.approx(2 / 3)
     assert shares.loc["Trouser", "share_all"] == pytest.approx(3 / 6)
@@ -71,12 +47,12 @@ def test_training_images_are_the_augmented_inputs_the_cache_made():
     plan = next(plan for plan in plan_splits(config) if plan.name == "train")
     _, index = source_images(config, plan)
     chosen = index[np.linspace(0, len(index) - 1, 4).astype(int)]  # the rows example_inputs shows
-    np.testing.assert_array_equal(study.training_images(config, chosen, 0), examples["train, augmented"])
-    assert not np.array_equal(study.training_images(config, chosen, 1), examples["train, augmented"])
+    np.testing.assert_array_equal(hardness.training_images(config, chosen, 0), examples["train, augmented"])
+    assert not np.array_equal(hardness.training_images(config, chosen, 1), examples["train, augmented"])
 
 
 def test_a_model_without_hardness_weights_has_no_record(tmp_path):
     run = RunDir(tmp_path)
     (tmp_path / "models").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no hardness weights for 'deep_ensemble'.*lam > 0"):
-        study.alpha_record(run, "deep_ensemble")
+        hardness.alpha_record(run, "deep_ensemble")

@@ -69,7 +69,7 @@ from sedlib.features import (
     split_status,
     write_split,
 )
-from sedlib.rundir import RunDir
+from sedlib.pipeline.rundir import RunDir
 
 logger = logging.getLogger("sedlib.distributed")
 

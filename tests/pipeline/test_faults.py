@@ -18,11 +18,11 @@ import nbformat
 import psutil
 import pytest
 
-from sedlib import run as runner
 from sedlib.config import PROJECT_ROOT, load_config
-from sedlib.rundir import LOCK_ENVIRONMENT_VARIABLE, ArtefactError, RunDir
-from sedlib.stages import STAGE_NAMES
-from sedlib.study import load_models
+from sedlib.pipeline import runner as runner
+from sedlib.pipeline.rundir import LOCK_ENVIRONMENT_VARIABLE, ArtefactError, RunDir
+from sedlib.pipeline.stages import STAGE_NAMES
+from sedlib.pipeline.training import load_models
 
 PARAMS = "params/smoke.yaml"
 RESULTS = ("ood_gen", "ood_gen_per_corruption", "calibration", "ood_det", "diversity", "summary")

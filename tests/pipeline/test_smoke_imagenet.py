@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from sedlib import run as runner
 from sedlib.backbones import load_backbone
 from sedlib.config import load_config
 from sedlib.data.fake_imagenet import make_fake_imagenet
 from sedlib.data.imagenet import FolderImages, imagenet_split
 from sedlib.ensemble import HeadEnsemble
+from sedlib.pipeline import runner as runner
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.stages import STAGE_NAMES, declared_files
 from sedlib.published import published_results
-from sedlib.rundir import RunDir
-from sedlib.stages import STAGE_NAMES, declared_files
 
 PARAMS = "params/smoke_imagenet.yaml"
 

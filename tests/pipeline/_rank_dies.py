@@ -1,6 +1,6 @@
 """torchrun entry for the fault tests: ``python -m sedlib.cache``, except that rank 1 dies after K chunks.
 
-    torchrun --nproc-per-node 2 tests/_rank_dies.py K params/smoke.yaml --run-dir DIR ...
+    torchrun --nproc-per-node 2 tests/pipeline/_rank_dies.py K params/smoke.yaml --run-dir DIR ...
 
 Rank 1 ends its process with ``os._exit`` when it is about to compute its chunk K + 1, as a SIGKILL
 would: no file is closed and nothing is cleaned up, and torchrun then stops the other ranks.
@@ -10,7 +10,7 @@ import os
 import sys
 
 import sedlib.features
-from sedlib.cache import main
+from sedlib.pipeline.cache import main
 
 
 def die_after(chunks: int) -> None:

@@ -2,8 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-import sedlib.published_features as published_features
-from sedlib.published_features import (
+from sedlib.data import published_features
+from sedlib.data.published_features import (
     PUBLISHED_FEATURE_FILES,
     PublishedFeatures,
     PublishedFeaturesError,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sedlib.config import RunConfig, load_config
-from sedlib.rundir import LOCK_ENVIRONMENT_VARIABLE, ArtefactError, RunDir, RunDirError, RunDirLockedError
+from sedlib.pipeline.rundir import LOCK_ENVIRONMENT_VARIABLE, ArtefactError, RunDir, RunDirError, RunDirLockedError
 
 MODELS = {"de": {"num_members": 2, "lam": 0.0}}
 
@@ -47,7 +47,7 @@ def test_unreadable_record_is_an_error(tmp_path):
 HOLD = """
 import sys
 from pathlib import Path
-from sedlib.rundir import RunDir
+from sedlib.pipeline.rundir import RunDir
 with RunDir(Path(sys.argv[1])).lock("test holder: python -m sedlib.run params/a.yaml"):
     print("held", flush=True)
     sys.stdin.readline()
@@ -81,7 +81,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
 def test_processes_the_holder_starts_work_under_its_lock(tmp_path):
     run = RunDir(tmp_path / "run")
-    enter = "import sys; from pathlib import Path; from sedlib.rundir import RunDir\n"
+    enter = "import sys; from pathlib import Path; from sedlib.pipeline.rundir import RunDir\n"
     enter += "with RunDir(Path(sys.argv[1])).lock('child'): print('entered')"
     with run.lock("runner"):
         with run.lock("nested"):  # the holder itself: no refusal, and the record stays the runner's
@@ -99,8 +99,8 @@ def test_processes_the_holder_starts_work_under_its_lock(tmp_path):
 
 
 def test_runner_and_cache_stage_are_refused_while_another_run_writes(tmp_path, capsys):
-    from sedlib import run as runner
-    from sedlib.cache import cache_features
+    from sedlib.pipeline import runner as runner
+    from sedlib.pipeline.cache import cache_features
 
     run_dir = tmp_path / "run"
     config = load_config("params/smoke.yaml")

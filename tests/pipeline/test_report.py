@@ -10,10 +10,11 @@ import nbformat
 import pytest
 import yaml
 
-from sedlib import report
-from sedlib.report import ReportError
+from sedlib.pipeline import embed, report
+from sedlib.pipeline.embed import ReportError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+ARTICLE_TEXT = (ROOT / "report" / "index.qmd").read_text()
 
 TABLE = "| method | accuracy |\n|:-------|---------:|\n| SED    |   0.8765 |\n| DE     |   0.7000 |"
 
@@ -113,20 +114,18 @@ def run_dir(tmp_path, png) -> Path:
 
 
 def expand(run_dir: Path, article: str) -> str:
-    return report.expand_article(article, run_dir, run_dir / "report" / "figures")[1]
+    return embed.expand_article(article, run_dir, run_dir / "report" / "figures")[1]
 
 
 # --- the real templates ---------------------------------------------------------------------------------
 
 
-def test_real_article_embeds_exactly_the_documented_cells():
-    text = (ROOT / "report" / "index.qmd").read_text()
-    metadata, body = report.split_front_matter(text)
-    embeds = [report.parse_embed(match) for match in report.EMBED_PATTERN.finditer(body)]
-    pairs = tuple((notebook, label) for notebook, labels in embeds for label in labels)
-    assert pairs == report.EMBEDDED_CELLS
+def test_real_article_embeds_cells_and_cites_each_figure_and_table():
+    metadata, body = embed.split_front_matter(ARTICLE_TEXT)
+    pairs = embed.embedded_cells(ARTICLE_TEXT)
+    assert pairs and len(set(pairs)) == len(pairs)
     assert metadata["title"] and metadata["abstract"]
-    refs = set(report.CROSSREF_PATTERN.findall(body))
+    refs = set(embed.CROSSREF_PATTERN.findall(body))
     assert refs == {label for _, label in pairs if label.startswith(("fig-", "tbl-"))}  # every one is cited
     prose = re.sub(r"\{\{<.*?>\}\}|<!--.*?-->|`[^`]*`|@\S+|C-[15]|FPR@95|95 %", "", body, flags=re.S)
     assert not re.findall(r"\d+\.\d+", prose), "numbers must come from the notebooks, not the text"
@@ -137,9 +136,9 @@ def test_real_quarto_config_is_a_manuscript_that_never_executes():
     assert config["project"]["type"] == "manuscript"
     assert config["project"]["output-dir"] == report.OUTPUT_DIR
     assert config["execute"]["enabled"] is False
-    assert config["manuscript"]["article"] == report.ARTICLE
+    assert config["manuscript"]["article"] == embed.ARTICLE
     listed = [entry["notebook"] for entry in config["manuscript"]["notebooks"]]
-    assert listed == sorted({notebook for notebook, _ in report.EMBEDDED_CELLS})
+    assert listed == sorted({notebook for notebook, _ in embed.embedded_cells(ARTICLE_TEXT)})
     assert set(config["format"]) == {"html", "typst"}
     assert config["format"]["html"]["embed-resources"] is True
     header = config["format"]["typst"]["include-in-header"]
@@ -169,11 +168,11 @@ def test_stage_refuses_to_write_into_result_folders(project, run_dir):
 
 
 def test_cell_options_read_only_the_leading_option_lines():
-    assert report.cell_options('#| label: tbl-a\n#| tbl-cap: "A: b"\nx = 1\n#| label: no') == {
+    assert embed.cell_options('#| label: tbl-a\n#| tbl-cap: "A: b"\nx = 1\n#| label: no') == {
         "label": "tbl-a",
         "tbl-cap": "A: b",
     }
-    assert report.cell_options("x = 1") == {}
+    assert embed.cell_options("x = 1") == {}
 
 
 def test_expansion_numbers_captions_and_cross_references(run_dir):
@@ -275,7 +274,7 @@ def test_pandoc_fallback_uses_the_typst_options_of_quarto_config(project, run_di
 def test_real_templates_render_with_the_fallback(tmp_path, png):
     run_dir = tmp_path / "runs" / "tiny"
     notebooks = {}
-    for notebook, label in report.EMBEDDED_CELLS:
+    for notebook, label in embed.embedded_cells(ARTICLE_TEXT):
         notebooks.setdefault(notebook, []).append(label)
     for notebook, labels in notebooks.items():
         node = tiny_notebook(png)
@@ -288,8 +287,8 @@ def test_real_templates_render_with_the_fallback(tmp_path, png):
         nbformat.write(node, run_dir / notebook)
     rendered = report.render_report(run_dir, ROOT, engine="pandoc")
     html = rendered["html"].read_text()
-    figures = sum(label.startswith("fig-") for _, label in report.EMBEDDED_CELLS)
-    tables = sum(label.startswith("tbl-") for _, label in report.EMBEDDED_CELLS)
+    figures = sum(label.startswith("fig-") for _, label in embed.embedded_cells(ARTICLE_TEXT))
+    tables = sum(label.startswith("tbl-") for _, label in embed.embedded_cells(ARTICLE_TEXT))
     assert html.count("data:image/png;base64,") == figures
     assert f"Table {tables}:" in html and f"Figure {figures}:" in html
     assert f"Table {tables + 1}" not in html and f"Figure {figures + 1}" not in html

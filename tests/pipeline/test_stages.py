@@ -1,8 +1,16 @@
 import pytest
 
-from sedlib import stages
 from sedlib.config import load_config
-from sedlib.stages import ARTEFACTS, STAGES, artefact_paths, declared_files, declared_outputs, declared_reads, owner
+from sedlib.pipeline import stages
+from sedlib.pipeline.stages import (
+    ARTEFACTS,
+    STAGES,
+    artefact_paths,
+    declared_files,
+    declared_outputs,
+    declared_reads,
+    owner,
+)
 
 
 def test_every_kind_is_written_by_one_stage_and_read_only_after_it():

@@ -4,15 +4,15 @@ A study is five notebooks run in order, then the report. Each stage (`Stage`) na
 sections it reads, the artefacts (`ARTEFACTS`) it writes and the artefacts of earlier stages it
 reads. Everything else follows from this declaration:
 
-- where a file lives: `sedlib.rundir.RunDir.path` (``run.path("model", "sed_a2d")``); notebooks and
+- where a file lives: `sedlib.pipeline.rundir.RunDir.path` (``run.path("model", "sed_a2d")``); notebooks and
   library functions take their paths from there and type no file name;
 - which files one params file's run directory holds: `declared_files` (a test runs the smoke study
   and checks that the run directory holds exactly these);
-- when a stage must run again (`sedlib.run`): one of its declared outputs is missing or changed, or
+- when a stage must run again (`sedlib.pipeline.runner`): one of its declared outputs is missing or changed, or
   what it reads (its params sections, the notebook, the library, the content hashes of the files
   it reads) changed;
 - what a later stage may trust: every artefact's content hash is recorded when it is written and
-  checked when it is read (`sedlib.rundir.RunDir.verified`).
+  checked when it is read (`sedlib.pipeline.rundir.RunDir.verified`).
 
 Example:
     >>> from sedlib.config import load_config
@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from sedlib.config import RunConfig
+from sedlib.config import BACKBONE_HEAD_WIDTHS, RunConfig
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ ARTEFACTS: dict[str, Artefact] = {
     "figure": Artefact("results/figures/{name}.png", "a figure", each="figure"),
     "notebook": Artefact("notebooks/{name}.ipynb", "the executed notebook", each="stage"),
 }
-"""Every kind of file a stage writes, by the name code uses for it (`sedlib.rundir.RunDir.path`)."""
+"""Every kind of file a stage writes, by the name code uses for it (`sedlib.pipeline.rundir.RunDir.path`)."""
 
 TABLES = (
     "table1_ood_generalisation",
@@ -169,10 +169,10 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 REPORT = "report"
-"""The step after the stages: `sedlib.report` renders the executed notebooks (`report_files`)."""
+"""The step after the stages: `sedlib.pipeline.report` renders the executed notebooks (`report_files`)."""
 
 BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock")
-"""The run directory's own files (`sedlib.rundir`), besides each stage's record ``stages/<stage>.json``."""
+"""The run directory's own files (`sedlib.pipeline.rundir`), besides each stage's record ``stages/<stage>.json``."""
 
 
 def stage(name: str) -> Stage:
@@ -204,7 +204,7 @@ def _names(config: RunConfig, kind: str, writer: Stage | None) -> list[str]:
     if artefact.only_with_pretrained_head and not has_pretrained_head(config):
         return []
     if artefact.each == "split":
-        from sedlib.cache import plan_splits
+        from sedlib.pipeline.splits import plan_splits
 
         return [plan.name for plan in plan_splits(config)]
     if artefact.each == "replica":
@@ -222,9 +222,7 @@ def _names(config: RunConfig, kind: str, writer: Stage | None) -> list[str]:
 
 def has_pretrained_head(config: RunConfig) -> bool:
     """Whether stage 01 saves the backbone's own head (a backbone whose head has the SED head's form)."""
-    from sedlib.backbones import BACKBONES
-
-    return BACKBONES[config.cache.backbone].head_shape is not None
+    return BACKBONE_HEAD_WIDTHS[config.cache.backbone] is not None
 
 
 def artefact_paths(config: RunConfig, kind: str, stage_name: str | None = None) -> list[str]:
@@ -259,7 +257,7 @@ def declared_reads(config: RunConfig, stage_name: str) -> list[str]:
 
 
 def declared_files(config: RunConfig, report: bool = True) -> set[str]:
-    """Every file the run directory of ``config`` holds after a complete run (`sedlib.run.run_study`).
+    """Every file the run directory of ``config`` holds after a complete run (`sedlib.pipeline.runner.run_study`).
 
     Args:
         config: the run.
@@ -280,13 +278,13 @@ def record_path(stage_name: str) -> str:
 
 
 def report_files() -> list[str]:
-    """The files `sedlib.report.render_report` writes into a run directory with pandoc + Typst.
+    """The files `sedlib.pipeline.report.render_report` writes into a run directory with pandoc + Typst.
 
     The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
     the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
     one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
     """
-    from sedlib.report import rendered_files, staged_sources
+    from sedlib.pipeline.report import rendered_files, staged_sources
 
     return [*staged_sources(), *rendered_files()]
 

@@ -1,7 +1,7 @@
 """Figures of the report: training curves, hardness weights, corruption breakdown, ROC curves, scores, sweeps, summary.
 
 Each function returns a matplotlib Figure and leaves showing or saving it to the caller
-(`sedlib.rundir.RunDir.save_figure` writes it into the run directory), so a notebook cell both
+(`sedlib.pipeline.rundir.RunDir.save_figure` writes it into the run directory), so a notebook cell both
 displays and keeps it.
 """
 
@@ -16,8 +16,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from sklearn.metrics import roc_curve
 
+from sedlib.pipeline.tables import (
+    AGGREGATIONS,
+    SUMMARY_KEYS,
+    Evaluations,
+    ood_sets,
+    over_seeds,
+    pooled_scores,
+    seed_means,
+)
 from sedlib.scores import SCORES
-from sedlib.tables import AGGREGATIONS, SUMMARY_KEYS, Evaluations, ood_sets, over_seeds, pooled_scores, seed_means
 
 
 def _note(text: str) -> Figure:
@@ -135,9 +143,9 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     Models without a PDS row (one member) show BMA only.
 
     Args:
-        table1: `sedlib.tables.generalisation_tables` summary.
-        detection: `sedlib.tables.detection_table`.
-        diversity: `sedlib.tables.diversity_table`.
+        table1: `sedlib.pipeline.tables.generalisation_tables` summary.
+        detection: `sedlib.pipeline.tables.detection_table`.
+        diversity: `sedlib.pipeline.tables.diversity_table`.
     """
     table1, detection, diversity, _ = seed_means(table1, detection, diversity)
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
@@ -257,7 +265,7 @@ def sweep_figure(sweeps: pd.DataFrame, reference: pd.DataFrame | None = None) ->
     """Each sweep's trade-off: accuracy and detection against the swept value, and the Pareto view.
 
     Args:
-        sweeps: `sedlib.tables.sweep_table` (means over seeds).
+        sweeps: `sedlib.pipeline.tables.sweep_table` (means over seeds).
         reference: the main models' rows in the same layout (e.g. the deep ensemble), drawn as
             labelled markers in the Pareto panel; None for none.
     """

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from sedlib import run as runner
-from sedlib import stages
 from sedlib.config import ConfigError, load_config
-from sedlib.rundir import RunDir
-from sedlib.stages import STAGE_NAMES, declared_outputs
+from sedlib.pipeline import runner as runner
+from sedlib.pipeline import stages
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.stages import STAGE_NAMES, declared_outputs
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import torch
 
 from sedlib.config import RunConfig
 from sedlib.evaluate import SplitEvaluation, evaluate_split
-from sedlib.tables import (
+from sedlib.pipeline.summary import method_comparison, results_summary
+from sedlib.pipeline.tables import (
     calibration_table,
     calibration_wide,
     detection_table,
@@ -13,9 +14,7 @@ from sedlib.tables import (
     diversity_table,
     generalisation_tables,
     main_rows,
-    method_comparison,
     ood_sets,
-    results_summary,
     sweep_markdown,
     sweep_table,
     table1,

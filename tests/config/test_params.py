@@ -4,10 +4,12 @@ import pytest
 import yaml
 
 from sedlib.config import (
+    CORRUPTIONS,
     PROJECT_ROOT,
     ConfigError,
     ParamsDumper,
     RunConfig,
+    TrainConfig,
     load_config,
     merge,
     parse_overrides,
@@ -15,9 +17,8 @@ from sedlib.config import (
     resolve_path,
 )
 from sedlib.config import main as config_main
-from sedlib.metrics import CORRUPTIONS
+from sedlib.data.imagenet import dataset_folder
 from sedlib.published import AUGMENTATION_PASSES, PUBLISHED
-from sedlib.train import TrainConfig
 
 MINIMAL = {"run_name": "t", "models": {"de": {"num_members": 3, "lam": 0.0}}}
 TRAIN_KEYS = [item.name for item in dataclasses.fields(TrainConfig)]
@@ -87,14 +88,14 @@ def test_extends_errors_name_the_file(tmp_path):
 
 def test_imagenet_dataset_folders_resolve_under_root(tmp_path, monkeypatch):
     config = RunConfig.from_dict({**MINIMAL, "data": {"dataset": "imagenet", "root": str(tmp_path)}})
-    assert config.data.folder("imagenet_a") == tmp_path / "imagenet-a"
+    assert dataset_folder(config.data, "imagenet_a") == tmp_path / "imagenet-a"
     own = RunConfig.from_dict(
         {**MINIMAL, "data": {"dataset": "imagenet", "root": str(tmp_path), "inaturalist_dir": "elsewhere/inat"}}
     )
-    assert own.data.folder("inaturalist") == tmp_path / "elsewhere" / "inat"
+    assert dataset_folder(own.data, "inaturalist") == tmp_path / "elsewhere" / "inat"
     monkeypatch.setenv("SED_DATA", str(tmp_path / "shared"))
     default_root = RunConfig.from_dict({**MINIMAL, "data": {"dataset": "imagenet"}})
-    assert default_root.data.folder("imagenet") == tmp_path / "shared" / "imagenet"
+    assert dataset_folder(default_root.data, "imagenet") == tmp_path / "shared" / "imagenet"
 
 
 def test_defaults_fill_in_and_models_inherit_train_section():
@@ -163,7 +164,7 @@ def test_model_entry_overrides_train_defaults():
         ({"seeds": [2, 2]}, "seeds: the seeds must be distinct non-negative integers, got [2, 2]"),
         (
             {"cache": {"backbone": "resnet"}},
-            "cache.backbone: 'resnet' is unknown; choose from ['deit3_base', 'efficientnet_lite0']",
+            "cache.backbone: must be 'efficientnet_lite0' or 'deit3_base', got 'resnet'",
         ),
         (
             {"eval": {"pretrained_head": True}},

@@ -16,11 +16,18 @@ import pandas as pd
 import pytest
 import torch
 
-from sedlib.cache import cache_features
 from sedlib.config import PROJECT_ROOT, load_config
-from sedlib.distributed import Ranks, shard_manifest, shard_path, shard_ranges, threads_per_process, write_sharded
 from sedlib.features import StaleFeaturesError, partial_path, write_split
-from sedlib.rundir import LOCK_ENVIRONMENT_VARIABLE, RunDir
+from sedlib.pipeline.cache import cache_features
+from sedlib.pipeline.distributed import (
+    Ranks,
+    shard_manifest,
+    shard_path,
+    shard_ranges,
+    threads_per_process,
+    write_sharded,
+)
+from sedlib.pipeline.rundir import LOCK_ENVIRONMENT_VARIABLE, RunDir
 from tests.test_features import flip_byte_in_first_feature_chunk, make_manifest
 
 MANIFEST = make_manifest(source="np.sin rows 0..9", passes=2, feature_dim=3)

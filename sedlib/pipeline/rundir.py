@@ -6,7 +6,7 @@
         run.json            which params file made this directory (checked on every open)
         params.yaml         the resolved configuration (defaults filled in)
         artefacts.json      the content hash (sha256) of every artefact, recorded when it was written
-        stages/<stage>.json what each stage last ran with and wrote (`sedlib.run`)
+        stages/<stage>.json what each stage last ran with and wrote (`sedlib.pipeline.runner`)
         .lock               held by the run writing here now (`RunDir.lock`)
         features/           01_cache: one HDF5 file per split
         models/             02_train_a2d: per replica <name>.safetensors, .json, _log.csv, _train.json
@@ -14,7 +14,7 @@
         notebooks/          the executed notebooks (papermill)
         report/             index.html, index.pdf
 
-`sedlib.stages` declares every file of this layout, per stage; `RunDir.path` turns a declared kind
+`sedlib.pipeline.stages` declares every file of this layout, per stage; `RunDir.path` turns a declared kind
 into its path, so no other code types a file name.
 
 **Every artefact is verified on read.** Artefacts are written through `RunDir.writing` (or the
@@ -31,7 +31,7 @@ as they were; a temporary folder an interrupted write left behind is removed by 
 
 **One writer at a time.** A directory made by one params file is never reused by another:
 `RunDir.open` refuses it. Two runs of the same study cannot write it at once either: the runner
-(`sedlib.run`) and the cache stage hold its lock (`RunDir.lock`), and a second one is refused with a
+(`sedlib.pipeline.runner`) and the cache stage hold its lock (`RunDir.lock`), and a second one is refused with a
 message naming the holder. The notebooks the runner starts work under the runner's lock: it hands
 them a token through the environment (``SEDLIB_RUN_LOCK``). A runner killed outright (``kill -9``)
 cannot release anything; the next run that takes the lock stops every process still carrying the
@@ -57,7 +57,7 @@ import yaml
 
 from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
 from sedlib.errors import SedlibError
-from sedlib.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
+from sedlib.pipeline.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
 
 LOCK_FILE = ".lock"
 LEDGER_FILE = "artefacts.json"
@@ -155,11 +155,11 @@ class RunDir:
 
     @property
     def shards(self) -> Path:
-        """Under torchrun: each process's rows of a split, until rank 0 joins them (`sedlib.distributed`)."""
+        """Under torchrun: each process's rows of a split, until rank 0 joins them (`sedlib.pipeline.distributed`)."""
         return self.features / "shards"
 
     def path(self, kind: str, name: str = "") -> Path:
-        """The path of a declared artefact (`sedlib.stages.ARTEFACTS`).
+        """The path of a declared artefact (`sedlib.pipeline.stages.ARTEFACTS`).
 
         Args:
             kind: e.g. ``model``, ``ood_gen``, ``figure``.
@@ -296,7 +296,7 @@ class RunDir:
     def content_hash(self, path: Path | str) -> str | None:
         """The sha256 of a file of the run directory now (None when it is missing).
 
-        A self-checked artefact (`sedlib.stages.Artefact.self_checked`: the feature files) whose size and
+        A self-checked artefact (`sedlib.pipeline.stages.Artefact.self_checked`: the feature files) whose size and
         modification time are the recorded ones gets its recorded hash without being read again.
         """
         relative = self.relative(path)
@@ -416,7 +416,7 @@ class RunDir:
     def save_figure(self, name: str, figure) -> Path:
         """Write a matplotlib figure as ``results/figures/<name>.png`` (150 dpi); returns the path.
 
-        ``name`` must be one of the figures a stage declares (`sedlib.stages.Stage.figures`).
+        ``name`` must be one of the figures a stage declares (`sedlib.pipeline.stages.Stage.figures`).
         """
         path = self.path("figure", name)
         with self.writing(path) as (temporary,):
@@ -430,7 +430,7 @@ class RunDir:
         return pd.read_csv(self.verified(self.path(kind, name)))
 
     def stage_record(self, stage: str) -> dict | None:
-        """What the runner recorded for a stage when it last completed (`sedlib.run`), or None."""
+        """What the runner recorded for a stage when it last completed (`sedlib.pipeline.runner`), or None."""
         path = self.root / record_path(stage)
         try:
             record = json.loads(path.read_text())

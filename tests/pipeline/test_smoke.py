@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from sedlib.config import PROJECT_ROOT, load_config
-from sedlib.stages import STAGE_NAMES, declared_files, declared_outputs
-from sedlib.tables import AGGREGATIONS
+from sedlib.pipeline.stages import STAGE_NAMES, declared_files, declared_outputs
+from sedlib.pipeline.tables import AGGREGATIONS
 
 
 def test_every_stage_wrote_its_results(smoke_run):

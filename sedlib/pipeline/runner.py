@@ -1,0 +1,378 @@
+"""Run a whole study: execute the five notebooks with papermill, then render the report.
+
+::
+
+    python -m sedlib.run params/default.yaml            # every stage that needs it, then the report
+    python -m sedlib.run params/default.yaml --stages 03_eval_ood_gen 04_eval_ood_det
+    python -m sedlib.run params/smoke.yaml --force       # rerun even unchanged stages
+    python -m sedlib.run params/smoke.yaml --set train.lr=1e-3 --set eval.batch_size=1024
+
+The params file (and every ``--set``) is validated completely before any stage starts. Each
+notebook (`notebooks/NN_name.py`, the jupytext source of truth) is then executed with the parameters
+``params_file``, ``run_dir`` and ``overrides`` into ``runs/<run>/notebooks/NN_name.ipynb``.
+
+A stage runs again only when it needs to (`why_run`), and the line it prints says why: it never ran,
+what it reads changed (its notebook, its params sections, the `sedlib` code, or the content of a file
+it reads, `sedlib.pipeline.stages.declared_reads`), or one of the files it writes
+(`sedlib.pipeline.stages.declared_outputs`) is missing or changed since it wrote them. What a stage ran with
+and wrote is recorded in ``runs/<run>/stages/NN_name.json`` when it completes.
+
+A stage that fails keeps everything complete from before: its executed notebook goes to
+``notebooks/NN_name.failed.ipynb``, the last lines in the terminal say which stage failed, why, and
+what to do, and running the same command again continues where it stopped. Ctrl-C and SIGTERM stop
+the notebook's kernel with the runner; after ``kill -9`` the next run stops it
+(`sedlib.pipeline.rundir.stop_leftovers`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from sedlib import progress, source_hash
+from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
+from sedlib.errors import SedlibError, user_error_names
+from sedlib.pipeline.rundir import RunDir, file_sha256
+from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
+
+
+class StageFailedError(SedlibError, RuntimeError):
+    """A stage's notebook raised; the message says which stage, why, what to do and where the traceback is."""
+
+
+def notebook_source(stage_name: str) -> Path:
+    """The jupytext source of a stage's notebook."""
+    return PROJECT_ROOT / "notebooks" / f"{stage_name}.py"
+
+
+def library_hash() -> str:
+    """Hash of the `sedlib` sources: a change to the library reruns the stages that use it."""
+    return source_hash(PROJECT_ROOT, sorted((PROJECT_ROOT / "sedlib").rglob("*.py")))
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+class _Hashes:
+    """Content hashes of the run directory's files, each computed once per run of the runner."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.known: dict[str, str | None] = {}
+
+    def __call__(self, relative: str) -> str | None:
+        if relative not in self.known:
+            self.known[relative] = self.run.content_hash(relative)
+        return self.known[relative]
+
+    def forget(self, relatives) -> None:
+        for relative in relatives:
+            self.known.pop(relative, None)
+
+
+def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes) -> dict:
+    """Everything a stage's results depend on, in parts that `why_run` can name.
+
+    The params enter through the sections the stage reads (plus ``device`` and ``run_name``); what it
+    reads of earlier stages enters through the content hashes of the files it reads.
+    """
+    resolved = config.to_dict()
+    sections = list(resolved) if step.sections == ("all",) else ["run_name", "device", *step.sections]
+    return {
+        "notebook": file_sha256(notebook_source(step.name)),
+        "params": {section: _digest(resolved[section]) for section in sections},
+        "library": library_hash(),
+        "files": {relative: hashes(relative) for relative in declared_reads(config, step.name)},
+    }
+
+
+def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: _Hashes) -> str | None:
+    """Why a stage has to run, in a few words, or None when its recorded run still holds.
+
+    Args:
+        run: the run directory.
+        step: the stage.
+        inputs: `stage_inputs` now.
+        outputs: its declared outputs now (`sedlib.pipeline.stages.declared_outputs`).
+        hashes: content hashes of the run directory's files.
+    """
+    record = run.stage_record(step.name)
+    if record is None:
+        return "never completed in this run directory"
+    previous = record.get("inputs", {})
+    if previous != inputs:
+        changed = []
+        if previous.get("notebook") != inputs["notebook"]:
+            changed.append(f"notebooks/{step.name}.py")
+        sections = [s for s in inputs["params"] if previous.get("params", {}).get(s) != inputs["params"][s]]
+        if sections:
+            changed.append(f"params {', '.join(sections)}")
+        if previous.get("library") != inputs["library"]:
+            changed.append("the sedlib code")
+        files = [f for f in inputs["files"] if previous.get("files", {}).get(f) != inputs["files"][f]]
+        if files:
+            changed.append(", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else ""))
+        return f"changed since it last ran: {'; '.join(changed) or 'what it reads'}"
+    recorded = record.get("outputs", {})
+    for relative in outputs:
+        current = hashes(relative)
+        if current is None:
+            return f"{relative} is missing"
+        if relative not in recorded:
+            return f"{relative} is new in this run's outputs"
+        if current != recorded[relative]:
+            return f"{relative} changed since the stage wrote it"
+    return None
+
+
+def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, output: Path, verbose: bool) -> None:
+    """Execute one notebook with papermill into ``output`` (the executed notebook, written as it runs)."""
+    import jupytext
+    import papermill
+
+    os.environ[progress.ENVIRONMENT_VARIABLE] = "text"  # the kernel inherits it: text bars, kept in the notebook
+    notebook = jupytext.read(notebook_source(step.name))
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    papermill.execute_notebook(
+        notebook,
+        str(output),
+        parameters={"params_file": params_file, "run_dir": str(run.root), "overrides": overrides},
+        cwd=str(PROJECT_ROOT),
+        kernel_name="python3",
+        progress_bar=not verbose,
+        log_output=verbose,
+        # ipykernel warns on every start that its local TCP sockets are unencrypted: noise in a terminal
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+    )
+
+
+def failure_message(step: Stage, error: BaseException, notebook: Path, params_file: str) -> str:
+    """The lines a user reads when a stage fails: the stage, what failed in plain words, what to do, where."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        name, message = error.ename, str(error.evalue).strip()
+        where = f"cell [{error.exec_count}]" if error.exec_count else f"cell {error.cell_index}"
+    else:
+        name, message, where = type(error).__name__, str(error).strip(), "the kernel"
+    _import_error_classes()
+    if name in user_error_names() | {"FileNotFoundError"}:  # sedlib's own, whose messages say what to do
+        what = message
+    else:
+        what = (
+            f"{name}: {message}\n  This is not an error sedlib expects, so it is probably a bug: the traceback "
+            "shows where it happened."
+        )
+    return (
+        f"[{step.name}] failed: {what}\n"
+        f"  The executed notebook, with the traceback in {where}, is {_shown_path(notebook)}\n"
+        f"  Everything completed before is kept; after the fix, `python -m sedlib.run {params_file}` continues "
+        "from here."
+    )
+
+
+def _shown_path(path: Path | str) -> str:
+    """A path relative to the working directory when it lies under it (shorter to read and to copy)."""
+    path = Path(path)
+    return os.path.relpath(path) if path.is_absolute() and path.is_relative_to(Path.cwd()) else str(path)
+
+
+def _import_error_classes() -> None:
+    """Import the modules that define user-facing errors, so `user_error_names` knows every one."""
+    import sedlib.data.published_features  # noqa: F401
+    import sedlib.evaluate  # noqa: F401
+    import sedlib.features  # noqa: F401
+    import sedlib.pipeline.embed  # noqa: F401
+    import sedlib.pipeline.training  # noqa: F401
+
+
+def run_study(
+    params_file: str,
+    stages: list[str] | None = None,
+    overrides: dict | None = None,
+    run_dir: str | None = None,
+    force: bool = False,
+    report: bool = True,
+    engine: str = "auto",
+    verbose: bool = False,
+) -> RunDir:
+    """Execute the study's stages in order (skipping those that need not run) and render the report.
+
+    The run directory's lock (`RunDir.lock`) is held throughout: a second run of the same directory
+    is refused, and the notebooks executed here work under this lock.
+
+    Args:
+        params_file: the run's YAML file (relative to the project root or absolute).
+        stages: names of the stages to consider (all by default); the others are not run, and the
+            files of theirs that a chosen stage reads must be in place.
+        overrides: nested mapping merged over the params file (passed on to every notebook).
+        run_dir: the run directory (``runs/<run_name>`` by default).
+        force: run the chosen stages even when they need not run.
+        report: render ``report/index.html`` and ``index.pdf`` after the stages.
+        engine: report engine, ``auto``, ``quarto`` or ``pandoc`` (see `sedlib.pipeline.report`).
+        verbose: stream the notebooks' outputs to the terminal.
+
+    Returns:
+        The `RunDir`.
+
+    Raises:
+        ConfigError: the params file or an override is invalid (nothing has run).
+        StageFailedError: a stage failed; earlier complete artefacts are kept.
+        sedlib.rundir.RunDirError: the run directory is another study's, locked by another run, or a
+            file a chosen stage needs from an unchosen one is missing.
+    """
+    overrides = overrides or {}
+    config = load_config(params_file, overrides)
+    unknown = sorted(set(stages or []) - set(STAGE_NAMES))
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; the stages are {list(STAGE_NAMES)}")
+    with RunDir.locate(config, run_dir).lock(f"python -m sedlib.run {params_file}"):
+        run = RunDir.open(config, run_dir)
+        chosen = [step for step in STAGES if stages is None or step.name in stages]
+        _check_unchosen_inputs(config, run, chosen, str(params_file))
+        _run_stages(config, run, str(params_file), chosen, overrides, force, verbose)
+        _note_undeclared(config, run)
+        if report:
+            _render_report(config, run, engine)
+    return run
+
+
+def _check_unchosen_inputs(config: RunConfig, run: RunDir, chosen: list[Stage], params_file: str) -> None:
+    """Before anything runs: every file a chosen stage reads from a stage that is not chosen is in place."""
+    names = {step.name for step in chosen}
+    for step in chosen:
+        for relative in declared_reads(config, step.name):
+            writer = owner(relative)
+            if writer in names or (run.root / relative).is_file():
+                continue
+            stages = " ".join(sorted({writer, *names}))
+            raise StageFailedError(
+                f"[{step.name}] cannot run: it reads {relative}, which is missing. Stage {writer} writes it: run "
+                f"`python -m sedlib.run {params_file} --stages {stages}`, or leave out --stages."
+            )
+
+
+def _run_stages(
+    config: RunConfig, run: RunDir, params_file: str, chosen: list[Stage], overrides: dict, force: bool, verbose: bool
+) -> None:
+    """The stage loop of `run_study`, under the run directory's lock."""
+    hashes = _Hashes(run)
+    for step in chosen:
+        inputs = stage_inputs(config, step, hashes)
+        outputs = declared_outputs(config, step.name)
+        reason = why_run(run, step, inputs, outputs, hashes)
+        if reason is None and not force:
+            print(f"[{step.name}] skipped: up to date", flush=True)
+            continue
+        print(f"[{step.name}] running: {reason or 'forced (--force)'}", flush=True)
+        started = time.perf_counter()
+        notebook = run.path("notebook", step.name)
+        failed = notebook.with_suffix(".failed.ipynb")
+        try:
+            with run.writing(notebook) as (executed,):
+                try:
+                    execute_stage(step, run, params_file, overrides, executed, verbose)
+                except BaseException:
+                    if executed.is_file():
+                        failed.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(executed, failed)
+                    raise
+        except Exception as error:
+            raise StageFailedError(failure_message(step, error, failed, params_file)) from error
+        failed.unlink(missing_ok=True)
+        hashes.forget(outputs)
+        missing = [relative for relative in outputs if hashes(relative) is None]
+        if missing:
+            raise StageFailedError(
+                f"[{step.name}] completed but did not write {missing}, which sedlib.stages declares as its outputs; "
+                "the declaration and the notebook disagree (a bug): fix one of them"
+            )
+        run.write_stage_record(
+            step.name,
+            {"input_key": _digest(inputs), "inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
+        )
+        print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _note_undeclared(config: RunConfig, run: RunDir) -> None:
+    """Say which artefacts of the run directory this params file no longer makes (they are kept)."""
+    declared = {path for step in STAGES for path in declared_outputs(config, step.name)}
+    leftovers = sorted(
+        run.relative(path)
+        for path in run.root.rglob("*")
+        if path.is_file() and owner(run.relative(path)) and run.relative(path) not in declared
+    )
+    leftovers = [path for path in leftovers if not path.endswith(".failed.ipynb")]
+    if leftovers:
+        shown = ", ".join(leftovers[:4]) + (f" and {len(leftovers) - 4} more" if len(leftovers) > 4 else "")
+        print(
+            f"[run] note: {shown}: made by earlier settings, not by this params file; kept (delete them to "
+            "reclaim the space)",
+            flush=True,
+        )
+
+
+def _render_report(config: RunConfig, run: RunDir, engine: str) -> None:
+    from sedlib.pipeline.report import render_report
+
+    notebooks = [run.path("notebook", name) for name in STAGE_NAMES]
+    missing = [run.relative(path) for path in notebooks if not path.is_file()]
+    if missing:
+        print(f"[report] not rendered: {', '.join(missing)} missing (run every stage first)", flush=True)
+        return
+    for path in notebooks:
+        run.verified(path)
+    started = time.perf_counter()
+    outputs = render_report(run.root, PROJECT_ROOT, engine=engine)
+    print(f"[report] {', '.join(str(p) for p in outputs.values())} ({time.perf_counter() - started:.0f} s)")
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated runner stops its kernel as Ctrl-C does."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sedlib.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("params_file", help="e.g. params/default.yaml")
+    parser.add_argument("--stages", nargs="+", metavar="STAGE", help=f"among {list(STAGE_NAMES)}")
+    parser.add_argument("--run-dir", help="run directory (default runs/<run_name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params value, e.g. --set train.lr=1e-3 (YAML value)")  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="rerun the chosen stages even if up to date")
+    parser.add_argument("--no-report", action="store_true", help="do not render the report")
+    parser.add_argument("--engine", default="auto", choices=["auto", "quarto", "pandoc"])
+    parser.add_argument("--verbose", action="store_true", help="stream the notebooks' outputs")
+    args = parser.parse_args(argv)
+    _stop_on_sigterm()
+    logging.basicConfig(format="[run] %(message)s")
+    try:
+        overrides = parse_overrides(args.set)
+        run_study(
+            args.params_file, args.stages, overrides, args.run_dir, args.force, not args.no_report, args.engine,
+            args.verbose,
+        )  # fmt: skip
+    except KeyboardInterrupt as interrupt:
+        cause = f" ({interrupt})" if str(interrupt) else ""
+        print(
+            f"\n[run] interrupted{cause}: the notebook kernel was stopped, and everything completed before is kept; "
+            f"`python -m sedlib.run {args.params_file}` continues from here.",
+            file=sys.stderr,
+        )
+        return 130
+    except (SedlibError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,317 @@
+"""The read side of the feature store: which splits a run caches, and reading them back.
+
+Stage 01 (`sedlib.pipeline.cache`) writes one HDF5 file per split; every later stage reads them
+through this module and never touches images. A split's plan (`SplitPlan`, `plan_splits`) names it and
+says what it holds; its hash (`split_hash`) covers exactly the settings its content depends on, so
+changing the number of OOD rows never invalidates the training passes; `load_split` refuses a file
+cached with other settings. `training_data` is the rows training uses: the cached train passes
+without the held-out validation rows (`training_rows`), read one pass at a time.
+
+Example:
+    >>> from sedlib.config import load_config
+    >>> [plan.name for plan in plan_splits(load_config("params/smoke.yaml"))][:4]
+    ['train', 'val', 'test', 'gaussian_noise-1']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sedlib.config import (
+    RunConfig,
+    resolve_path,
+)
+from sedlib.data import SOURCES, load_fashion_mnist
+from sedlib.ensemble import HeadEnsemble
+from sedlib.features import StaleFeaturesError, read_split
+from sedlib.pipeline.rundir import RunDir
+
+FEATURE_FORMAT = "sedlib.cache/2"
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """One split to cache.
+
+    Attributes:
+        name: file stem, e.g. ``train``, ``test``, ``fog-5``, ``imagenet_a``, ``digits``.
+        kind: ``train``, ``val``, ``test``, ``corruption``, ``subset`` (a labelled class subset such
+            as ImageNet-A) or ``ood``.
+        passes: augmentation passes (``train`` only; 1 otherwise).
+        corruption: corruption name (``corruption`` splits).
+        severity: corruption severity (``corruption`` splits).
+        imported: the features come from the authors' released files (``cache.import_dir``).
+    """
+
+    name: str
+    kind: str
+    passes: int = 1
+    corruption: str | None = None
+    severity: int | None = None
+    imported: bool = False
+
+
+def plan_splits(config: RunConfig) -> list[SplitPlan]:
+    """The splits a run caches, in the order they are written."""
+    data = config.data
+    plans = [SplitPlan("train", "train", passes=config.cache.augmentation_passes)]
+    if data.val_rows > 0:
+        plans.append(SplitPlan("val", "val"))
+    plans.append(SplitPlan("test", "test"))
+    plans += [
+        SplitPlan(corruption_split(c, s), "corruption", corruption=c, severity=s)
+        for s in data.severities
+        for c in data.corruptions
+    ]
+    plans += [SplitPlan(name, "subset") for name in data.subset_sets]
+    plans += [SplitPlan(name, "ood") for name in data.ood_sets]
+    if data.disagreement_set:
+        plans.append(SplitPlan(DISAGREEMENT_SPLIT, "disagreement"))
+    if config.cache.import_dir:
+        plans = [SplitPlan(**{**plan.__dict__, "imported": published_file(config, plan) is not None}) for plan in plans]
+    return plans
+
+
+def corruption_split(corruption: str, severity: int) -> str:
+    """File stem of a corrupted copy of the test split, e.g. ``fog-5``."""
+    return f"{corruption}-{severity}"
+
+
+_DATA_KEYS = {
+    "train": ("train_rows", "val_rows"),
+    "val": ("val_rows",),
+    "test": ("test_rows",),
+    "corruption": ("test_rows", "corruption_rows"),
+    "subset": (),
+    "ood": ("ood_rows",),
+    "disagreement": ("ood_rows", "disagreement_set", "disagreement_rows"),
+}
+
+
+DISAGREEMENT_SPLIT = "disagreement"
+"""The split of unlabelled images the naive A2D / DivDis baselines disagree on (``data.disagreement_set``)."""
+
+
+_CACHE_KEYS = ("backbone", "image_size", "dtype", "pretrained")
+
+
+def split_hash(config: RunConfig, plan: SplitPlan) -> str:
+    """Hash of the settings a split's content depends on, and of nothing else.
+
+    Batching, paths, ``rebuild`` and the settings of other splits are left out: the OOD rows do not
+    change the training passes. The augmentation enters only the train split, the protocol only the
+    ImageNet-C splits (it decides their transform).
+    """
+    data, cache = config.to_dict()["data"], config.to_dict()["cache"]
+    keys = _DATA_KEYS[plan.kind]
+    if plan.kind == "train" and data["train_rows"] is None:
+        keys = ("train_rows",)
+    payload = {
+        "format": FEATURE_FORMAT,
+        "dataset": data["dataset"],
+        "seed": data["seed"],
+        "data": {key: data[key] for key in keys},
+        "cache": {key: cache[key] for key in _CACHE_KEYS},
+        "split": plan.__dict__,
+    }
+    if plan.kind == "train":
+        payload["augmentation"] = [cache["augmentation_passes"], cache["augmentation_scale"]]
+    if plan.kind == "corruption" and data["dataset"] == "imagenet":
+        payload["protocol"] = config.protocol
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _draw(rows: int, count: int | None, seed: int, stream: int) -> np.ndarray:
+    """``count`` distinct row ids of ``rows``, sorted (all when count is None), drawn with a seeded permutation."""
+    order = np.random.default_rng([seed, stream]).permutation(rows)
+    if count is not None and count > rows:
+        raise ValueError(f"asked for {count} rows of a set with {rows}")
+    return np.sort(order[:count]) if count is not None else np.sort(order)
+
+
+def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
+    """Row ids (sorted) of a split in its source set of ``size`` rows.
+
+    ``train`` and ``val`` share the train set: ``val`` is a seeded draw of ``val_rows``, and
+    ``train`` is ``train_rows`` of the rest, or, with ``train_rows: null``, every row (so that the
+    expensive training passes do not depend on ``val_rows``; training drops the val rows by their
+    row ids, `training_rows`). The corrupted splits take the first ``corruption_rows`` of
+    the test rows (ImageNet-C holds the validation images in the same order).
+    """
+    data = config.data
+    if plan.kind in ("train", "val"):
+        order = np.random.default_rng([data.seed, 0]).permutation(size)
+        val, rest = np.sort(order[: data.val_rows]), order[data.val_rows :]
+        if plan.kind == "train" and data.train_rows is None:
+            return np.arange(size)  # all rows: training leaves the val rows out (`training_rows`)
+        if data.train_rows is not None and data.train_rows > len(rest):
+            raise ValueError(
+                f"{config.source}: data.train_rows={data.train_rows} but only {len(rest)} train images remain "
+                f"after the {data.val_rows} validation rows"
+            )
+        return np.sort(rest[: data.train_rows]) if plan.kind == "train" else val
+    if plan.kind in ("test", "corruption"):
+        test = _draw(size, data.test_rows, data.seed, 1) if data.test_rows is not None else np.arange(size)
+        if plan.kind == "corruption" and data.corruption_rows is not None:
+            if data.corruption_rows > len(test):
+                raise ValueError(
+                    f"{config.source}: data.corruption_rows={data.corruption_rows} exceeds the {len(test)} test rows"
+                )
+            test = test[: data.corruption_rows]
+        return test
+    if plan.kind == "subset":
+        return np.arange(size)
+    evaluated = size if data.ood_rows is None else min(data.ood_rows, size)
+    if plan.kind == "ood":
+        return _draw(size, evaluated, data.seed, 2)
+    if data.disagreement_set in data.subset_sets:  # the paper's ImageNet-R: a test set too
+        return np.arange(size)[: data.disagreement_rows]
+    left = np.random.default_rng([data.seed, 2]).permutation(size)[evaluated:]  # rows the OOD split never uses
+    if len(left) == 0 or (data.disagreement_rows or 0) > len(left):
+        raise ValueError(
+            f"{config.source}: data.disagreement_set {data.disagreement_set} has {size} images and the evaluation uses "
+            f"{evaluated} (data.ood_rows), leaving {len(left)} for data.disagreement_rows={data.disagreement_rows}; "
+            "lower data.ood_rows or data.disagreement_rows"
+        )
+    return np.sort(left[: data.disagreement_rows])
+
+
+def training_rows(train_index: np.ndarray, val_index: np.ndarray | None) -> np.ndarray:
+    """Positions of the train split's rows that training uses: those whose row id is not a val row.
+
+    Args:
+        train_index: ``(N,)`` row ids of the cached train split.
+        val_index: ``(N_val,)`` row ids of the val split, or None when the test split validates.
+
+    Returns:
+        ``(n,)`` sorted positions into the train split.
+    """
+    if val_index is None:
+        return np.arange(len(train_index))
+    return np.flatnonzero(~np.isin(train_index, val_index))
+
+
+def source_images(config: RunConfig, plan: SplitPlan):
+    """The images of a split and their row ids in their source set.
+
+    Returns:
+        ``(images, index)``: the whole source set (a `sedlib.data.ImageSet` for Fashion-MNIST, a
+        `sedlib.data.imagenet.ImageFolderSet` for ImageNet) and ``index`` (N,) int64 row ids.
+    """
+    images = _source_set(config, plan)
+    return images, split_rows(config, plan, len(images))
+
+
+def _source_set(config: RunConfig, plan: SplitPlan):
+    data = config.data
+    if data.dataset == "fashion_mnist":
+        if plan.kind in ("train", "val"):
+            return load_fashion_mnist("train")
+        if plan.kind in ("test", "corruption"):
+            return load_fashion_mnist("test")
+        return SOURCES[data.disagreement_set if plan.kind == "disagreement" else plan.name]()
+    from sedlib.data import imagenet
+
+    if plan.kind in ("train", "val"):
+        return imagenet.imagenet_split(imagenet.dataset_folder(data, "imagenet"), "train")
+    if plan.kind == "test":
+        return imagenet.imagenet_split(imagenet.dataset_folder(data, "imagenet"), "val")
+    if plan.kind == "corruption":
+        return imagenet.imagenet_c_split(imagenet.dataset_folder(data, "imagenet_c"), plan.corruption, plan.severity)
+    name = data.disagreement_set if plan.kind == "disagreement" else plan.name
+    if name in data.subset_sets or plan.kind == "subset":
+        return imagenet.subset_split(imagenet.dataset_folder(data, name), name)
+    return imagenet.ood_folder(imagenet.dataset_folder(data, name), name)
+
+
+def published_file(config: RunConfig, plan: SplitPlan) -> Path | None:
+    """The authors' feature file for a split in ``cache.import_dir``, or None (the val split never has one)."""
+    from sedlib.data.published_features import find_published_file
+
+    if plan.kind in ("val", "disagreement"):
+        return None
+    try:
+        return find_published_file(resolve_path(config.cache.import_dir), plan.name)
+    except FileNotFoundError:
+        return None
+
+
+def load_pretrained_head(run: RunDir, device: str | torch.device = "cpu") -> HeadEnsemble:
+    """The backbone's head that stage 01 saved (`save_pretrained_head`), verified against its recorded hash."""
+    run.verified(run.path("pretrained_head_config"))
+    return HeadEnsemble.load(run.verified(run.path("pretrained_head")), device=device)
+
+
+def load_split(config: RunConfig, run: RunDir, name: str, lazy: bool = False):
+    """Read a cached split and check it was made with this run's settings.
+
+    ``val`` with ``data.val_rows: 0`` is the test split (the published code validates on ImageNet val).
+
+    Args:
+        config: the run.
+        run: its directory.
+        name: the split, e.g. ``train``, ``test``, ``fog-5``.
+        lazy: leave the features on disk and read one pass per access (`sedlib.features.PassReader`).
+
+    Returns:
+        A `sedlib.features.FeatureSplit`.
+
+    Raises:
+        FileNotFoundError: the split was never cached (run notebooks/01_cache).
+        sedlib.features.StaleFeaturesError: it was cached with other settings.
+    """
+    if name == "val" and config.data.val_rows == 0:
+        name = "test"
+    plans = {plan.name: plan for plan in plan_splits(config)}
+    if name not in plans:
+        raise KeyError(f"{config.source}: no split {name!r} in this run; its splits are {list(plans)}")
+    path = run.path("features", name)
+    split = read_split(path, lazy=lazy)
+    expected = split_hash(config, plans[name])
+    if split.manifest.params_hash != expected:
+        raise StaleFeaturesError(
+            f"{path} was cached with other settings (params hash {split.manifest.params_hash}, this run's is "
+            f"{expected}); rerun notebooks/01_cache (python -m sedlib.run {config.source})"
+        )
+    return split
+
+
+class SelectedRows:
+    """Some rows of every pass of a lazily read train split, one pass in memory at a time.
+
+    Args:
+        passes: ``(P, N, d)``, indexable by pass (a `sedlib.features.PassReader`).
+        rows: ``(n,)`` sorted positions to keep.
+    """
+
+    def __init__(self, passes, rows: np.ndarray) -> None:
+        self.passes = passes
+        self.rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        self.shape = (passes.shape[0], len(rows), passes.shape[2])
+        self.everything = len(rows) == passes.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, pass_index: int) -> torch.Tensor:
+        features = self.passes[pass_index]
+        return features if self.everything else features.index_select(0, self.rows)
+
+
+def training_data(config: RunConfig, run: RunDir):
+    """The rows training uses: the cached train split without the held-out val rows.
+
+    Returns:
+        ``(train, features, labels, val)``: the lazily read train split, its kept rows as
+        `SelectedRows` ``(P, n, d)``, their labels ``(n,)`` and the val split (the test split when
+        ``data.val_rows`` is 0).
+    """
+    train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
+    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    return train, SelectedRows(train.features, keep), train.labels[keep], val
