@@ -16,28 +16,35 @@
 # %% [markdown]
 # # 02 · Training diverse ensembles of heads with SED-A2D
 #
-# Every member is a head on the cached feature: the MLP half of a transformer block followed by a
-# LayerNorm and a linear classifier, `h + γ·fc2(GELU(fc1(LN(h))))`, then `W·LN(h) + b`. Members start
-# from independent random initialisations.
+# Every member is a head on the cached feature $h$: the MLP half of a transformer block followed by a
+# LayerNorm and a linear classifier,
+# $u = h + \gamma \cdot \mathrm{fc}_2(\mathrm{GELU}(\mathrm{fc}_1(\mathrm{LN}(h))))$, then
+# $W\,\mathrm{LN}(u) + b$. Members start from independent random initialisations.
 #
-# **Objective.** For a pair of members (a, b) and a mini-batch, SED minimises
-# `(1 − λ)·T + κλ·mean_n(α_n · A2D_n)`. Here `T` is the members' cross-entropy. `A2D_n` is the
-# agree-to-disagree loss, `−log(p_a[c](1 − p_b[c]) + p_b[c](1 − p_a[c]))` with `c` member a's
-# predicted class: it is small when one of the two members gives the other's prediction a low
-# probability. The hardness weights `α_n = e_n / (mean e)²` come from the cross-entropy `e_n` of the
-# pair's mean logits. They move the repulsion onto the samples the ensemble finds hard: SED's way of
+# **Objective.** For a pair of members $(a, b)$ and a mini-batch of $B$ samples, SED minimises
+# $$
+# (1 - \lambda)\,T + \kappa\lambda\,\frac{1}{B}\sum_{n=1}^{B} \alpha_n\,\mathrm{A2D}_n .
+# $$
+# Here $T$ is the members' cross-entropy. $\mathrm{A2D}_n$ is the agree-to-disagree loss,
+# $$
+# \mathrm{A2D}_n = -\log\left(p_a[c]\,(1 - p_b[c]) + p_b[c]\,(1 - p_a[c])\right),
+# $$
+# with $c$ member $a$'s predicted class: it is small when one of the two members gives the other's
+# prediction a low probability. The hardness weights $\alpha_n = e_n / \bar e^{2}$ come from the
+# cross-entropy $e_n$ of the pair's mean logits, with $\bar e = \frac{1}{B}\sum_{k=1}^{B} e_k$ its
+# batch mean. They move the repulsion onto the samples the ensemble finds hard: SED's way of
 # finding "OOD-like" samples inside the training set, without an extra OOD dataset.
 #
-# **Stochastic pairs.** The all-pairs objective of A2D/DivDis costs O(M²) member evaluations per
+# **Stochastic pairs.** The all-pairs objective of A2D/DivDis costs $O(M^2)$ member evaluations per
 # step. SED instead draws one pair per step (`iid`, as published) and updates only those two members,
-# at O(1) cost per step whatever the ensemble size. `sedlib` also offers `matching` (a random perfect
-# matching per round, all pairs in one batched step) and `all` (every pair).
+# at $O(1)$ cost per step whatever the ensemble size. `sedlib` also offers `matching` (a random
+# perfect matching per round, all pairs in one batched step) and `all` (every pair).
 #
 # This notebook trains each model of the params file. The default study compares a **deep
-# ensemble** (λ = 0: no diversity term) with **SED-A2D** (λ = 0.5, κ = 0.5, the published
-# semantic-OOD detection setting), five members each. Both use the same stochastic pairs, so they
-# differ only in the diversity term. The first epoch is frozen (losses measured, no update), and the
-# learning rate follows the published cosine schedule.
+# ensemble** ($\lambda = 0$: no diversity term) with **SED-A2D** ($\lambda = 0.5$, $\kappa = 0.5$,
+# the published semantic-OOD detection setting), five members each. Both use the same stochastic
+# pairs, so they differ only in the diversity term. The first epoch is frozen (losses measured, no
+# update), and the learning rate follows the published cosine schedule.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -69,8 +76,8 @@ display(Markdown(overview.to_markdown(index=False)))
 # %% [markdown]
 # ## Training curves
 #
-# With λ = 0 the members converge to nearly the same function. With SED the repulsion term pulls the
-# members apart: the mean member's validation accuracy falls below the ensemble's, and the
+# With $\lambda = 0$ the members converge to nearly the same function. With SED the repulsion term
+# pulls the members apart: the mean member's validation accuracy falls below the ensemble's, and the
 # committee holds.
 
 # %%
@@ -83,11 +90,12 @@ saved = run.save_figure("training_curves", figure)
 # ## What SED treats as "OOD-like"
 #
 # SED has no OOD data: its repulsion falls on the training samples the ensemble finds hard, each
-# weighted by `α_n = e_n / (mean e)²`, the ensemble's loss on it over the squared batch mean. A
-# sample with α far above 1 is one the members are pushed hardest to disagree on. The figure shows
-# how α is spread over the training rows and how its tail moves during training; the gallery shows
-# the rows with the largest α in the last epoch, as the backbone saw them (with that epoch's
-# augmentation), and the table how the classes are represented in the top 1 % of α.
+# weighted by $\alpha_n = e_n / \bar e^{2}$, the ensemble's loss on it over the squared batch mean. A
+# sample with $\alpha$ far above 1 is one the members are pushed hardest to disagree on. The figure
+# shows how $\alpha$ is spread over the training rows and how its tail moves during training; the
+# gallery shows the rows with the largest $\alpha$ in the last epoch, as the backbone saw them (with
+# that epoch's augmentation), and the table how the classes are represented in the top 1 % of
+# $\alpha$.
 
 # %%
 #| label: fig-alpha

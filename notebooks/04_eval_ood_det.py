@@ -17,9 +17,12 @@
 # # 04 · OOD detection: does disagreement flag unfamiliar inputs?
 #
 # A diverse ensemble gives a detector for free: on familiar inputs its members agree, on unfamiliar
-# ones they should not. SED proposes the **Predictive Diversity Score**, `PDS = Σ_c max_m p_m[c]`.
-# It ranges from 1 (all members put their mass on the same class) to M (every member is confident in
-# a different class). It is compared with the confidence of the averaged prediction (**BMA**, its
+# ones they should not. SED proposes the **Predictive Diversity Score**,
+# $$
+# \mathrm{PDS} = \sum_{c} \max_{m} p_m[c].
+# $$
+# It ranges from 1 (all members put their mass on the same class) to $M$ (every member is confident
+# in a different class). It is compared with the confidence of the averaged prediction (**BMA**, its
 # maximum softmax probability; low = OOD) and with every other score of `sedlib.scores`: #unique
 # predictions, mutual information, predictive and expected entropy, energy, max logit and the A2D
 # disagreement.

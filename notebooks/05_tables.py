@@ -80,12 +80,12 @@ display(Markdown(published_comparison_markdown(tables["published_comparison"])))
 # %% [markdown]
 # ## Sweeps: the accuracy-detection trade-off
 #
-# The diversity weight λ and the ensemble size M are SED's two main knobs. Each sweep trains the
-# swept model at every value with all other settings unchanged (a value that another model of the
-# run already has reuses that model, e.g. the deep ensemble for λ = 0). For each point: the
-# ensemble's accuracy on the clean test split and under corruption, the mean member's test
-# accuracy, and the detection AUROC of PDS and of BMA averaged over the run's OOD sets. The Pareto
-# column marks the points no other point beats on both test accuracy and PDS AUROC.
+# The diversity weight $\lambda$ and the ensemble size $M$ are SED's two main knobs. Each sweep
+# trains the swept model at every value with all other settings unchanged (a value that another
+# model of the run already has reuses that model, e.g. the deep ensemble for $\lambda = 0$). For each
+# point: the ensemble's accuracy on the clean test split and under corruption, the mean member's
+# test accuracy, and the detection AUROC of PDS and of BMA averaged over the run's OOD sets. The
+# Pareto column marks the points no other point beats on both test accuracy and PDS AUROC.
 
 # %%
 #| label: tbl-sweeps

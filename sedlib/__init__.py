@@ -21,6 +21,15 @@ __version__ = "0.1.0"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks (what every recorded content hash is)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_hash(root: Path, paths: Iterable[Path]) -> str:
     """sha256 over files' paths (relative to ``root``) and contents: what a cached result was made by."""
     digest = hashlib.sha256()

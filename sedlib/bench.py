@@ -42,7 +42,8 @@ from sedlib.config.training import SCHEDULES
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.evaluate import evaluate_split
 from sedlib.published import PUBLISHED, PublishedRun
-from sedlib.train import EnsembleTrainer, plan_epoch
+from sedlib.schedules import plan_epoch
+from sedlib.train import EnsembleTrainer
 
 SCALES = {
     "paper": {},

@@ -110,35 +110,6 @@ def a2d_disagreement(logits_a: Tensor, logits_b: Tensor) -> Tensor:
     return -torch.log(disagreement + A2D_EPS).squeeze(-1)
 
 
-def divdis_repulsion(probs: Tensor, pair_chunk: int = 32) -> Tensor:
-    """DivDis repulsion: mean over member pairs of the mutual information of their predictions.
-
-    For members i < j on a batch, ``P_ij(c, c') = mean_n p_i[n, c] p_j[n, c']`` and
-    ``MI_ij = KL(P_ij || P_i ⊗ P_j)`` with the batch marginals ``P_i = mean_n p_i[n]`` (Lee et al.
-    2023, Eq. 2). Minimising it makes the members' predictions statistically independent. Pairs are
-    processed ``pair_chunk`` at a time: memory is ``pair_chunk * C * C``, never ``B * M * M * C * C``.
-
-    Args:
-        probs: ``(M, B, C)`` member probabilities, M >= 2.
-        pair_chunk: number of pairs whose joint distributions are formed at once.
-
-    Returns:
-        Scalar mean mutual information (nats).
-    """
-    members, batch, _ = probs.shape
-    if members < 2:
-        raise ValueError(f"divdis_repulsion needs at least 2 members, got {members}")
-    first, second = torch.triu_indices(members, members, offset=1, device=probs.device)
-    marginals = probs.mean(dim=1)
-    total = probs.new_zeros(())
-    for start in range(0, first.numel(), pair_chunk):
-        i, j = first[start : start + pair_chunk], second[start : start + pair_chunk]
-        joint = torch.bmm(probs[i].transpose(1, 2), probs[j]) / batch
-        independent = marginals[i][:, :, None] * marginals[j][:, None, :]
-        total = total + (torch.xlogy(joint, joint) - torch.xlogy(joint, independent)).sum()
-    return total / first.numel()
-
-
 def divdis_pair_repulsion(
     logits_a: Tensor, logits_b: Tensor, alpha: Tensor | None = None, pair_chunk: int = 32
 ) -> Tensor:
@@ -147,7 +118,7 @@ def divdis_pair_repulsion(
     For a pair (a, b) on a batch with sample weights ``q_n = alpha_n / sum(alpha)`` (uniform without
     ``alpha``): ``P_ab(c, c') = sum_n q_n p_a[n, c] p_b[n, c']``, marginals ``P_a = sum_n q_n p_a[n]``,
     and the repulsion is ``mean_n(alpha_n) * KL(P_ab || P_a ⊗ P_b)`` (nats). Without ``alpha`` it is
-    the mutual information of Lee et al. 2023 (Eq. 2), the per-pair term of `divdis_repulsion`; with
+    the mutual information of Lee et al. 2023 (Eq. 2), the per-pair term of their all-pairs repulsion; with
     SED's hardness weights the samples the ensemble gets wrong dominate the distributions and the
     strength follows ``mean(alpha)`` as the A2D term's does (see the module docstring). The pair is
     symmetric (no roles). The MI is computed in at least float32 with autocast off; logarithms are

@@ -12,7 +12,7 @@ from torch import nn
 
 from sedlib.config import TrainConfig
 from sedlib.ensemble import HeadEnsemble
-from sedlib.train import StepPlan
+from sedlib.schedules import StepPlan
 
 
 class ReferenceHead(nn.Module):
@@ -176,3 +176,32 @@ def reference_baseline_step(heads, optimizer, plan: StepPlan, features, labels, 
         total = total + (1 - config.lam) * task + config.kappa * config.lam * repulsion
     (total / plan.pairs_per_member).backward()
     optimizer.step()
+
+
+def divdis_repulsion(probs: torch.Tensor, pair_chunk: int = 32) -> torch.Tensor:
+    """DivDis repulsion: mean over member pairs of the mutual information of their predictions.
+
+    For members i < j on a batch, ``P_ij(c, c') = mean_n p_i[n, c] p_j[n, c']`` and
+    ``MI_ij = KL(P_ij || P_i ⊗ P_j)`` with the batch marginals ``P_i = mean_n p_i[n]`` (Lee et al.
+    2023, Eq. 2). Minimising it makes the members' predictions statistically independent. Pairs are
+    processed ``pair_chunk`` at a time: memory is ``pair_chunk * C * C``, never ``B * M * M * C * C``.
+
+    Args:
+        probs: ``(M, B, C)`` member probabilities, M >= 2.
+        pair_chunk: number of pairs whose joint distributions are formed at once.
+
+    Returns:
+        Scalar mean mutual information (nats).
+    """
+    members, batch, _ = probs.shape
+    if members < 2:
+        raise ValueError(f"divdis_repulsion needs at least 2 members, got {members}")
+    first, second = torch.triu_indices(members, members, offset=1, device=probs.device)
+    marginals = probs.mean(dim=1)
+    total = probs.new_zeros(())
+    for start in range(0, first.numel(), pair_chunk):
+        i, j = first[start : start + pair_chunk], second[start : start + pair_chunk]
+        joint = torch.bmm(probs[i].transpose(1, 2), probs[j]) / batch
+        independent = marginals[i][:, :, None] * marginals[j][:, None, :]
+        total = total + (torch.xlogy(joint, joint) - torch.xlogy(joint, independent)).sum()
+    return total / first.numel()

@@ -4,6 +4,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -22,6 +23,11 @@ def tiny_ensemble(tiny_config) -> HeadEnsemble:
         ensemble.ls2.gamma.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
         ensemble.norm2.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
     return ensemble
+
+
+def random_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """``(n, size, size, 3)`` uint8 images of uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread: float = 1.0):

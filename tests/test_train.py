@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.train import (
-    EnsembleTrainer,
-    TrainConfig,
-    epoch_seed,
-    plan_disagreement,
-    plan_epoch,
-    train_ensemble,
-)
+from sedlib.schedules import plan_disagreement, plan_epoch
+from sedlib.train import EnsembleTrainer, TrainConfig, epoch_seed, train_ensemble
 from tests._reference import (
     cosine_lr,
     reference_baseline_step,
@@ -263,7 +257,7 @@ def test_all_schedule_weighs_samples_by_the_whole_ensemble():
 
 
 def test_plans_move_in_one_transfer_and_keep_their_values():
-    from sedlib.train import _map_plan_tensors, plans_to
+    from sedlib.schedules import _map_plan_tensors, plans_to
 
     plans = plan_epoch("matching", 37, 5, 4, torch.Generator().manual_seed(0))
     moved = plans_to(plans, torch.device("meta"))

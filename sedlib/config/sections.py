@@ -54,7 +54,7 @@ BACKBONE_HEAD_WIDTHS: dict[str, int | None] = {"efficientnet_lite0": None, "deit
 class DataConfig:
     """Which images are cached.
 
-    Two studies share this section. ``fashion_mnist`` is the embedded default (DESIGN.md): the
+    Two studies share this section. ``fashion_mnist`` is the embedded default: the
     images install with the project. ``imagenet`` is the paper's study: ImageNet-1k, ImageNet-A/R,
     ImageNet-C, iNaturalist and OpenImage-O read from folders (`sedlib.data.imagenet` documents
     each layout and where to get it).

@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sedlib.backbones import random_resized_crop_box
 from sedlib.config import DataConfig, resolve_path
+from sedlib.data.transforms import random_resized_crop_box
 
 DATASET_FOLDERS: dict[str, str] = {
     "imagenet": "imagenet",
@@ -100,7 +100,7 @@ LAYOUTS: dict[str, str] = {
     "openimage_o": "<dir>/*.jpg (17,632 images, any folders below <dir>); OpenImage-O (Wang et al. 2022, ViM): "
     "the OpenImages-v3 test images listed in datalists/openimage_o.txt of https://github.com/haoqiwang/vim",
 }
-"""Expected layout of each dataset and where to get it, as errors and the README state them."""
+"""Expected layout of each dataset and where to get it, as errors and docs/paper-scale.md state them."""
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """torchvision's ``IMG_EXTENSIONS``: the files ``ImageFolder`` lists (compared lower-case)."""
@@ -480,7 +480,7 @@ def train_transform(
     """RandomResizedCrop (bilinear) and horizontal flip, reproducible per image.
 
     The generator ``np.random.default_rng([seed, pass_index, index])`` draws the crop box
-    (`sedlib.backbones.random_resized_crop_box`, torchvision's sampling rule) and then the flip
+    (`sedlib.data.transforms.random_resized_crop_box`, torchvision's sampling rule) and then the flip
     (``random() < 0.5``), so the result depends only on the image and ``(seed, pass_index, index)``.
 
     Args:

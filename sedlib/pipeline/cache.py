@@ -50,9 +50,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sedlib.backbones import FrozenBackbone, augment, extract_features, load_backbone, to_model_input
+from sedlib.backbones import FrozenBackbone, extract_features, load_backbone
 from sedlib.config import RunConfig, load_config, parse_overrides
 from sedlib.data import corrupt_images
+from sedlib.data.transforms import augment, to_model_input
 from sedlib.device import resolve_device
 from sedlib.ensemble import HeadEnsemble
 from sedlib.features import SplitManifest, split_status, write_split

@@ -32,7 +32,7 @@ How a split is written (`write_sharded`):
 Joining is a merge into a regular file, not an HDF5 virtual dataset. A virtual dataset has no chunks
 or checksums of its own, so the layout and Fletcher-32 checks that every reader relies on
 (`sedlib.features.read_split`) could not vouch for it; every reader would need every shard file to
-stay in place, readable and unchanged; and copying or hard-linking a split's file (as the README does
+stay in place, readable and unchanged; and copying or hard-linking a split's file (as docs/paper-scale.md does
 to share splits between studies) would silently cut it from its data. The merge costs rank 0 one
 sequential copy of each split (a few minutes for the 15.7 GB train split, against hours of
 computing) and gives exactly the file one process writes, which every existing reader and check

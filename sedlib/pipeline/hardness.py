@@ -164,7 +164,7 @@ def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> 
     Returns None when the images are not at hand (ImageNet features imported from the authors' files
     without the image folders).
     """
-    from sedlib.backbones import augment, to_model_input
+    from sedlib.data.transforms import augment, to_model_input
     from sedlib.pipeline.splits import SplitPlan, source_images
 
     cache = config.cache

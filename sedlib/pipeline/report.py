@@ -242,7 +242,10 @@ def _render_pandoc_into(output_dir: Path, run_dir: Path, article: Path, config: 
     rendered = {}
     if "html" in formats:
         options = _format_options(config, "html")
-        args = ["--standalone", "--embed-resources", "--section-divs", resources]
+        # TeX math ($...$, $$...$$) as MathML, which browsers render natively: the one method that works offline
+        # in a self-contained page (MathJax and KaTeX load from a CDN). _quarto.yml sets html-math-method: mathml
+        # so that Quarto, whose default is MathJax, renders math the same way.
+        args = ["--standalone", "--embed-resources", "--section-divs", "--mathml", resources]
         args += ["--toc", f"--toc-depth={options.get('toc-depth', 2)}"] if options.get("toc", True) else []
         args += ["--number-sections"] if options.get("number-sections") else []
         css = run_dir / FALLBACK_CSS

@@ -30,18 +30,13 @@ whole-file hash would only re-read gigabytes; their hashes are still recorded, f
 as they were; a temporary folder an interrupted write left behind is removed by the next run.
 
 **One writer at a time.** A directory made by one params file is never reused by another:
-`RunDir.open` refuses it. Two runs of the same study cannot write it at once either: the runner
-(`sedlib.pipeline.runner`) and the cache stage hold its lock (`RunDir.lock`), and a second one is refused with a
-message naming the holder. The notebooks the runner starts work under the runner's lock: it hands
-them a token through the environment (``SEDLIB_RUN_LOCK``). A runner killed outright (``kill -9``)
-cannot release anything; the next run that takes the lock stops every process still carrying the
-dead run's token (its notebook kernel, data-loader workers) before it starts, and says so.
+`RunDir.open` refuses it. Two runs of the same study cannot write it at once either: `RunDir.lock`
+(`sedlib.pipeline.lock`) keeps them apart, and stops what a killed run left running.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -55,40 +50,25 @@ from pathlib import Path
 
 import yaml
 
+from sedlib import file_sha256
 from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
 from sedlib.errors import SedlibError
+from sedlib.pipeline.lock import alive, lock_holder, run_lock
 from sedlib.pipeline.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
 
-LOCK_FILE = ".lock"
 LEDGER_FILE = "artefacts.json"
 LEDGER_FORMAT = "sedlib.artefacts/1"
 STAGING_DIR = ".staging"
-LOCK_ENVIRONMENT_VARIABLE = "SEDLIB_RUN_LOCK"
-"""Token of the lock this process works under; set while it holds one, so that its child processes inherit it."""
 
-logger = logging.getLogger("sedlib.rundir")
-_held: set[Path] = set()  # lock files this process holds: taking one again is a no-op, not a refusal
+logger = logging.getLogger("sedlib.pipeline.rundir")
 
 
 class RunDirError(SedlibError, RuntimeError):
     """The run directory belongs to another params file, or its records are unreadable."""
 
 
-class RunDirLockedError(RunDirError):
-    """Another process is writing the run directory (it holds ``.lock``)."""
-
-
 class ArtefactError(RunDirError):
     """An artefact a stage reads is missing, was never recorded, or changed since it was written."""
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's content, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -106,25 +86,6 @@ def _write_json(path: Path, value) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(value, indent=2) + "\n")
     os.replace(temporary, path)
-
-
-def _read_holder(path: Path) -> dict:
-    """What the holder of a lock file wrote into it; empty while it is being written or unreadable."""
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -170,14 +131,15 @@ class RunDir:
             'runs/x/models/sed_a2d.safetensors'
         """
         if kind not in ARTEFACTS:
-            raise KeyError(f"no artefact kind {kind!r}; sedlib.stages.ARTEFACTS declares {sorted(ARTEFACTS)}")
+            raise KeyError(f"no artefact kind {kind!r}; sedlib.pipeline.stages.ARTEFACTS declares {sorted(ARTEFACTS)}")
         artefact = ARTEFACTS[kind]
         if bool(artefact.each) != bool(name):
             needs = f"a name (one of the {artefact.each}s)" if artefact.each else "no name"
             raise ValueError(f"artefact kind {kind!r} takes {needs}, got {name!r}")
         allowed = fixed_names(artefact.each)
         if allowed is not None and name not in allowed:
-            raise KeyError(f"no {artefact.each} {name!r} is declared (sedlib.stages); the declared ones are {allowed}")
+            declared = f"the declared ones (sedlib.pipeline.stages) are {allowed}"
+            raise KeyError(f"no {artefact.each} {name!r} is declared; {declared}")
         return self.root / artefact.template.format(name=name)
 
     def relative(self, path: Path | str) -> str:
@@ -379,13 +341,11 @@ class RunDir:
             written = {p for p in staging.rglob("*") if p.is_file()}
             unnamed = sorted(p.relative_to(staging).as_posix() for p in written - set(temporaries))
             missing = [relative for relative, p in zip(relatives, temporaries, strict=True) if p not in written]
-            if unnamed or missing:
-                raise RunDirError(
-                    f"writing {relatives} into {self.root}: "
-                    + (f"{missing} were not written" if missing else "")
-                    + ("; " if missing and unnamed else "")
-                    + (f"{unnamed} were written but not named (declare them in sedlib.stages)" if unnamed else "")
-                )
+            problems = [f"{missing} were not written"] if missing else []
+            if unnamed:
+                problems.append(f"{unnamed} were written but not named (declare them in sedlib.pipeline.stages)")
+            if problems:
+                raise RunDirError(f"writing {relatives} into {self.root}: {'; '.join(problems)}")
             entries = {}
             for relative, temporary in zip(relatives, temporaries, strict=True):
                 _fsync(temporary)
@@ -449,7 +409,7 @@ class RunDir:
         host = socket.gethostname()
         for folder in staging.iterdir():
             folder_host, pid, _ = (folder.name.rsplit("-", 2) + ["", ""])[:3]
-            if folder_host == host and pid.isdigit() and not _alive(int(pid)):
+            if folder_host == host and pid.isdigit() and not alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
                 logger.info("removed %s, left by an interrupted write", folder)
         with contextlib.suppress(OSError):
@@ -459,101 +419,11 @@ class RunDir:
 
     def holder(self) -> dict | None:
         """Who holds the run directory's lock now (``holder``, ``pid``, ``host``, ``since``), or None."""
-        import fcntl
+        return lock_holder(self.root)
 
-        path = self.root / LOCK_FILE
-        if not path.is_file():
-            return None
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return {key: value for key, value in _read_holder(path).items() if key != "token"}
-        finally:
-            os.close(fd)
-        return None
-
-    @contextlib.contextmanager
-    def lock(self, holder: str) -> Iterator[None]:
-        """Hold the run directory's lock (``.lock``, an exclusive ``flock``) while the block runs.
-
-        The lock is released when the block ends or the process dies. Taking it again in the process
-        that holds it, or in a process started by the holder (which inherits the
-        ``SEDLIB_RUN_LOCK`` token, e.g. the notebooks the runner executes), works under the held lock.
-        Taking a lock whose last holder died without releasing it (``kill -9``) first stops the
-        processes that holder started and left running (`stop_leftovers`).
-
-        Args:
-            holder: what is writing, for the message another run gets, e.g. ``python -m sedlib.run params/x.yaml``.
-
-        Raises:
-            RunDirLockedError: another process holds the lock; the message names its PID, host and command.
-            RunDirError: the lock file cannot be created (e.g. no write permission).
-        """
-        import fcntl  # POSIX (Linux, macOS); imported here so that reading a run directory works anywhere
-
-        path = self.root / LOCK_FILE
-        key = path.resolve()
-        if key in _held:
-            yield
-            return
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise RunDirError(
-                f"{path}: cannot create the run directory's lock file ({error}); make {self.root} writable, or "
-                "choose another run_dir"
-            ) from error
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner_record = _read_holder(path)
-            except OSError as error:
-                raise RunDirError(
-                    f"{path}: cannot be locked ({error}); the file system of {self.root} may not support file "
-                    "locks (some network file systems): put the run directory on one that does"
-                ) from error
-            else:
-                owner_record = None
-            if owner_record is not None:
-                if not owner_record.get("token") or owner_record["token"] != os.environ.get(LOCK_ENVIRONMENT_VARIABLE):
-                    raise RunDirLockedError(
-                        f"{self.root} is being written by another run: {owner_record.get('holder', 'unknown')!r}, PID "
-                        f"{owner_record.get('pid', '?')} on host {owner_record.get('host', '?')}, since "
-                        f"{owner_record.get('since', '?')} (it holds {path}). Two runs writing one directory would mix "
-                        "their files, so this one stops. Wait until that run has finished, or stop it, and start this "
-                        "one again; the lock goes away by itself when its process ends."
-                    )
-                yield  # a process the holder started, e.g. a notebook executed by the runner
-                return
-            stop_leftovers(_read_holder(path), self.root)
-            self.remove_stale_staging()
-            token = secrets.token_hex(16)
-            record = {
-                "holder": holder,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                "token": token,
-            }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-            inherited = os.environ.get(LOCK_ENVIRONMENT_VARIABLE)
-            os.environ[LOCK_ENVIRONMENT_VARIABLE] = token
-            _held.add(key)
-            try:
-                yield
-            finally:
-                _held.discard(key)
-                if inherited is None:
-                    os.environ.pop(LOCK_ENVIRONMENT_VARIABLE, None)
-                else:
-                    os.environ[LOCK_ENVIRONMENT_VARIABLE] = inherited
-                os.ftruncate(fd, 0)  # no stale holder for the next reader
-        finally:
-            os.close(fd)  # releases the flock
+    def lock(self, holder: str):
+        """Hold the run directory's lock while a ``with`` block runs (`sedlib.pipeline.lock.run_lock`)."""
+        return run_lock(self.root, holder, before=self.remove_stale_staging)
 
 
 def _entry(path: Path) -> dict:
@@ -564,56 +434,3 @@ def _entry(path: Path) -> dict:
         "mtime_ns": stat.st_mtime_ns,
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def stop_leftovers(previous: dict, root: Path, grace_seconds: float = 5.0) -> list[int]:
-    """Stop the processes a dead lock holder left running: those that carry its token in their environment.
-
-    A runner killed outright cannot stop the notebook kernel it started (the kernel runs in a session
-    of its own, and ipykernel notices a dead parent only at its next poll). Every process the runner
-    started inherits its lock token (``SEDLIB_RUN_LOCK``), so this finds them all, on this host, and
-    ends them: SIGTERM, then SIGKILL after ``grace_seconds``.
-
-    Args:
-        previous: what the dead holder wrote into the lock file (empty when it released the lock).
-        root: the run directory (for the message).
-        grace_seconds: how long a process has to end after SIGTERM.
-
-    Returns:
-        The PIDs stopped.
-    """
-    token = previous.get("token")
-    if not token or previous.get("host") != socket.gethostname():
-        return []
-    import psutil
-
-    wanted = f"{token}"
-    found = []
-    for process in psutil.process_iter(["pid"]):
-        if process.pid == os.getpid():
-            continue
-        try:
-            if process.environ().get(LOCK_ENVIRONMENT_VARIABLE) == wanted:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    for process in found:
-        with contextlib.suppress(psutil.Error):
-            process.terminate()
-    _, alive = psutil.wait_procs(found, timeout=grace_seconds)
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=grace_seconds)
-    pids = [process.pid for process in found]
-    logger.warning(
-        "%s: the run that held it (%r, PID %s, since %s) ended without releasing it%s",
-        root,
-        previous.get("holder", "?"),
-        previous.get("pid", "?"),
-        previous.get("since", "?"),
-        f"; stopped the {len(pids)} process(es) it had started and left running (PID {', '.join(map(str, pids))})"
-        if pids
-        else "",
-    )
-    return pids

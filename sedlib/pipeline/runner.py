@@ -21,7 +21,7 @@ A stage that fails keeps everything complete from before: its executed notebook 
 ``notebooks/NN_name.failed.ipynb``, the last lines in the terminal say which stage failed, why, and
 what to do, and running the same command again continues where it stopped. Ctrl-C and SIGTERM stop
 the notebook's kernel with the runner; after ``kill -9`` the next run stops it
-(`sedlib.pipeline.rundir.stop_leftovers`).
+(`sedlib.pipeline.lock.stop_leftovers`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-from sedlib import progress, source_hash
+from sedlib import file_sha256, progress, source_hash
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
 from sedlib.errors import SedlibError, user_error_names
-from sedlib.pipeline.rundir import RunDir, file_sha256
+from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
 
@@ -226,7 +226,7 @@ def run_study(
     Raises:
         ConfigError: the params file or an override is invalid (nothing has run).
         StageFailedError: a stage failed; earlier complete artefacts are kept.
-        sedlib.rundir.RunDirError: the run directory is another study's, locked by another run, or a
+        sedlib.pipeline.rundir.RunDirError: the run directory is another study's, locked by another run, or a
             file a chosen stage needs from an unchosen one is missing.
     """
     overrides = overrides or {}
@@ -292,8 +292,8 @@ def _run_stages(
         missing = [relative for relative in outputs if hashes(relative) is None]
         if missing:
             raise StageFailedError(
-                f"[{step.name}] completed but did not write {missing}, which sedlib.stages declares as its outputs; "
-                "the declaration and the notebook disagree (a bug): fix one of them"
+                f"[{step.name}] completed but did not write {missing}, which sedlib.pipeline.stages declares as its "
+                "outputs; the declaration and the notebook disagree (a bug): fix one of them"
             )
         run.write_stage_record(
             step.name,

@@ -60,7 +60,7 @@ def head_config(config: RunConfig, spec: ModelSpec, feature_dim: int, num_classe
     )
 
 
-TRAINING_CODE = ("ensemble.py", "losses.py", "optim.py", "train.py")
+TRAINING_CODE = ("ensemble.py", "losses.py", "optim.py", "schedules.py", "train.py")
 
 
 def training_code_hash() -> str:

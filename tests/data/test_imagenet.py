@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from sedlib._compat import import_torchvision
-from sedlib.backbones import random_resized_crop_box
 from sedlib.data import imagenet as inet
 from sedlib.data.fake_imagenet import make_fake_imagenet
 from sedlib.data.imagenet import (
@@ -35,6 +34,7 @@ from sedlib.data.imagenet import (
     subset_wnids,
     train_transform,
 )
+from sedlib.data.transforms import random_resized_crop_box
 
 import_torchvision()  # before any torchvision import
 from torchvision import transforms as T  # noqa: E402

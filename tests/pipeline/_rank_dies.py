@@ -9,13 +9,13 @@ would: no file is closed and nothing is cleaned up, and torchrun then stops the 
 import os
 import sys
 
-import sedlib.features
+import sedlib.features.writing
 from sedlib.pipeline.cache import main
 
 
 def die_after(chunks: int) -> None:
     """Make this process exit abruptly when `write_split` asks for chunk ``chunks + 1``."""
-    fill = sedlib.features._fill
+    fill = sedlib.features.writing._fill
     computed = 0
 
     def dying_fill(handle, partial, manifest, compute, chunk_rows, progress):
@@ -28,7 +28,7 @@ def die_after(chunks: int) -> None:
 
         return fill(handle, partial, manifest, counted, chunk_rows, progress)
 
-    sedlib.features._fill = dying_fill
+    sedlib.features.writing._fill = dying_fill
 
 
 if __name__ == "__main__":

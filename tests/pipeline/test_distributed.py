@@ -27,8 +27,9 @@ from sedlib.pipeline.distributed import (
     threads_per_process,
     write_sharded,
 )
-from sedlib.pipeline.rundir import LOCK_ENVIRONMENT_VARIABLE, RunDir
-from tests.test_features import flip_byte_in_first_feature_chunk, make_manifest
+from sedlib.pipeline.lock import LOCK_ENVIRONMENT_VARIABLE
+from sedlib.pipeline.rundir import RunDir
+from tests.features.test_features import flip_byte_in_first_feature_chunk, make_manifest
 
 MANIFEST = make_manifest(source="np.sin rows 0..9", passes=2, feature_dim=3)
 CHUNK = 2
@@ -307,6 +308,7 @@ def assert_same_features(single: RunDir, run_dir: Path):
     assert sorted(path.name for path in (run_dir / "features").iterdir()) == files  # no shards, no partial files
 
 
+@pytest.mark.torchrun
 def test_torchrun_with_two_processes_writes_the_files_of_one(single_process, tmp_path):
     result = torchrun(["-m", "sedlib.cache"], tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -319,6 +321,7 @@ def test_torchrun_with_two_processes_writes_the_files_of_one(single_process, tmp
     )
 
 
+@pytest.mark.torchrun
 def test_torchrun_killed_mid_split_resumes_and_ends_identical(single_process, tmp_path):
     killed = torchrun([str(Path(__file__).with_name("_rank_dies.py")), "5"], tmp_path / "run")
     assert killed.returncode != 0

@@ -20,10 +20,12 @@ import pytest
 
 from sedlib.config import PROJECT_ROOT, load_config
 from sedlib.pipeline import runner as runner
-from sedlib.pipeline.rundir import LOCK_ENVIRONMENT_VARIABLE, ArtefactError, RunDir
+from sedlib.pipeline.lock import LOCK_ENVIRONMENT_VARIABLE
+from sedlib.pipeline.rundir import ArtefactError, RunDir
 from sedlib.pipeline.stages import STAGE_NAMES
 from sedlib.pipeline.training import load_models
 
+pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
 PARAMS = "params/smoke.yaml"
 RESULTS = ("ood_gen", "ood_gen_per_corruption", "calibration", "ood_det", "diversity", "summary")
 

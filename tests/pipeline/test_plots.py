@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
-from tests.pipeline.test_tables import CONFIG, SWEEP_CONFIG, fake_evaluations, hand_frames
 
 from sedlib.pipeline.plots import alpha_distribution, image_grid, score_histograms, sweep_figure
 from sedlib.pipeline.tables import sweep_table
+from tests.pipeline.test_tables import CONFIG, SWEEP_CONFIG, fake_evaluations, hand_frames
 
 
 def test_histograms_draw_a_constant_score():

@@ -334,3 +334,50 @@ def test_bad_engine_and_format_are_rejected(project, run_dir):
         report.render_report(run_dir, project, engine="latex")
     with pytest.raises(ValueError, match="formats"):
         report.render_report(run_dir, project, engine="pandoc", formats=("docx",))
+
+
+# --- formulas as TeX math -------------------------------------------------------------------------------
+
+MATH_ARTICLE = ARTICLE.replace(
+    "# Results\n",
+    "# Results\n\nEach sample weighs $\\alpha_n = e_n / \\bar e^{2}$, and an input scores\n"
+    "$$\n\\mathrm{PDS} = \\sum_{c} \\max_{m} p_m[c] .\n$$\n",
+)
+
+MATH_SPAN = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.S)  # pandoc's tex_math_dollars, as MathJax reads it too
+
+
+def test_pandoc_fallback_renders_tex_math_as_mathml_and_typst_math(tmp_path, run_dir):
+    project = make_project(tmp_path / "project", MATH_ARTICLE)
+    rendered = report.render_report(run_dir, project, engine="pandoc")
+
+    html = rendered["html"].read_text()
+    assert html.count("<math") == 2 and '<math display="block"' in html  # MathML: no script, works offline
+    assert "<mi>α</mi>" in html and "<mo>∑</mo>" in html
+    assert "$" not in html  # no raw TeX left for a script that a self-contained page cannot load
+
+    typ = (run_dir / "report" / "index.typ").read_text()
+    assert re.search(r"\$alpha_n = e_n \\/ macron\(e\)\^2\$", typ)  # inline: a slash, not a fraction
+    assert re.search(r"\$ upright\(P D S\) = sum_c max_m p_m \\\[ c \\\] \. \$", typ)  # display math
+    assert rendered["pdf"].read_bytes().startswith(b"%PDF")
+
+
+def test_real_quarto_config_renders_math_as_mathml_like_the_fallback():
+    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    assert config["format"]["html"]["html-math-method"] == "mathml"  # Quarto's default, MathJax, needs a CDN
+
+
+def test_formulas_in_the_article_and_the_notebooks_markdown_are_tex_math():
+    import jupytext
+
+    texts = {"report/index.qmd": embed.split_front_matter(ARTICLE_TEXT)[1]}
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        cells = jupytext.read(path).cells
+        texts[path.name] = "\n\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+    for name, text in texts.items():
+        text = re.sub(r"^(```+|~~~+).*?^\1[ \t]*$", "", text, flags=re.M | re.S)  # code blocks
+        assert "$" not in MATH_SPAN.sub("", re.sub(r"`[^`\n]+`", "", text)), f"{name}: an unpaired $"
+        spans, outside = MATH_SPAN.findall(text), MATH_SPAN.sub("", text)  # code spans count as outside
+        assert not re.findall(r"[α-ωΑ-Ω²³∑Σ−√≤≥≈∈]", outside), f"{name}: write formulas as TeX math, $...$"
+        assert all(not re.search(r"[α-ωΑ-Ω²−]", span) for span in spans), f"{name}: Unicode in TeX math"
+    assert any(r"\bar e^{2}" in text for text in texts.values())

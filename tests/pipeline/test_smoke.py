@@ -10,6 +10,8 @@ from sedlib.config import PROJECT_ROOT, load_config
 from sedlib.pipeline.stages import STAGE_NAMES, declared_files, declared_outputs
 from sedlib.pipeline.tables import AGGREGATIONS
 
+pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
+
 
 def test_every_stage_wrote_its_results(smoke_run):
     config = load_config("params/smoke.yaml")
@@ -76,7 +78,7 @@ def test_report_holds_the_tables_and_figures(smoke_run):
 def test_the_run_directory_holds_exactly_the_declared_files(smoke_run):
     found = {path.relative_to(smoke_run.root).as_posix() for path in smoke_run.root.rglob("*") if path.is_file()}
     declared = declared_files(load_config("params/smoke.yaml"))
-    assert found - declared == set(), "written but not declared in sedlib.stages"
+    assert found - declared == set(), "written but not declared in sedlib.pipeline.stages"
     assert declared - found == set(), "declared in sedlib.stages but not written"
 
 

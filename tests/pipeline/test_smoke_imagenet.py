@@ -17,6 +17,7 @@ from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, declared_files
 from sedlib.published import published_results
 
+pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
 PARAMS = "params/smoke_imagenet.yaml"
 
 

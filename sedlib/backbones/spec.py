@@ -1,0 +1,158 @@
+"""What a backbone is made of (`BackboneSpec`, `HeadShape`) and the timm helpers its loaders share.
+
+Adding a backbone is one `BackboneSpec` entry in `BACKBONES` (a timm name, the input normalisation, the
+feature function, how pretrained weights are obtained and described, and optionally the model's own
+trainable head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sedlib._compat import import_torchvision
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+RANDOM_INIT_SEED = 0
+
+
+HEAD_PARAMETER_NAMES = (
+    "norm2.weight",
+    "norm2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+    "ls2.gamma",
+    "norm.weight",
+    "norm.bias",
+    "head.weight",
+    "head.bias",
+)
+"""Names of a pretrained head's tensors, those of `sedlib.ensemble.HeadEnsemble` (without its member axis)."""
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """Shape of a backbone's own trainable head, the function `sedlib.ensemble.head_forward` computes.
+
+    Together they fill a `sedlib.ensemble.HeadConfig`:
+    ``HeadConfig(num_members, feature_dim, hidden_dim, num_classes, norm_eps=norm_eps)``.
+
+    Attributes:
+        feature_dim: d, width of the cut feature and of the head's input (768 for DeiT-3-B).
+        hidden_dim: width of the MLP's hidden layer (3072 for DeiT-3-B).
+        num_classes: C, outputs of the linear classifier (1000).
+        norm_eps: epsilon of both LayerNorms (1e-6 for DeiT-3-B).
+    """
+
+    feature_dim: int
+    hidden_dim: int
+    num_classes: int
+    norm_eps: float
+
+
+def _no_create_kwargs(image_size: int | None) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one frozen backbone.
+
+    Attributes:
+        timm_name: architecture name (with pretrained tag, if any) for ``timm.create_model``.
+        mean: per-channel mean subtracted from inputs in [0, 1].
+        std: per-channel standard deviation the centred inputs are divided by.
+        load_pretrained: ``(timm_name, create_kwargs) -> (model, description)``: builds the timm model
+            with its pretrained weights and describes the weights deterministically (for cache manifests).
+        features: ``(model, x) -> (B, d)`` feature of normalised ``(B, 3, H, W)`` images.
+        default_image_size: input side used when `load_backbone` gets no ``image_size``; ``None`` when
+            the network accepts any size.
+        fixed_input_size: the model is built for one input size (a ViT's position embedding), which
+            `FrozenBackbone.forward` then requires; ``False``: any size is accepted, whatever ``image_size``.
+        create_kwargs: ``image_size -> kwargs`` for ``timm.create_model`` (``image_size`` may be ``None``).
+        filter_checkpoint: ``(state_dict, model) -> state_dict`` converting a local checkpoint to the
+            model's key names and shapes; ``None`` when the backbone takes no ``weights`` file.
+        head_params: ``model -> {name: tensor}``, the model's own trainable head named as in
+            `HEAD_PARAMETER_NAMES`; ``None`` when the model's classifier is not of that form.
+        head_shape: shape of that head (`HeadShape`); given exactly when ``head_params`` is.
+    """
+
+    timm_name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    load_pretrained: Callable[[str, dict[str, Any]], tuple[nn.Module, str]]
+    features: Callable[[nn.Module, Tensor], Tensor]
+    default_image_size: int | None = None
+    fixed_input_size: bool = False
+    create_kwargs: Callable[[int | None], dict[str, Any]] = field(default=_no_create_kwargs)
+    filter_checkpoint: Callable[[Mapping[str, Any], nn.Module], dict[str, Tensor]] | None = None
+    head_params: Callable[[nn.Module], dict[str, Tensor]] | None = None
+    head_shape: HeadShape | None = None
+
+    def __post_init__(self) -> None:
+        if (self.head_params is None) != (self.head_shape is None):
+            raise ValueError("BackboneSpec: give both head_params and head_shape, or neither")
+
+
+def map_state_dict_by_order(source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename the tensors of ``source`` to the keys of ``target``, pairing them by position.
+
+    Args:
+        source: the state dict to load (for example from another implementation of the same network).
+        target: the state dict of the model to load into; only its keys, shapes and dtypes are used.
+
+    Returns:
+        ``{target_key: source_tensor}`` in target order.
+
+    Raises:
+        ValueError: if the two hold different numbers of tensors, or if a pair differs in shape or
+            dtype; the message names the first mismatching pair (source key and target key).
+    """
+    problems = []
+    if len(source) != len(target):
+        problems.append(f"source has {len(source)} tensors, target {len(target)}")
+    for index, ((source_key, tensor), (target_key, expected)) in enumerate(
+        zip(source.items(), target.items(), strict=False)
+    ):
+        if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
+            problems.append(
+                f"first mismatch at position {index}: source {source_key!r} {tuple(tensor.shape)} {tensor.dtype} "
+                f"vs target {target_key!r} {tuple(expected.shape)} {expected.dtype}"
+            )
+            break
+    if problems:
+        raise ValueError("cannot map state dicts by order: " + "; ".join(problems))
+    return dict(zip(target.keys(), source.values(), strict=True))
+
+
+def import_timm():
+    import_torchvision()  # timm imports torchvision, which needs the compatibility fix first
+    import timm
+
+    return timm
+
+
+def create_random(timm_name: str, create_kwargs: Mapping[str, Any]) -> nn.Module:
+    """A timm model with random weights, made deterministic by a private fork of torch's random state."""
+    timm = import_timm()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return timm.create_model(timm_name, pretrained=False, **create_kwargs)
+
+
+def create_empty(timm_name: str, create_kwargs: Mapping[str, Any]) -> nn.Module:
+    """A timm model on the meta device (no memory, no initialisation), to be filled with ``assign=True``."""
+    timm = import_timm()
+    with torch.device("meta"):
+        return timm.create_model(timm_name, pretrained=False, **create_kwargs)
