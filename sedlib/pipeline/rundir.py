@@ -206,6 +206,19 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             return "params/<run>.yaml"
 
+    def command(self) -> str:
+        """The command that runs this directory's study: ``python -m sedlib.run <params file>`` (+ ``--run-dir``).
+
+        ``--run-dir`` is given only when the directory is not the default ``runs/<run_name>``.
+        """
+        try:
+            run_name = json.loads((self.root / "run.json").read_text())["run_name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            run_name = None
+        default = PROJECT_ROOT / "runs" / str(run_name)
+        where = "" if self.root.resolve() == default.resolve() else f" --run-dir {self.root}"
+        return f"python -m sedlib.run {self.params_file()}{where}"
+
     # --- the record of content hashes ----------------------------------------------------------------
 
     @property
@@ -223,7 +236,7 @@ class RunDir:
         if not isinstance(files, dict):
             raise RunDirError(
                 f"{self.ledger} is unreadable, so no artefact of {self.root} can be verified. Delete it: the next "
-                f"`python -m sedlib.run {self.params_file()}` then recomputes what it cannot trust (the feature "
+                f"`{self.command()}` then recomputes what it cannot trust (the feature "
                 "files, which carry their own checksums, are kept)"
             )
         return files
@@ -300,7 +313,7 @@ class RunDir:
     def remedy(self, path: Path | str) -> str:
         """What to do about a file that cannot be trusted: the stage that writes it, and the command."""
         stage = owner(self.relative(path))
-        command = f"`python -m sedlib.run {self.params_file()}`"
+        command = f"`{self.command()}`"
         if stage is None:
             return f"Run {command} to remake what this run needs."
         return f"Stage {stage} writes it: {command} reruns that stage and every stage after it that needs it."

@@ -154,7 +154,29 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
     )
 
 
-def failure_message(step: Stage, error: BaseException, notebook: Path, params_file: str) -> str:
+def rerun_command(params_file: str, run_dir: str | None = None, overrides: dict | None = None) -> str:
+    """The command line that runs a study again with the same params file, run directory and ``--set`` values.
+
+    Example:
+        >>> rerun_command("params/smoke.yaml", "runs/x", {"train": {"lr": 0.001}, "models": {"de": {"lam": 0}}})
+        'python -m sedlib.run params/smoke.yaml --run-dir runs/x --set train.lr=0.001 --set models.de.lam=0'
+    """
+
+    def assignments(values: dict, prefix: str = "") -> list[str]:
+        flat = []
+        for key, value in values.items():
+            if isinstance(value, dict):
+                flat += assignments(value, f"{prefix}{key}.")
+            else:
+                flat.append(f"--set {prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}")
+        return flat
+
+    parts = ["python -m sedlib.run", str(params_file)]
+    parts += [f"--run-dir {run_dir}"] if run_dir else []
+    return " ".join(parts + assignments(overrides or {}))
+
+
+def failure_message(step: Stage, error: BaseException, notebook: Path, command: str) -> str:
     """The lines a user reads when a stage fails: the stage, what failed in plain words, what to do, where."""
     from papermill.exceptions import PapermillExecutionError
 
@@ -174,8 +196,7 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, params_fi
     return (
         f"[{step.name}] failed: {what}\n"
         f"  The executed notebook, with the traceback in {where}, is {_shown_path(notebook)}\n"
-        f"  Everything completed before is kept; after the fix, `python -m sedlib.run {params_file}` continues "
-        "from here."
+        f"  Everything completed before is kept; after the fix, `{command}` continues from here."
     )
 
 
@@ -234,18 +255,19 @@ def run_study(
     unknown = sorted(set(stages or []) - set(STAGE_NAMES))
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; the stages are {list(STAGE_NAMES)}")
-    with RunDir.locate(config, run_dir).lock(f"python -m sedlib.run {params_file}"):
+    command = rerun_command(params_file, run_dir, overrides)
+    with RunDir.locate(config, run_dir).lock(command):
         run = RunDir.open(config, run_dir)
         chosen = [step for step in STAGES if stages is None or step.name in stages]
-        _check_unchosen_inputs(config, run, chosen, str(params_file))
-        _run_stages(config, run, str(params_file), chosen, overrides, force, verbose)
+        _check_unchosen_inputs(config, run, chosen, command)
+        _run_stages(config, run, str(params_file), chosen, overrides, force, verbose, command)
         _note_undeclared(config, run)
         if report:
             _render_report(config, run, engine)
     return run
 
 
-def _check_unchosen_inputs(config: RunConfig, run: RunDir, chosen: list[Stage], params_file: str) -> None:
+def _check_unchosen_inputs(config: RunConfig, run: RunDir, chosen: list[Stage], command: str) -> None:
     """Before anything runs: every file a chosen stage reads from a stage that is not chosen is in place."""
     names = {step.name for step in chosen}
     for step in chosen:
@@ -256,12 +278,19 @@ def _check_unchosen_inputs(config: RunConfig, run: RunDir, chosen: list[Stage], 
             stages = " ".join(sorted({writer, *names}))
             raise StageFailedError(
                 f"[{step.name}] cannot run: it reads {relative}, which is missing. Stage {writer} writes it: run "
-                f"`python -m sedlib.run {params_file} --stages {stages}`, or leave out --stages."
+                f"`{command} --stages {stages}`, or leave out --stages."
             )
 
 
 def _run_stages(
-    config: RunConfig, run: RunDir, params_file: str, chosen: list[Stage], overrides: dict, force: bool, verbose: bool
+    config: RunConfig,
+    run: RunDir,
+    params_file: str,
+    chosen: list[Stage],
+    overrides: dict,
+    force: bool,
+    verbose: bool,
+    command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
     hashes = _Hashes(run)
@@ -286,7 +315,7 @@ def _run_stages(
                         os.replace(executed, failed)
                     raise
         except Exception as error:
-            raise StageFailedError(failure_message(step, error, failed, params_file)) from error
+            raise StageFailedError(failure_message(step, error, failed, command)) from error
         failed.unlink(missing_ok=True)
         hashes.forget(outputs)
         missing = [relative for relative in outputs if hashes(relative) is None]
@@ -368,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         cause = f" ({interrupt})" if str(interrupt) else ""
         print(
             f"\n[run] interrupted{cause}: the notebook kernel was stopped, and everything completed before is kept; "
-            f"`python -m sedlib.run {args.params_file}` continues from here.",
+            f"`{rerun_command(args.params_file, args.run_dir, parse_overrides(args.set))}` continues from here.",
             file=sys.stderr,
         )
         return 130

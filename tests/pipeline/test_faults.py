@@ -105,8 +105,8 @@ def test_a_damaged_store_met_by_a_stage_run_alone_names_the_fix(copy, smoke_run)
     lines = str(error.value).splitlines()
     assert lines[0] == (
         "[04_eval_ood_det] failed: results/evaluations.h5 changed since it was written (its content hash differs "
-        "from the one recorded). Stage 03_eval_ood_gen writes it: `python -m sedlib.run params/smoke.yaml` reruns "
-        "that stage and every stage after it that needs it."
+        "from the one recorded). Stage 03_eval_ood_gen writes it: `python -m sedlib.run params/smoke.yaml "
+        f"--run-dir {copy.root}` reruns that stage and every stage after it that needs it."
     )
     assert lines[1].endswith("notebooks/04_eval_ood_det.failed.ipynb") and "traceback" in lines[1]
     assert contents(copy) == contents(smoke_run)  # the earlier results stay

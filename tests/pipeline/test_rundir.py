@@ -83,9 +83,9 @@ def test_a_file_written_behind_the_records_back_is_not_trusted(tmp_path):
         run.verified(run.path("ood_gen"))
     assert str(error.value) == (
         "results/ood_gen.csv has no content hash in artefacts.json (it was not written by this run's code). "
-        "Stage 03_eval_ood_gen writes it: `python -m sedlib.run params/a.yaml` reruns that stage and every stage "
-        "after it that needs it."
-    )
+        f"Stage 03_eval_ood_gen writes it: `python -m sedlib.run params/a.yaml --run-dir {run.root}` reruns that "
+        "stage and every stage after it that needs it."
+    )  # not runs/a, so the command names the directory
 
 
 def test_a_failed_write_leaves_the_earlier_file_and_its_record(tmp_path):

@@ -97,8 +97,8 @@ def test_a_chosen_stage_whose_inputs_are_missing_is_refused_before_anything_runs
     assert fake_stages == []
     assert str(error.value) == (
         "[03_eval_ood_gen] cannot run: it reads models/deep_ensemble.safetensors, which is missing. Stage "
-        "02_train_a2d writes it: run `python -m sedlib.run params/smoke.yaml --stages 01_cache 02_train_a2d "
-        "03_eval_ood_gen`, or leave out --stages."
+        f"02_train_a2d writes it: run `python -m sedlib.run params/smoke.yaml --run-dir {tmp_path} --stages 01_cache "
+        "02_train_a2d 03_eval_ood_gen`, or leave out --stages."
     )
 
 
