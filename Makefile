@@ -1,7 +1,7 @@
 # make setup   create .venv and install the pinned environment (Python 3.11)
 # make test    run the test suite (sets up .venv first when missing)
 # make test-fast  the unit tests only, without the papermill and torchrun runs (under a minute)
-# make lint    ruff: lint and format check of the library, the notebooks' sources and the tests
+# make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
@@ -30,10 +30,9 @@ test: setup
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not e2e and not torchrun"
 
-LINTED := sedlib tests notebooks/*.py
 lint: setup
-	$(BIN)/ruff check $(LINTED)
-	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 report: setup
 	$(BIN)/python -m sedlib.run params/default.yaml

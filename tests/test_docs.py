@@ -24,7 +24,9 @@ Every page is ``README.md`` and each ``docs/*.md``. The rules:
 3. Modules. Every dotted name ``sedlib.x.y`` in code resolves: the longest prefix that importlib finds is a
    module (`importlib.util.find_spec`), the rest are attributes (``sedlib.losses.sed_pair_loss``), so the
    pages follow the package layout.
-4. Nothing refers outside the repository: no ``DESIGN.md``, no ``../shared``.
+4. Nothing refers outside the repository: every Markdown file a page names anywhere, in prose or code,
+   is one of the repository's (by name) or one a run directory holds, and no link climbs out of the
+   repository (rule 1).
 5. The README stays a front door of at most 200 lines, and the example of ``docs/library.md`` runs.
 """
 
@@ -41,7 +43,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 200
-OUTSIDE = ("DESIGN.md", "../shared")
+MARKDOWN_NAME = re.compile(r"(?<![\w.-])[\w.-]+\.md\b")
 RUN_TIME = ("runs/", "data/")
 NOT_A_PATH = re.compile(r"[<>*{}$|…]|^[a-z][a-z0-9+.-]*://|^/|^~")
 URL = re.compile(r"^(?:https?|mailto):", re.IGNORECASE)
@@ -178,6 +180,22 @@ def _path_problems(page: Path, text: str | None = None) -> list[str]:
     ]
 
 
+@cache
+def _markdown_names() -> set[str]:
+    """The names of the repository's Markdown files and of those a run directory holds (its declaration)."""
+    from sedlib.pipeline.stages import ARTEFACTS, TABLES
+
+    names = {path.name for path in ROOT.rglob("*.md") if not path.relative_to(ROOT).parts[0].startswith((".", "runs"))}
+    names |= {PurePosixPath(artefact.template).name for artefact in ARTEFACTS.values()}
+    return names | {f"{table}.md" for table in TABLES}
+
+
+def _outside_problems(page: Path, text: str | None = None) -> list[str]:
+    named = {match.group(0) for match in MARKDOWN_NAME.finditer(page.read_text() if text is None else text)}
+    unknown = sorted(named - _markdown_names())
+    return [f"{_name(page)}: {name} is no Markdown file of the repository" for name in unknown]
+
+
 def _module_problems(page: Path, text: str | None = None) -> list[str]:
     tokens, words = _code(page.read_text() if text is None else text)
     names = {match.group(0) for text in tokens + words for match in DOTTED.finditer(text)}
@@ -206,8 +224,7 @@ def test_named_modules_resolve(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_nothing_outside_the_repository(page):
-    text = page.read_text()
-    assert [name for name in OUTSIDE if name in text] == []
+    assert _outside_problems(page) == []
 
 
 def test_readme_is_a_front_door():
@@ -236,6 +253,9 @@ def test_the_checks_catch_what_they_are_for():
     assert sorted(problem.split("`")[1] for problem in _path_problems(page, text)) == [
         "notebooks/missing.py",
         "params/no_such.yaml",
+    ]
+    assert _outside_problems(page, "the notes in NOTES.md, and `docs/design.md`") == [
+        "docs/broken.md: NOTES.md is no Markdown file of the repository"
     ]
     assert sorted(problem.split("`")[1] for problem in _module_problems(page, text)) == [
         "sedlib.losses.no_such_function",
