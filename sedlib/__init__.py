@@ -12,6 +12,7 @@ per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed
 """
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fsync(path: Path, directory: bool = False) -> None:
+    """Flush a file, or a folder's entries, to disk, so that a rename after it cannot outrun the content."""
+    if directory and os.name != "posix":
+        return  # directories cannot be opened (or synced) on Windows
+    fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def source_hash(root: Path, paths: Iterable[Path]) -> str:

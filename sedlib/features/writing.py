@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sedlib import fsync
 from sedlib.features.store import (  # the store's checks, shared by reading and writing
     _CHUNK_BYTES,
     _CHUNK_CACHE_BYTES,
@@ -199,16 +200,6 @@ def _fill(
                 bar.update(stop - start)
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    if directory and os.name != "posix":
-        return  # directories cannot be opened (or synced) on Windows
-    fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def reusable(path: str | Path, manifest: SplitManifest, rebuild: bool = False) -> bool:
     """Whether ``path`` already holds ``manifest``'s features: what `write_split` checks before writing.
 
@@ -304,9 +295,9 @@ def write_split(
         with _storage_errors(partial, manifest):  # closing flushes too, so it can find the disk full
             handle.close()
     with _storage_errors(path, manifest):
-        _fsync(partial)
+        fsync(partial)
         os.replace(partial, path)
-        _fsync(path.parent, directory=True)
+        fsync(path.parent, directory=True)
     logger.info(
         "%s: wrote %d pass(es) x %d rows x %d features", path, manifest.passes, manifest.rows, manifest.feature_dim
     )

@@ -9,6 +9,7 @@ detectors of `sedlib.detectors` on the first training pass and scores every OOD 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sedlib import source_hash
+from sedlib import file_sha256, source_hash
 from sedlib.config import PRETRAINED_HEAD_MODEL, RunConfig
 from sedlib.device import resolve_device
 from sedlib.evaluate import (
@@ -98,8 +99,6 @@ EVALUATION_CODE = ("ensemble.py", "evaluate.py", "metrics.py", "protocols.py", "
 
 def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) -> str:
     """Hash of what an evaluation depends on: the model files, the splits' settings, the eval settings and code."""
-    import hashlib
-
     package = Path(__file__).parents[1]  # the sedlib package
     digest = hashlib.sha256(source_hash(package, [package / name for name in EVALUATION_CODE]).encode())
     payload = {"eval": config.to_dict()["eval"], "protocol": config.protocol, "splits": {}}
@@ -110,7 +109,7 @@ def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) ->
         name = model_run.name
         path = run.path("pretrained_head") if name == PRETRAINED_HEAD_MODEL else run.path("model", name)
         digest.update(name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import yaml
 
-from sedlib import file_sha256
+from sedlib import file_sha256, fsync
 from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
 from sedlib.errors import SedlibError
 from sedlib.pipeline.lock import alive, lock_holder, run_lock
@@ -69,15 +69,6 @@ class RunDirError(SedlibError, RuntimeError):
 
 class ArtefactError(RunDirError):
     """An artefact a stage reads is missing, was never recorded, or changed since it was written."""
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk, so a rename that follows cannot outrun its content."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, value) -> None:
@@ -101,14 +92,6 @@ class RunDir:
     @property
     def models(self) -> Path:
         return self.root / "models"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
 
     @property
     def report(self) -> Path:
@@ -265,8 +248,19 @@ class RunDir:
         return self._read_ledger().get(self.relative(path))
 
     def record(self, *paths: Path | str) -> None:
-        """Record the content hashes of files completed in place by their own atomic writer (the features)."""
-        self._update_ledger({self.relative(path): _entry(self.root / self.relative(path)) for path in paths})
+        """Record the content hashes of files completed in place by their own atomic writer (the features).
+
+        A file whose record still holds (same content and modification time) keeps it; a self-checked one
+        with its recorded size and time is not even read again (`content_hash`).
+        """
+        entries = {}
+        for relative in map(self.relative, paths):
+            current, recorded = self.content_hash(relative), self.recorded(relative) or {}
+            mtime = (self.root / relative).stat().st_mtime_ns
+            if (recorded.get("sha256"), recorded.get("mtime_ns")) != (current, mtime):
+                entries[relative] = _entry(self.root / relative, current)
+        if entries:
+            self._update_ledger(entries)
 
     def content_hash(self, path: Path | str) -> str | None:
         """The sha256 of a file of the run directory now (None when it is missing).
@@ -361,13 +355,13 @@ class RunDir:
                 raise RunDirError(f"writing {relatives} into {self.root}: {'; '.join(problems)}")
             entries = {}
             for relative, temporary in zip(relatives, temporaries, strict=True):
-                _fsync(temporary)
+                fsync(temporary)
                 entries[relative] = _entry(temporary)
             for relative, temporary in zip(relatives, temporaries, strict=True):
                 final = self.root / relative
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temporary, final)
-                _fsync(final.parent)
+                fsync(final.parent, directory=True)
             self._update_ledger(entries)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -439,10 +433,11 @@ class RunDir:
         return run_lock(self.root, holder, before=self.remove_stale_staging)
 
 
-def _entry(path: Path) -> dict:
+def _entry(path: Path, sha256: str | None = None) -> dict:
+    """A file's record: its content hash (``sha256`` when already known), size and modification time."""
     stat = path.stat()
     return {
-        "sha256": file_sha256(path),
+        "sha256": sha256 or file_sha256(path),
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "written": datetime.now(UTC).isoformat(timespec="seconds"),

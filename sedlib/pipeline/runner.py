@@ -78,18 +78,19 @@ class _Hashes:
             self.known.pop(relative, None)
 
 
-def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes) -> dict:
+def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes, library: str) -> dict:
     """Everything a stage's results depend on, in parts that `why_run` can name.
 
     The params enter through the sections the stage reads (plus ``device`` and ``run_name``); what it
-    reads of earlier stages enters through the content hashes of the files it reads.
+    reads of earlier stages enters through the content hashes of the files it reads; ``library`` is
+    `library_hash`, computed once per run of the runner.
     """
     resolved = config.to_dict()
     sections = list(resolved) if step.sections == ("all",) else ["run_name", "device", *step.sections]
     return {
         "notebook": file_sha256(notebook_source(step.name)),
         "params": {section: _digest(resolved[section]) for section in sections},
-        "library": library_hash(),
+        "library": library,
         "files": {relative: hashes(relative) for relative in declared_reads(config, step.name)},
     }
 
@@ -293,9 +294,9 @@ def _run_stages(
     command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
-    hashes = _Hashes(run)
+    hashes, library = _Hashes(run), library_hash()
     for step in chosen:
-        inputs = stage_inputs(config, step, hashes)
+        inputs = stage_inputs(config, step, hashes, library)
         outputs = declared_outputs(config, step.name)
         reason = why_run(run, step, inputs, outputs, hashes)
         if reason is None and not force:
@@ -326,7 +327,7 @@ def _run_stages(
             )
         run.write_stage_record(
             step.name,
-            {"input_key": _digest(inputs), "inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
+            {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
         print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
 
