@@ -58,6 +58,7 @@ from sedlib.config import load_config
 from sedlib.pipeline.hardness import alpha_classes, alpha_gallery, alpha_overview
 from sedlib.pipeline.plots import alpha_distribution, image_grid, training_curves
 from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.tables import markdown_table
 from sedlib.pipeline.training import main_logs, train_models, training_overview
 
 config = load_config(params_file, overrides)
@@ -71,7 +72,7 @@ models = train_models(config, run)
 #| tbl-cap: "Trained ensembles: size, pair schedule, diversity weights, and validation accuracy after the last epoch (ensemble and mean member, %)."
 overview = training_overview(config, models)
 run.save_csv("models_overview", overview)
-display(Markdown(overview.to_markdown(index=False)))
+display(Markdown(markdown_table(overview)))
 
 # %% [markdown]
 # ## Training curves
@@ -115,5 +116,5 @@ saved = run.save_figure("alpha_gallery", figure)
 #| tbl-cap: "Share of each class among all training rows and among the 1 % with the largest α (last epoch); ratio > 1: over-represented among the hardest rows."
 shares_model, shares = alpha_classes(config, run, top_fraction=0.01)
 run.save_csv("alpha_class_shares", shares)
-shown = f"{shares_model}:\n\n{shares.round(3).to_markdown(index=False)}" if shares_model else "*No model has α.*"
+shown = f"{shares_model}:\n\n{shares.to_markdown(index=False, floatfmt='.3f')}" if shares_model else "*No model has α.*"
 display(Markdown(shown))

@@ -49,6 +49,7 @@ from sedlib.pipeline.tables import (
     calibration_wide,
     generalisation_tables,
     main_rows,
+    markdown_table,
     protocol_note,
     table1,
 )
@@ -71,7 +72,7 @@ run.save_csv("calibration", calibration)
 #| label: tbl-ood-gen
 #| tbl-cap: "Accuracy (%) on the clean test split and under corruption (C-1, C-5: means over the corruptions at severity 1 and 5), and on ImageNet-A/R in the ImageNet study. The oracle picks the best member on each split separately, as the published code does; the val-selected member is chosen once, on validation data."
 display(Markdown(protocol_note(config)))
-display(Markdown(table1(main_rows(summary, config)).to_markdown(index=False)))
+display(Markdown(markdown_table(table1(main_rows(summary, config)))))
 
 # %% [markdown]
 # ## Per corruption
@@ -97,4 +98,4 @@ saved = run.save_figure("corruptions", figure)
 #| label: tbl-calibration
 #| tbl-cap: "ECE (%) / NLL / Brier score of the ensemble, the uniform soup and the mean member; C-1 and C-5 average the corruptions."
 display(Markdown(protocol_note(config, short=True)))
-display(Markdown(calibration_wide(main_rows(calibration, config)).to_markdown(index=False)))
+display(Markdown(markdown_table(calibration_wide(main_rows(calibration, config)))))

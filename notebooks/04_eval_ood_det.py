@@ -44,11 +44,19 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
-from sedlib.pipeline.evaluation import detector_table, stored_evaluations
+from sedlib.pipeline.evaluation import detector_table, save_detector_scores, stored_evaluations
 from sedlib.pipeline.plots import roc_curves, score_histograms
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import plan_splits
-from sedlib.pipeline.tables import detection_table, detection_wide, diversity_table, main_rows, protocol_note, table3
+from sedlib.pipeline.tables import (
+    detection_table,
+    detection_wide,
+    diversity_table,
+    main_rows,
+    markdown_table,
+    protocol_note,
+    table3,
+)
 from sedlib.pipeline.training import load_models
 
 config = load_config(params_file, overrides)
@@ -58,7 +66,8 @@ models = load_models(config, run)
 # %%
 splits = [plan.name for plan in plan_splits(config) if plan.kind in ("test", "corruption", "ood")]
 evaluations = stored_evaluations(config, run, splits)  # computed by 03, checked against the models and features
-detectors = detector_table(config, run, models)
+detectors, detector_scores = detector_table(config, run, models)
+save_detector_scores(run, detector_scores)  # per sample, for the paired bootstrap of stage 05
 detection = pd.concat([detection_table(evaluations, config), detectors], ignore_index=True)
 diversity = diversity_table(evaluations, config)
 run.save_csv("ood_det", detection)
@@ -68,7 +77,7 @@ run.save_csv("diversity", diversity)
 #| label: tbl-ood-det
 #| tbl-cap: "AUROC (%) of the ensemble's confidence (BMA) and of its Predictive Diversity Score (PDS) for each OOD set (ID = clean test split)."
 display(Markdown(protocol_note(config)))
-display(Markdown(table3(main_rows(detection, config)).to_markdown(index=False)))
+display(Markdown(markdown_table(table3(main_rows(detection, config)))))
 
 # %% [markdown]
 # ## Every score, and post-hoc detectors beside them
@@ -83,7 +92,7 @@ display(Markdown(table3(main_rows(detection, config)).to_markdown(index=False)))
 #| label: tbl-ood-det-all
 #| tbl-cap: "AUROC / FPR@95 / AUPR-out (%) of every ensemble score and post-hoc detector for each OOD set (ID = clean test split)."
 display(Markdown(protocol_note(config, short=True)))
-display(Markdown(detection_wide(main_rows(detection, config), ("auroc", "fpr95", "aupr_out")).to_markdown(index=False)))
+display(Markdown(markdown_table(detection_wide(main_rows(detection, config), ("auroc", "fpr95", "aupr_out")))))
 
 # %% [markdown]
 # ## Diversity
@@ -96,8 +105,8 @@ display(Markdown(detection_wide(main_rows(detection, config), ("auroc", "fpr95",
 #| tbl-cap: "Mean #unique member predictions and mean PDS per split."
 columns = {"label": "Model", "split": "Split", "num_unique": "#unique", "pds": "PDS"}
 display(Markdown(protocol_note(config, short=True)))
-shown = main_rows(diversity, config).drop(columns=["model"]).rename(columns=columns).round(2)
-display(Markdown(shown.to_markdown(index=False)))
+shown = main_rows(diversity, config).drop(columns=["model"]).rename(columns=columns)
+display(Markdown(shown.to_markdown(index=False, floatfmt=".2f")))
 
 # %%
 #| label: fig-roc

@@ -17,9 +17,12 @@
 # # 05 · Tables and summary
 #
 # This notebook only reads the results the earlier stages wrote (`results/ood_gen.csv`,
-# `results/ood_det.csv`, `results/diversity.csv`), each checked against the content hash recorded
-# when it was written. It lays them out as the paper's tables, saves them as Markdown and CSV under
-# `results/tables/`, and writes a short summary. Every number in the summary is read from those files.
+# `results/ood_det.csv`, `results/diversity.csv`, the per-sample evaluations `results/evaluations.h5`
+# and detector scores `results/detector_scores.npz`, the training logs of the M sweep), each checked
+# against the content hash recorded when it was written. It judges the paper's claims on them, with a
+# paired bootstrap interval on every difference, lays the results out as the paper's tables, saves
+# them as Markdown and CSV under `results/tables/`, and writes the abstract, the key findings and a
+# short summary. Every number in these texts is read from those files.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -27,15 +30,21 @@ run_dir = None
 overrides = {}
 
 # %%
+import time
+
 from IPython.display import Markdown, display
 
 from sedlib.config import load_config
+from sedlib.pipeline.evaluation import stored_detector_scores, stored_evaluations
+from sedlib.pipeline.findings import abstract, claim_evidence, evidence_table, key_findings, sweep_logs
 from sedlib.pipeline.plots import summary_figure, sweep_figure
 from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import plan_splits
 from sedlib.pipeline.summary import method_comparison, results_summary
 from sedlib.pipeline.tables import (
     detection_wide,
     main_rows,
+    markdown_table,
     protocol_note,
     published_comparison,
     published_comparison_markdown,
@@ -50,6 +59,41 @@ config = load_config(params_file, overrides)
 run = RunDir.open(config, run_dir)
 ood_gen, ood_det, diversity = run.read_csv("ood_gen"), run.read_csv("ood_det"), run.read_csv("diversity")
 
+# %% [markdown]
+# ## The paper's claims, judged
+#
+# Each claim rests on differences between SED and the deep ensemble (or between two scores of SED),
+# measured on the evaluated samples. Every difference gets a paired bootstrap 95 % interval: the ID
+# rows and the OOD rows are resampled with replacement (`eval.bootstrap_resamples` times, seeded), and
+# both sides of a difference are recomputed on the same resampled rows. With several seeds the
+# difference is averaged over seeds and its standard deviation over seeds shown too. A claim holds
+# only where the interval (and the seed spread) is clear of zero in its direction.
+
+# %%
+splits = [plan.name for plan in plan_splits(config) if plan.kind in ("test", "corruption", "ood", "subset")]
+evaluations = stored_evaluations(config, run, splits)  # computed by 03, checked against the models and features
+started = time.perf_counter()
+evidence = claim_evidence(evaluations, stored_detector_scores(run), sweep_logs(config, run), ood_det, config)
+print(
+    f"{config.eval.bootstrap_resamples} bootstrap resamples of every difference in {time.perf_counter() - started:.1f} s"
+)
+run.save_csv("evidence", evidence)
+run.save_text("abstract", abstract(evidence, config))
+run.save_text("key_findings", key_findings(evidence, config))
+
+# %%
+#| label: abstract
+display(Markdown(abstract(evidence, config)))
+
+# %%
+#| label: key-findings
+display(Markdown(key_findings(evidence, config)))
+
+# %%
+#| label: tbl-evidence
+#| tbl-cap: "The evidence behind the key findings: each difference (SED minus the other; points for percentages) with its paired bootstrap 95 % interval and verdict."
+display(Markdown(markdown_table(evidence_table(evidence))))
+
 # %%
 main_gen, main_det = main_rows(ood_gen, config), main_rows(ood_det, config)
 tables = {
@@ -62,7 +106,7 @@ tables = {
     "sweeps": sweep_table(ood_gen, ood_det, config),
 }
 for name, table in tables.items():
-    run.save_text("table_markdown", f"{protocol_note(config)}\n\n{table.to_markdown(index=False)}", name)
+    run.save_text("table_markdown", f"{protocol_note(config)}\n\n{markdown_table(table)}", name)
     run.save_csv("table_csv", table, name)
 print("\n".join(run.relative(run.path("table_csv", name)) for name in tables))
 

@@ -1,7 +1,7 @@
 """The package's layers: each module imports only from its own layer and the layers below it.
 
 base (``sedlib``, errors, progress, device, _compat) < settings (``sedlib.config``) < the method core
-(heads, losses, optimisers, schedules, training loop, scores, metrics, protocols, evaluation, detectors,
+(heads, losses, optimisers, schedules, training loop, scores, metrics, protocols, evaluation, bootstrap, detectors,
 published runs, benchmark) and, beside it, the inputs (backbones, feature store, data) < the pipeline
 (``sedlib.pipeline``) < the command-line entry points (``python -m sedlib.run | cache | report``). The
 core and the inputs do not import each other. Imports inside functions count too.
@@ -31,6 +31,7 @@ LAYERS = {
             "metrics",
             "protocols",
             "evaluate",
+            "bootstrap",
             "detectors",
             "published",
             "bench",

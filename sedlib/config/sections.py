@@ -216,6 +216,9 @@ class EvalConfig:
         knn_k: the k of the KNN detector.
         knn_train_rows: KNN keeps a seeded sample of this many training rows, at least ``knn_k`` (None
             for all).
+        bootstrap_resamples: resamples of the evaluated rows behind the 95 % interval of every
+            difference the key findings judge (stage 05, `sedlib.bootstrap`), from 100 (rough
+            interval ends) to 100000; seeded, so a run gives the same intervals every time.
     """
 
     batch_size: Count = 2048
@@ -226,6 +229,7 @@ class EvalConfig:
     detectors: tuple[Literal[DETECTOR_NAMES], ...] = DETECTOR_NAMES
     knn_k: Count = 50
     knn_train_rows: Count | None = None
+    bootstrap_resamples: number(int, ge=100, le=100_000) = 1000
 
     def __post_init__(self) -> None:
         if self.knn_train_rows is not None and self.knn_train_rows < self.knn_k:

@@ -53,7 +53,7 @@ _CODE_PATTERN = re.compile(r"^(?P<fence>```+|~~~+).*?^(?P=fence)[ \t]*$|(?P<tick
 _OPTION_LINE = re.compile(r"^#\|\s?(.*)$")
 
 
-# Raw Typst around an embedded cell centres its caption, table or images in the PDF; HTML drops it.
+# Raw Typst around an embedded figure or table centres its caption, table or images in the PDF; HTML drops it.
 _TYPST_CENTER_OPEN, _TYPST_CENTER_CLOSE = "```{=typst}\n#align(center)[\n```", "```{=typst}\n]\n```"
 
 
@@ -279,7 +279,9 @@ def embed_cell(
         caption_line = f"**{kind} {number}:** {caption}" if caption else f"**{kind} {number}**"
         blocks = [caption_line, body] if kind == "Table" else [body, caption_line]
         css_class = f"sed-{prefix}"
-    markdown = "\n\n".join([_TYPST_CENTER_OPEN, f"::: {{#{label} .{css_class}}}", *blocks, ":::", _TYPST_CENTER_CLOSE])
+    markdown = "\n\n".join([f"::: {{#{label} .{css_class}}}", *blocks, ":::"])
+    if kind is not None:  # prose (the summary, the key findings) keeps the text's own alignment
+        markdown = "\n\n".join([_TYPST_CENTER_OPEN, markdown, _TYPST_CENTER_CLOSE])
     return EmbeddedCell(notebook_ref, label, kind, number, markdown)
 
 
@@ -340,7 +342,7 @@ def expand_article(article: str, run_dir: Path, figures_dir: Path) -> tuple[dict
     """Replace every embed shortcode of an article by the cell's Markdown, and resolve cross references.
 
     Figures and tables are numbered in order of appearance, separately. Cross references are
-    resolved in the article's own text, not inside the embedded outputs.
+    resolved in the article's own text and in the embedded outputs, before or after their target.
 
     Args:
         article: the ``.qmd`` text.
@@ -385,7 +387,8 @@ def expand_article(article: str, run_dir: Path, figures_dir: Path) -> tuple[dict
     pieces, position = [], 0
     for match, cells in replacements:
         pieces.append(replace_crossrefs(body[position : match.start()], targets))
-        pieces.append("\n\n" + "\n\n".join(cell.markdown for cell in cells) + "\n\n")
+        # generated text (the key findings) links to tables and figures embedded anywhere in the article
+        pieces.append("\n\n" + "\n\n".join(replace_crossrefs(cell.markdown, targets) for cell in cells) + "\n\n")
         position = match.end()
     pieces.append(replace_crossrefs(body[position:], targets))
     return metadata, "".join(pieces)

@@ -143,9 +143,18 @@ FEATURE_DETECTORS_MODEL = "backbone_features"
 """Model name of the rows of the detectors that read the backbone features alone (no heads)."""
 
 
+def detector_key(replica: str, score: str, split: str) -> str:
+    """The key of one detector's per-sample scores on one split in stage 04's detector-score file.
+
+    ``replica`` is the replica whose weight soup the detector reads (ViM), or
+    `FEATURE_DETECTORS_MODEL` for the detectors on the backbone features.
+    """
+    return f"{replica}|{score}|{split}"
+
+
 def detector_table(
     config: RunConfig, run: RunDir, models: dict[str, TrainedModel], progress: bool = True
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Post-hoc detectors (`sedlib.detectors`) on the run's OOD sets, in the layout of `detection_table`.
 
     Every detector is fitted on the first training pass (the rows training uses) and nothing else.
@@ -154,24 +163,28 @@ def detector_table(
     fitted per model on the model's weight soup (the backbone's own head for row zero).
 
     Returns:
-        Columns ``model``, ``label``, ``score``, ``score_label``, ``ood_set``, ``auroc``, ``fpr95``,
-        ``aupr_out``, ``aupr_in``; empty when ``eval.detectors`` is empty.
+        ``(table, scores)``. ``table``: columns ``model``, ``label``, ``score``, ``score_label``,
+        ``ood_set``, ``auroc``, ``fpr95``, ``aupr_out``, ``aupr_in``; empty when ``eval.detectors``
+        is empty. ``scores``: every detector's per-sample scores on the test split and every split of
+        every OOD set, by `detector_key` (replica, detector, split), for the
+        paired bootstrap of stage 05.
     """
     from sedlib.detectors import DETECTORS, KNN, ViM, linear_head, penultimate_features
     from sedlib.pipeline.tables import detection_splits, ood_set_metrics
 
     names = list(config.eval.detectors)
     if not names:
-        return pd.DataFrame()
+        return pd.DataFrame(), {}
     device = resolve_device(config.device)
     _, train_features, fit_labels, _ = training_data(config, run)
     fit_features = train_features[0].float().numpy()
     splits = ["test", *detection_splits(config)]
     features = {split: load_split(config, run, split).features.astype(np.float32) for split in splits}
-    rows = []
+    rows, scores = [], {}
 
-    def add(model: str, label: str, detector, transform=lambda x: x, score_label=None, seed=None) -> None:
+    def add(owner: str, model: str, label: str, detector, transform=lambda x: x, score_label=None, seed=None) -> None:
         values = {split: detector.score(transform(features[split])) for split in splits}
+        scores.update({detector_key(owner, detector.name, split): value for split, value in values.items()})
         metrics = ood_set_metrics(config, values["test"], values, detector.name)
         for ood_set, row in metrics.items():
             rows.append(
@@ -195,12 +208,35 @@ def detector_table(
                 soup = models[model_run.name].ensemble.soup()
                 vim = ViM(device=device).fit(penultimate_features(soup, fit_features), *linear_head(soup))
                 transform = lambda x, soup=soup: penultimate_features(soup, x)  # noqa: E731
-                add(model_run.model, model_run.label, vim, transform, "ViM (weight soup)", model_run.seed)
+                add(
+                    model_run.name,
+                    model_run.model,
+                    model_run.label,
+                    vim,
+                    transform,
+                    "ViM (weight soup)",
+                    model_run.seed,
+                )
         elif name == "knn":
             knn = KNN(k=config.eval.knn_k, max_train_rows=config.eval.knn_train_rows, device=device)
-            add(FEATURE_DETECTORS_MODEL, backbone_label, knn.fit(fit_features))
+            add(FEATURE_DETECTORS_MODEL, FEATURE_DETECTORS_MODEL, backbone_label, knn.fit(fit_features))
         else:
-            add(FEATURE_DETECTORS_MODEL, backbone_label, DETECTORS[name](device=device).fit(fit_features, fit_labels))
+            detector = DETECTORS[name](device=device).fit(fit_features, fit_labels)
+            add(FEATURE_DETECTORS_MODEL, FEATURE_DETECTORS_MODEL, backbone_label, detector)
         bar.update()
     bar.close()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), scores
+
+
+def save_detector_scores(run: RunDir, scores: dict[str, np.ndarray]) -> Path:
+    """Keep stage 04's per-sample detector scores (`detector_table`) for stage 05's bootstrap; returns the file."""
+    path = run.path("detector_scores")
+    with run.writing(path) as (temporary,), open(temporary, "wb") as file:
+        np.savez(file, **scores)
+    return path
+
+
+def stored_detector_scores(run: RunDir) -> dict[str, np.ndarray]:
+    """The per-sample detector scores stage 04 kept, after checking the file's content hash."""
+    with np.load(run.verified(run.path("detector_scores"))) as stored:
+        return {key: stored[key] for key in stored.files}

@@ -257,7 +257,9 @@ def _render_pandoc_into(output_dir: Path, run_dir: Path, article: Path, config: 
     if "pdf" in formats:
         options = _format_options(config, "typst")
         variables, args = _typst_variables(options, run_dir)
-        args += ["--standalone", resources]
+        # pipe tables wider than --columns get fixed relative widths from their dash rows, which wrap short
+        # names in narrow columns; a large value leaves the widths to Typst, which sizes columns by content
+        args += ["--standalone", resources, "--columns=10000"]
         args += ["--toc", f"--toc-depth={options.get('toc-depth', 2)}"] if options.get("toc", True) else []
         source = _document({**metadata, **variables}, body)
         typ, pdf = output_dir / "index.typ", output_dir / "index.pdf"

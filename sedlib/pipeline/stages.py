@@ -80,10 +80,16 @@ ARTEFACTS: dict[str, Artefact] = {
     "calibration": Artefact("results/calibration.csv", "ECE, NLL and Brier score"),
     "ood_det": Artefact("results/ood_det.csv", "detection metrics of every score and detector"),
     "diversity": Artefact("results/diversity.csv", "mean #unique and PDS per split"),
+    "detector_scores": Artefact(
+        "results/detector_scores.npz", "per-sample scores of the post-hoc detectors on the test and OOD splits"
+    ),
     "table_markdown": Artefact("results/tables/{name}.md", "a table of the report", each="table"),
     "table_csv": Artefact("results/tables/{name}.csv", "a table of the report", each="table"),
     "method_comparison": Artefact("results/method_comparison.md", "which method wins where"),
     "summary": Artefact("results/summary.md", "the generated summary"),
+    "evidence": Artefact("results/evidence.csv", "the differences each claim rests on, with intervals and verdicts"),
+    "key_findings": Artefact("results/key_findings.md", "the generated key findings"),
+    "abstract": Artefact("results/abstract.md", "the generated abstract"),
     "figure": Artefact("results/figures/{name}.png", "a figure", each="figure"),
     "notebook": Artefact("notebooks/{name}.ipynb", "the executed notebook", each="stage"),
 }
@@ -154,7 +160,7 @@ STAGES = (
         "04_eval_ood_det",
         "OOD detection",
         ("protocol", "eval"),
-        ("ood_det", "diversity"),
+        ("ood_det", "diversity", "detector_scores"),
         figures=("ood_det_roc", "ood_det_histograms"),
         reads=(*FEATURE_FILES, *MODEL_FILES, "evaluations"),
     ),
@@ -162,9 +168,18 @@ STAGES = (
         "05_tables",
         "tables and summary",
         ("all",),
-        ("table_markdown", "table_csv", "method_comparison", "summary"),
+        ("table_markdown", "table_csv", "method_comparison", "summary", "evidence", "key_findings", "abstract"),
         figures=("sweeps", "summary"),
-        reads=("ood_gen", "ood_det", "diversity"),
+        reads=(
+            *FEATURE_FILES,
+            *MODEL_FILES,
+            "model_log",
+            "evaluations",
+            "ood_gen",
+            "ood_det",
+            "diversity",
+            "detector_scores",
+        ),
     ),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -13,12 +13,13 @@
 * `diversity_table`: mean #unique member predictions and mean PDS per split, the signature SED
   aims at (members agree on ID data and disagree off it).
 
-Tables are pandas DataFrames; `to_markdown` renders them as pipe tables, which survive into both
-the HTML and the PDF report.
+Tables are pandas DataFrames, their numbers formatted as text with one precision per column;
+`markdown_table` renders them as pipe tables, which survive into both the HTML and the PDF report.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -72,11 +73,17 @@ def over_seeds(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.D
 
 
 def _mean_std_cells(mean: pd.DataFrame, std: pd.DataFrame, columns: list[str], scale: float, digits: int):
-    """``columns`` of ``mean`` as text, ``"m ± s"`` where a model has several seeds."""
+    """``columns`` of ``mean`` as text with ``digits`` decimals throughout, ``"m ± s"`` where a model has several seeds.
+
+    A missing value (a greedy soup that was not evaluated) reads "–".
+    """
     table = mean.copy()
     for column in columns:
-        m, d = (scale * mean[column]).round(digits), (scale * std[column]).round(digits)
-        table[column] = [f"{a:.{digits}f}" if np.isnan(b) else f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(m, d)]
+        m, d = scale * mean[column], scale * std[column]
+        table[column] = [
+            "–" if np.isnan(a) else f"{a:.{digits}f}" if np.isnan(b) else f"{a:.{digits}f} ± {b:.{digits}f}"
+            for a, b in zip(m, d)
+        ]
     return table
 
 
@@ -168,8 +175,9 @@ def calibration_table(evaluations: Evaluations, config: RunConfig) -> pd.DataFra
 def calibration_wide(calibration: pd.DataFrame) -> pd.DataFrame:
     """Rows ``Model / aggregation``, one column per split holding ``ECE / NLL / Brier`` (ECE in %), means over seeds."""
     mean, _, _ = over_seeds(calibration, ["aggregation", "split"])
-    cells = (100 * mean["ece"]).round(1).astype(str) + " / " + mean["nll"].round(3).astype(str)
-    cells = cells + " / " + mean["brier"].round(3).astype(str)
+    cells = [
+        f"{100 * ece:.1f} / {nll:.3f} / {brier:.3f}" for ece, nll, brier in mean[["ece", "nll", "brier"]].to_numpy()
+    ]
     frame = mean.assign(cell=cells, Method=mean["label"] + " / " + mean["aggregation"].map(CALIBRATED))
     table = frame.pivot_table(index="Method", columns="split", values="cell", aggfunc="first", sort=False)
     table = table[list(dict.fromkeys(calibration["split"]))].reset_index()
@@ -319,10 +327,25 @@ def diversity_table(evaluations: Evaluations, config: RunConfig, id_split: str =
 
 
 def percent(frame: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.DataFrame:
-    """A copy with ``columns`` (fractions) shown as percentages rounded to ``digits``."""
+    """A copy with ``columns`` (fractions) as percentage text with ``digits`` decimals throughout ("–" if missing)."""
     frame = frame.copy()
-    frame[columns] = (100 * frame[columns]).round(digits)
+    for column in columns:
+        frame[column] = ["–" if np.isnan(value) else f"{100 * value:.{digits}f}" for value in frame[column]]
     return frame
+
+
+_NUMBER_CELL = re.compile(r"[-+–]?\d[\d.]*( ± [\d.]+)?|–")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A table as a Markdown pipe table whose cells read exactly as formatted; numbers right-aligned.
+
+    The result tables format their numbers as text (one decimal throughout a percentage column);
+    ``to_markdown`` would otherwise parse "61.0" back into a number and print it as "61".
+    """
+    numeric = [all(_NUMBER_CELL.fullmatch(str(value)) for value in table[column]) for column in table.columns]
+    align = ["right" if is_number else "left" for is_number in numeric]
+    return table.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 SPLIT_TITLES = {"test": "Test", "imagenet_a": "IN-A", "imagenet_r": "IN-R"}
@@ -367,9 +390,9 @@ def table1(summary: pd.DataFrame) -> pd.DataFrame:
 
     With several seeds a cell reads ``mean ± std`` over them.
     """
-    mean, std, seeds = over_seeds(summary, ["aggregation"])
+    mean, std, _ = over_seeds(summary, ["aggregation"])
     columns = [c for c in mean.columns if c not in SUMMARY_KEYS]
-    table = _mean_std_cells(mean, std, columns, 100, 1) if seeds > 1 else percent(mean, columns)
+    table = _mean_std_cells(mean, std, columns, 100, 1)
     table.insert(0, "Method", table["label"] + " / " + table["aggregation"].map(AGGREGATIONS))
     return table[["Method", *columns]].rename(columns=SPLIT_TITLES)
 
@@ -387,13 +410,11 @@ def detection_wide(detection: pd.DataFrame, metrics: tuple[str, ...] = ("auroc",
     With one metric a cell holds its value in % (``mean ± std`` when a model has several seeds);
     with several, their means joined by " / " in the order given (e.g. ``AUROC / FPR@95 / AUPR-out``).
     """
-    mean, std, seeds = over_seeds(detection, ["score", "score_label", "ood_set"])
+    mean, std, _ = over_seeds(detection, ["score", "score_label", "ood_set"])
     if len(metrics) > 1:
-        cells = (100 * mean[list(metrics)]).round(1).astype(str).agg(" / ".join, axis=1)
-    elif seeds > 1:
-        cells = _mean_std_cells(mean, std, list(metrics), 100, 1)[metrics[0]]
+        cells = percent(mean, list(metrics))[list(metrics)].agg(" / ".join, axis=1)
     else:
-        cells = (100 * mean[metrics[0]]).round(1)
+        cells = _mean_std_cells(mean, std, list(metrics), 100, 1)[metrics[0]]
     frame = mean.assign(cell=cells)
     table = frame.pivot_table(
         index=["label", "score_label"], columns="ood_set", values="cell", aggfunc="first", sort=False
@@ -545,7 +566,7 @@ def sweep_markdown(sweeps: pd.DataFrame) -> str:
         "auroc_bma": "AUROC BMA",
         "pareto": "Pareto",
     }
-    return shown[["base_label", "parameter", *columns, "pareto"]].rename(columns=titles).to_markdown(index=False)
+    return markdown_table(shown[["base_label", "parameter", *columns, "pareto"]].rename(columns=titles))
 
 
 def generalisation_columns(config: RunConfig) -> list[str]:

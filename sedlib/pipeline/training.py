@@ -197,9 +197,9 @@ def training_overview(config: RunConfig, models: dict[str, TrainedModel]) -> pd.
                 "λ": model.spec.train.lam,
                 "κ": model.spec.train.kappa,
                 "epochs": model.spec.train.epochs,
-                "val acc ensemble": round(100 * model.log["val_acc_ensemble"].iloc[-1], 1),
-                "val acc member mean": round(100 * model.log["val_acc_member_mean"].iloc[-1], 1),
-                "train seconds": round(model.log["seconds"].sum(), 1),
+                "val acc ensemble": f"{100 * model.log['val_acc_ensemble'].iloc[-1]:.1f}",
+                "val acc member mean": f"{100 * model.log['val_acc_member_mean'].iloc[-1]:.1f}",
+                "train seconds": f"{model.log['seconds'].sum():.1f}",
                 "sweep point": "yes" if sweep_point[name] else "",
             }
             for name, model in models.items()
