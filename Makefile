@@ -4,6 +4,7 @@
 # make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
+# make results  rerun the default and full_cpu studies and copy their headline results into results/ (the README's)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
 # make bench   print the training-speed benchmark
 # make lab     open the notebooks in JupyterLab
@@ -12,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint report smoke smoke-imagenet bench lab
+.PHONY: setup test test-fast lint report results smoke smoke-imagenet bench lab
 
 setup: $(STAMP)
 
@@ -36,6 +37,10 @@ lint: setup
 
 report: setup
 	$(BIN)/python -m sedlib.run params/default.yaml
+
+results: setup
+	$(BIN)/python -m sedlib.run params/default.yaml --publish
+	$(BIN)/python -m sedlib.run params/full_cpu.yaml --publish
 
 smoke: setup
 	$(BIN)/python -m sedlib.run params/smoke.yaml

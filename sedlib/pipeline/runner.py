@@ -385,15 +385,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="do not render the report")
     parser.add_argument("--engine", default="auto", choices=["auto", "quarto", "pandoc"])
     parser.add_argument("--verbose", action="store_true", help="stream the notebooks' outputs")
+    parser.add_argument(
+        "--publish", action="store_true", help="then copy the headline results into results/<run_name>/ (the README's)"
+    )
     args = parser.parse_args(argv)
+    if args.publish and args.set:
+        parser.error("--publish copies the results of the params file as it is; run it without --set")
     _stop_on_sigterm()
     logging.basicConfig(format="[run] %(message)s")
     try:
         overrides = parse_overrides(args.set)
-        run_study(
+        run = run_study(
             args.params_file, args.stages, overrides, args.run_dir, args.force, not args.no_report, args.engine,
             args.verbose,
         )  # fmt: skip
+        if args.publish:
+            from sedlib.pipeline.publish import publish
+
+            written = publish(load_config(args.params_file), run)
+            print(f"[publish] {len(written)} files into {written[0].parent}", flush=True)
     except KeyboardInterrupt as interrupt:
         cause = f" ({interrupt})" if str(interrupt) else ""
         print(

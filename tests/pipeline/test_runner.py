@@ -150,3 +150,10 @@ def test_run_directory_of_another_params_file_is_refused(fake_stages, tmp_path):
     RunDir.open(load_config("params/default.yaml"), run_dir)
     assert runner.main(["params/smoke.yaml", "--run-dir", str(run_dir), "--no-report"]) == 1
     assert fake_stages == []
+
+
+def test_publish_refuses_overridden_params(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        runner.main(["params/smoke.yaml", "--publish", "--set", "train.epochs=1"])
+    assert stopped.value.code == 2
+    assert "--publish copies the results of the params file as it is" in capsys.readouterr().err

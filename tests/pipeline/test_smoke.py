@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sedlib.bootstrap import VERDICTS
 from sedlib.config import PROJECT_ROOT, load_config
+from sedlib.pipeline.findings import CLAIMS
 from sedlib.pipeline.stages import STAGE_NAMES, declared_files, declared_outputs
 from sedlib.pipeline.tables import AGGREGATIONS
 
@@ -73,6 +75,18 @@ def test_report_holds_the_tables_and_figures(smoke_run):
     assert "table(" in typst and "Ensemble (mean logits)" in typst
     markdown = (smoke_run.report / "index.md").read_text()
     assert "PosixPath" not in markdown and str(smoke_run.root) not in markdown and str(PROJECT_ROOT) not in markdown
+
+
+def test_the_report_opens_with_the_key_findings(smoke_run):
+    evidence = pd.read_csv(smoke_run.path("evidence"))
+    # every claim: smoke.yaml has an M sweep (the step cost) and post-hoc detectors
+    assert set(evidence["claim"]) == set(CLAIMS)
+    assert set(evidence["verdict"]) <= set(VERDICTS) and (evidence["low"] <= evidence["high"]).all()
+    html = (smoke_run.report / "index.html").read_text()
+    assert html.index("Key findings") < html.index("Introduction") and "@tbl-" not in html
+    typst = (smoke_run.report / "index.typ").read_text()
+    assert typst.index("Key findings") < typst.index("#outline(") < typst.index("Introduction")
+    assert "C-1" in smoke_run.path("key_findings").read_text()
 
 
 def test_the_run_directory_holds_exactly_the_declared_files(smoke_run):
