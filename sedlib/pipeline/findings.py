@@ -445,8 +445,8 @@ def key_findings(evidence: pd.DataFrame, config: RunConfig) -> str:
     spread = f", ± the standard deviation over {seeds} seeds" if seeds > 1 else ""
     lines = [
         f"{labels[sed]} is judged against {labels[reference]}. Each difference is {labels[sed]} minus the "
-        f"other, in points for percentages, with its paired bootstrap {100 * LEVEL:.0f} % interval over the evaluated "
-        f"samples ({config.eval.bootstrap_resamples} resamples{spread}). A claim **holds** where the interval"
+        f"other, in points for percentages, with its paired bootstrap {100 * LEVEL:.0f}\u00a0% interval over the "
+        f"evaluated samples ({config.eval.bootstrap_resamples} resamples{spread}). A claim **holds** where the interval"
         f"{' and the seed spread are' if seeds > 1 else ' is'} above zero on every split it is judged on, "
         "**does not hold** where below zero on every split, and is **inconclusive** otherwise.",
         "",
@@ -502,7 +502,7 @@ def abstract(evidence: pd.DataFrame, config: RunConfig) -> str:
             counted.append(f"{len(titles)} {one if len(titles) == 1 else many} ({'; '.join(titles)})")
     return (
         f"{opening} Of the paper's claims, judged on {labels[sed]} against {labels[reference]} with paired "
-        f"bootstrap {100 * LEVEL:.0f} % intervals over the evaluated samples{seeds}, "
+        f"bootstrap {100 * LEVEL:.0f}\u00a0% intervals over the evaluated samples{seeds}, "
         f"{', '.join(counted[:-1])}{' and ' if len(counted) > 1 else ''}{counted[-1]}. "
         "The key findings below give the numbers."
     )

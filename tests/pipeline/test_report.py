@@ -124,7 +124,8 @@ def test_real_article_embeds_cells_and_cites_each_figure_and_table():
     metadata, body = embed.split_front_matter(ARTICLE_TEXT)
     pairs = embed.embedded_cells(ARTICLE_TEXT)
     assert pairs and len(set(pairs)) == len(pairs)
-    assert metadata["title"] and metadata["abstract"]
+    assert metadata["title"] and "abstract" not in metadata  # generated from the results, embedded first
+    assert pairs[:2] == [("notebooks/05_tables.ipynb", "abstract"), ("notebooks/05_tables.ipynb", "key-findings")]
     refs = set(embed.CROSSREF_PATTERN.findall(body))
     assert refs == {label for _, label in pairs if label.startswith(("fig-", "tbl-"))}  # every one is cited
     prose = re.sub(r"\{\{<.*?>\}\}|<!--.*?-->|`[^`]*`|@\S+|C-[15]|FPR@95|95 %", "", body, flags=re.S)
