@@ -25,7 +25,7 @@ The claims (`CLAIMS`), each judged on the SED model against the deep ensemble (`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -167,7 +167,7 @@ class _Resamples:
 
     resamples: int
     generator: np.random.Generator
-    drawn: dict[str, np.ndarray]
+    drawn: dict[str, np.ndarray] = field(default_factory=dict)
 
     def of(self, row_set: str, rows: int) -> np.ndarray:
         if row_set not in self.drawn:
@@ -234,9 +234,15 @@ def claim_evidence(
     sed, reference = judged_models(config)
     if sed is None:
         return pd.DataFrame(columns=EVIDENCE_COLUMNS)
-    draws = _Resamples(config.eval.bootstrap_resamples, np.random.default_rng(BOOTSTRAP_SEED), {})
+    draws = _Resamples(config.eval.bootstrap_resamples, np.random.default_rng(BOOTSTRAP_SEED))
     labels = config.evaluated_models()
     ours, theirs = replicas(config, sed), replicas(config, reference)
+    missing = {"pds", "bma"} - set(evaluations[ours[0], id_split].samples.columns)
+    if missing:
+        raise ValueError(
+            f"the key findings compare PDS and BMA, but {config.source} leaves {sorted(missing)} out of eval.scores; "
+            "add them (or leave eval.scores empty for every score) and rerun from notebooks/03_eval_ood_gen"
+        )
     pairs = list(zip(ours, theirs, strict=True))
     rows = []
     sets = ood_sets(config)

@@ -180,3 +180,12 @@ def test_a_run_without_a_diversified_model_says_so():
     assert evidence.empty
     assert "No claim can be judged" in key_findings(evidence, run)
     assert "none of the paper's claims is judged" in abstract(evidence, run)
+
+
+def test_scores_left_out_of_the_evaluation_are_named():
+    run = config()
+    evals = evaluations(run, 0.8, 0.7)
+    for key, evaluation in evals.items():
+        evals[key] = SplitEvaluation(evaluation.member_accuracy, evaluation.samples.drop(columns=["bma"]))
+    with pytest.raises(ValueError, match=r"leaves \['bma'\] out of eval.scores"):
+        claim_evidence(evals, {}, {}, NO_DETECTION, run)
