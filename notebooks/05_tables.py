@@ -36,7 +36,14 @@ from IPython.display import Markdown, display
 
 from sedlib.config import load_config
 from sedlib.pipeline.evaluation import stored_detector_scores, stored_evaluations
-from sedlib.pipeline.findings import abstract, claim_evidence, evidence_table, key_findings, sweep_logs
+from sedlib.pipeline.findings import (
+    abstract,
+    claim_evidence,
+    evidence_table,
+    key_findings,
+    sweep_logs,
+    value_intervals,
+)
 from sedlib.pipeline.plots import summary_figure, sweep_figure
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import plan_splits
@@ -157,8 +164,9 @@ display(Markdown(comparison))
 
 # %%
 #| label: fig-summary
-#| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split."
-figure = summary_figure(main_gen, main_det, main_rows(diversity, config))
+#| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split; error bars: bootstrap 95 % intervals over the evaluated samples."
+intervals = value_intervals(evaluations, config)  # 95 % bootstrap intervals, drawn as error bars
+figure = summary_figure(main_gen, main_det, main_rows(diversity, config), intervals)
 saved = run.save_figure("summary", figure)
 
 # %%

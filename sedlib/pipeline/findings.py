@@ -294,6 +294,67 @@ def claim_evidence(
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["claim"]]), columns=EVIDENCE_COLUMNS)
 
 
+def value_intervals(evaluations: Evaluations, config: RunConfig, id_split: str = "test") -> pd.DataFrame:
+    """The bootstrap interval of every value the summary figure draws, for each main model.
+
+    The rows are resampled as in `claim_evidence` (seeded, one resample of each row set for every
+    model); with several seeds a resample's value is the mean over them.
+
+    Args:
+        evaluations: ``(replica, split) -> SplitEvaluation`` as for `claim_evidence`.
+        config: the run.
+        id_split: the in-distribution split.
+
+    Returns:
+        Columns ``label``, ``measure`` (``accuracy`` of the ensemble, ``auroc_bma``, ``auroc_pds``,
+        ``num_unique``), ``split``, ``low``, ``high``: the percentile interval (`sedlib.bootstrap.LEVEL`).
+    """
+    draws = _Resamples(config.eval.bootstrap_resamples, np.random.default_rng(BOOTSTRAP_SEED))
+    sets = ood_sets(config)
+    first = config.model_runs()[0].name  # every model was evaluated on the same rows
+    id_index = draws.of(id_split, len(evaluations[first, id_split].samples))
+    accuracy_sets = {id_split: [id_split], **{n: s for n, s in sets.items() if n.startswith("C-")}}
+    accuracy_sets.update({name: [name] for name in config.data.subset_sets})
+    rows = []
+
+    def add(label: str, measure: str, split: str, resampled: list[np.ndarray]) -> None:
+        low, high = np.quantile(np.mean(resampled, axis=0), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        rows.append({"label": label, "measure": measure, "split": split, "low": low, "high": high})
+
+    for model in (name for name in config.main_models() if name in config.models):
+        label, names = config.models[model].label, replicas(config, model)
+        columns = evaluations[names[0], id_split].samples.columns
+        for name, splits in accuracy_sets.items():
+            labels = _pooled(evaluations, names[0], splits, "label")
+            labelled = labels >= 0
+            index = draws.of(name if labelled.all() else f"{name} labelled", int(labelled.sum()))
+            correct = [(_pooled(evaluations, r, splits, "ensemble_prediction") == labels)[labelled] for r in names]
+            add(label, "accuracy", name, [resampled_means(c, index) for c in correct])
+        if "num_unique" in columns:
+            for name, splits in {id_split: [id_split], **sets}.items():
+                index = (
+                    id_index if name == id_split else draws.of(name, len(_pooled(evaluations, first, splits, "label")))
+                )
+                values = [_pooled(evaluations, r, splits, "num_unique") for r in names]
+                add(label, "num_unique", name, [resampled_means(v, index) for v in values])
+        for score in ("bma", "pds"):
+            if score not in columns or (score == "pds" and config.models[model].num_members == 1):
+                continue
+            for name, splits in sets.items():
+                index = draws.of(name, len(_pooled(evaluations, first, splits, "label")))
+                resampled = [
+                    resampled_auroc(
+                        _detection_values(evaluations, {}, r, score, [id_split]),
+                        _detection_values(evaluations, {}, r, score, splits),
+                        id_index,
+                        index,
+                    )
+                    for r in names
+                ]
+                add(label, f"auroc_{score}", name, resampled)
+    return pd.DataFrame(rows, columns=["label", "measure", "split", "low", "high"])
+
+
 def _mean_difference(pairs: list[tuple[np.ndarray, np.ndarray]], indices: np.ndarray):
     """The difference of two per-row means, per seed pair, on all rows and on every resample."""
     observed = np.array([ours.mean() - theirs.mean() for ours, theirs in pairs])

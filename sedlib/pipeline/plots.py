@@ -137,7 +137,9 @@ def score_histograms(evaluations: Evaluations, config, scores: tuple[str, ...], 
     return figure
 
 
-def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame) -> Figure:
+def summary_figure(
+    table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame, intervals: pd.DataFrame | None = None
+) -> Figure:
     """Three panels: ensemble accuracy per split, PDS vs BMA AUROC per OOD set, #unique per split.
 
     Models without a PDS row (one member) show BMA only.
@@ -146,7 +148,18 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
         table1: `sedlib.pipeline.tables.generalisation_tables` summary.
         detection: `sedlib.pipeline.tables.detection_table`.
         diversity: `sedlib.pipeline.tables.diversity_table`.
+        intervals: `sedlib.pipeline.findings.value_intervals`, drawn as error bars on the bars; none when None.
     """
+    bounds = None if intervals is None else intervals.set_index(["label", "measure", "split"])[["low", "high"]]
+
+    def error_bars(axis, x, heights, label: str, measure: str, splits: list[str], scale: float) -> None:
+        keys = [(label, measure, split) for split in splits]
+        if bounds is None or not all(key in bounds.index for key in keys):
+            return
+        low, high = (scale * bounds.loc[keys, end].to_numpy() for end in ("low", "high"))
+        heights = np.asarray(heights, dtype=float)
+        axis.errorbar(x, heights, yerr=[heights - low, high - heights], fmt="none", ecolor="black", lw=0.7, capsize=2)
+
     table1, detection, diversity, _ = seed_means(table1, detection, diversity)
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
     labels = list(dict.fromkeys(table1["label"]))
@@ -154,9 +167,9 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
     ensemble = table1[table1["aggregation"] == "ensemble"].set_index("label")
     splits = [c for c in table1.columns if c not in SUMMARY_KEYS]
     for k, label in enumerate(labels):
-        axes[0].bar(
-            np.arange(len(splits)) + k * width, 100 * ensemble.loc[label, splits].astype(float), width, label=label
-        )
+        x, heights = np.arange(len(splits)) + k * width, 100 * ensemble.loc[label, splits].astype(float)
+        axes[0].bar(x, heights, width, label=label)
+        error_bars(axes[0], x, heights, label, "accuracy", splits, 100)
     axes[0].set_xticks(np.arange(len(splits)) + width * (len(labels) - 1) / 2, splits)
     axes[0].set_title("ensemble accuracy (%)")
     sets = list(dict.fromkeys(detection["ood_set"]))
@@ -165,18 +178,21 @@ def summary_figure(table1: pd.DataFrame, detection: pd.DataFrame, diversity: pd.
             chosen = detection[(detection["label"] == label) & (detection["score"] == score)].set_index("ood_set")
             if chosen.empty:  # PDS of a one-member model (the backbone's own head)
                 continue
-            offset = k * width + (0 if score == "bma" else width / 2)
-            axes[1].bar(
-                np.arange(len(sets)) + offset, 100 * chosen.loc[sets, "auroc"], width / 2, hatch=hatch,
-                color=f"C{k}", label=f"{label}: {SCORES[score].label}",
-            )  # fmt: skip
+            x, heights = (
+                np.arange(len(sets)) + k * width + (0 if score == "bma" else width / 2),
+                100 * chosen.loc[sets, "auroc"],
+            )
+            axes[1].bar(x, heights, width / 2, hatch=hatch, color=f"C{k}", label=f"{label}: {SCORES[score].label}")
+            error_bars(axes[1], x, heights, label, f"auroc_{score}", sets, 100)
     axes[1].axhline(50, color="grey", lw=0.5)
     axes[1].set_xticks(np.arange(len(sets)) + width * (len(labels) - 1) / 2, sets)
     axes[1].set_title("detection AUROC (%): BMA vs PDS (hatched)")
     split_names = list(dict.fromkeys(diversity["split"]))
     for k, label in enumerate(labels):
         chosen = diversity[diversity["label"] == label].set_index("split")
-        axes[2].bar(np.arange(len(split_names)) + k * width, chosen.loc[split_names, "num_unique"], width, label=label)
+        x, heights = np.arange(len(split_names)) + k * width, chosen.loc[split_names, "num_unique"]
+        axes[2].bar(x, heights, width, label=label)
+        error_bars(axes[2], x, heights, label, "num_unique", split_names, 1)
     axes[2].set_xticks(np.arange(len(split_names)) + width * (len(labels) - 1) / 2, split_names)
     axes[2].set_title("mean #unique member predictions")
     axes[0].legend(fontsize=7)

@@ -15,6 +15,7 @@ from sedlib.pipeline.findings import (
     growth_exponent,
     judged_models,
     key_findings,
+    value_intervals,
 )
 
 ROWS = 400  # rows per split: enough for clear intervals where the hand-made effect is large
@@ -189,3 +190,15 @@ def test_scores_left_out_of_the_evaluation_are_named():
         evals[key] = SplitEvaluation(evaluation.member_accuracy, evaluation.samples.drop(columns=["bma"]))
     with pytest.raises(ValueError, match=r"leaves \['bma'\] out of eval.scores"):
         claim_evidence(evals, {}, {}, NO_DETECTION, run)
+
+
+def test_value_intervals_are_degenerate_where_every_resample_agrees():
+    run = config()
+    intervals = value_intervals(evaluations(run, 2.0, 1.0), run).set_index(["label", "measure", "split"])
+    # SED is right on every fog row: accuracy 1 on every resample
+    assert tuple(intervals.loc[("SED", "accuracy", "C-1"), ["low", "high"]]) == (1.0, 1.0)
+    # SED's OOD PDS ~ U(2, 3) lies above every test PDS ~ U(0, 1): AUROC 1 on every resample
+    assert tuple(intervals.loc[("SED", "auroc_pds", "digits"), ["low", "high"]]) == (1.0, 1.0)
+    # the deep ensemble's fog accuracy is 1/2: its interval holds it
+    low, high = intervals.loc[("DE", "accuracy", "C-1"), ["low", "high"]]
+    assert low < 0.5 < high

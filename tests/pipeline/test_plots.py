@@ -38,3 +38,21 @@ def test_sweep_figure_has_a_panel_per_sweep_and_the_pareto_view():
         "accuracy vs detection (up and right is better)",
     ]
     assert "no sweeps" in sweep_figure(pd.DataFrame()).axes[0].texts[0].get_text()
+
+
+def test_summary_figure_draws_the_intervals_as_error_bars():
+    from matplotlib.collections import LineCollection
+
+    from sedlib.pipeline.findings import value_intervals
+    from sedlib.pipeline.plots import summary_figure
+    from sedlib.pipeline.tables import detection_table, diversity_table, generalisation_tables
+
+    evaluations = fake_evaluations(0.5)
+    summary, _ = generalisation_tables(evaluations, CONFIG)
+    frames = (summary, detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG))
+    intervals = value_intervals(evaluations, CONFIG)
+    plain, with_bars = summary_figure(*frames), summary_figure(*frames, intervals)
+    bars = [[c for c in axis.collections if isinstance(c, LineCollection)] for axis in with_bars.axes[:3]]
+    assert not any(isinstance(c, LineCollection) for axis in plain.axes for c in axis.collections)
+    # two models: accuracy on test, C-1, C-5; #unique on test and three OOD sets; AUROC of BMA and PDS on three sets
+    assert [sum(len(c.get_segments()) for c in panel) for panel in bars] == [2 * 3, 2 * 2 * 3, 2 * 4]
