@@ -1,4 +1,4 @@
-# make setup   create .venv and install the pinned environment (Python 3.11)
+# make setup   find (as root: install) the Fashion-MNIST files, create .venv and install the pinned environment (Python 3.11)
 # make test    run the test suite (sets up .venv first when missing)
 # make test-fast  the unit tests only, without the papermill and torchrun runs (under a minute)
 # make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
@@ -7,15 +7,21 @@
 # make results  rerun the default and full_cpu studies and copy their headline results into results/ (the README's)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
 # make bench   print the training-speed benchmark
-# make lab     open the notebooks in JupyterLab
+# make lab     open the notebooks in JupyterLab (a double-click opens a notebooks/*.py as a notebook)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# JupyterLab reads this environment's overrides.json: .py files open with jupytext's notebook view
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup test test-fast lint report results smoke smoke-imagenet bench lab
+.PHONY: setup data test test-fast lint report results smoke smoke-imagenet bench lab
 
-setup: $(STAMP)
+setup: data $(STAMP)
+
+# Standard library only, so it runs (and stops, with the commands to run) before anything is installed.
+data:
+	@$(PYTHON) sedlib/data/get_fashion_mnist.py
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "Python 3.11 is needed (the pins are tested with it); found %d.%d. Run: make PYTHON=python3.11 setup" % v)'
@@ -53,5 +59,9 @@ bench: setup
 	$(BIN)/python -m sedlib.bench
 
 # JupyterLab refuses to start as root without --allow-root (containers, CI machines).
-lab: setup
+$(LAB_OVERRIDES): .jupyter/overrides.json $(STAMP)
+	mkdir -p $(dir $@)
+	cp $< $@
+
+lab: setup $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)

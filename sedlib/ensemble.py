@@ -92,11 +92,21 @@ def head_forward(params: Mapping[str, Tensor], features: Tensor, norm_eps: float
     if h.shape[0] != k or h.shape[-1] != d:
         raise ValueError(f"features of shape {tuple(features.shape)} do not fit {k} heads of input width {d}")
     u = F.layer_norm(h, (d,), eps=norm_eps) * params["norm2.weight"][:, None] + params["norm2.bias"][:, None]
-    u = torch.baddbmm(params["mlp.fc1.bias"][:, None], u, params["mlp.fc1.weight"].transpose(1, 2))
-    u = torch.baddbmm(params["mlp.fc2.bias"][:, None], F.gelu(u), params["mlp.fc2.weight"].transpose(1, 2))
+    u = _linear(params["mlp.fc1.weight"], params["mlp.fc1.bias"], u)
+    u = _linear(params["mlp.fc2.weight"], params["mlp.fc2.bias"], F.gelu(u))
     h = h + params["ls2.gamma"][:, None] * u
     h = F.layer_norm(h, (d,), eps=norm_eps) * params["norm.weight"][:, None] + params["norm.bias"][:, None]
-    return torch.baddbmm(params["head.bias"][:, None], h, params["head.weight"].transpose(1, 2))
+    return _linear(params["head.weight"], params["head.bias"], h)
+
+
+def _linear(weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
+    """``(k, B, out)`` = x W^T + b for k stacked ``(out, in)`` weights and ``(k, B, in)`` inputs.
+
+    Computed as ``(W x^T + b)^T`` so that the weight's gradient comes out of the backward matmul in
+    the weight's own ``(out, in)`` layout; ``x @ W^T`` would hand it back transposed, and the
+    optimiser would then copy every updated member's gradients into place.
+    """
+    return torch.baddbmm(bias[:, :, None], weight, x.transpose(1, 2)).transpose(1, 2)
 
 
 class HeadEnsemble(nn.Module):

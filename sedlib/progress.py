@@ -2,22 +2,56 @@
 
 `tqdm.auto` draws ipywidgets bars whenever it runs in a Jupyter kernel. A notebook that papermill
 executes has no front end to draw them, so its stored outputs (and ``python -m sedlib.run --verbose``)
-would show no progress. The runner therefore sets ``SED_PROGRESS=text`` for its kernels, and every
-bar of `sedlib` comes from here.
+would show no progress. The runner therefore sets ``SED_PROGRESS=text`` for its kernels (and
+streams their text to the terminal), and every bar of `sedlib` comes from here.
+
+A worker process (stage 02 trains one model per CPU core) cannot draw into the notebook: after
+`forward_to`, its bars send their state to the parent process instead, which draws one bar for all.
 """
 
+import io
 import os
+import sys
 
 from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
 
 ENVIRONMENT_VARIABLE = "SED_PROGRESS"
 
+#: Seconds between redraws of a text bar: each redraw is stored in the executed notebook and sent to the terminal.
+TEXT_REDRAW_SECONDS = 1.0
+
+_queue = None
+
+
+def forward_to(queue) -> None:
+    """Make every later bar of this process put ``(desc, n, total, postfix)`` on ``queue`` when it redraws."""
+    global _queue
+    _queue = queue
+
+
+class _ForwardedBar(text_tqdm):
+    """A bar that draws nothing and sends its state to `forward_to`'s queue instead."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["file"] = io.StringIO()  # what tqdm itself still writes (a closing newline) goes nowhere
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg=None, pos=None):
+        _queue.put((self.desc, self.n, self.total, self.postfix))
+        return True
+
 
 def tqdm(*args, **kwargs):
-    """A tqdm bar: plain text when ``SED_PROGRESS=text``, else `tqdm.auto`'s choice."""
-    bar = text_tqdm if os.environ.get(ENVIRONMENT_VARIABLE) == "text" else auto_tqdm
-    return bar(*args, **kwargs)
+    """A tqdm bar: forwarded in a worker (`forward_to`), plain text when ``SED_PROGRESS=text``, else `tqdm.auto`'s."""
+    if _queue is not None:
+        kwargs.setdefault("mininterval", TEXT_REDRAW_SECONDS)
+        return _ForwardedBar(*args, **kwargs)
+    if os.environ.get(ENVIRONMENT_VARIABLE) == "text":
+        kwargs.setdefault("mininterval", TEXT_REDRAW_SECONDS)
+        kwargs.setdefault("file", sys.stdout)  # the stream of `tqdm.write`'s messages, so the two keep their order
+        return text_tqdm(*args, **kwargs)
+    return auto_tqdm(*args, **kwargs)
 
 
 tqdm.write = text_tqdm.write

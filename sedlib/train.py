@@ -244,6 +244,8 @@ class EnsembleTrainer:
         progress: bool = True,
         unlabelled_features=None,
         alpha_history: list | None = None,
+        description: str = "training",
+        validate_every_epoch: bool = True,
     ) -> pd.DataFrame:
         """Train for ``config.epochs`` epochs and return the per-epoch log.
 
@@ -253,13 +255,18 @@ class EnsembleTrainer:
             train_labels: ``(N,)`` or ``(P, N)``.
             val_features: optional ``(N_val, d)`` for per-epoch validation accuracy.
             val_labels: ``(N_val,)``.
-            progress: show a tqdm bar per epoch.
+            progress: show one tqdm bar over all steps (steps/s and time left; epoch, loss and
+                validation accuracy as its postfix).
             unlabelled_features: ``(N_u, d)`` unlabelled disagreement set (any device/dtype; it is
                 moved to the training device as float32 once); required by, and only allowed with,
                 ``disagreement_data: unlabelled``.
             alpha_history: a list to which, for a run with hardness weights
                 (`TrainConfig.records_alpha`), one ``(N,)`` float32 array per epoch is appended: the
                 alpha each training row of the epoch's pass was weighted by.
+            description: the bar's label (e.g. the model's name).
+            validate_every_epoch: with validation data, validate after every epoch (False: after
+                the last one only, whose accuracy is then the only one in the log; validating M
+                members costs as much as a few hundred steps).
 
         Returns:
             One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
@@ -289,6 +296,7 @@ class EnsembleTrainer:
                 f"[{labels.min().item()}, {labels.max().item()}]"
             )
         records = []
+        bar = tqdm(total=0, desc=description, unit="step", disable=not progress, leave=True)
         for epoch in range(config.epochs):
             frozen = config.freeze_first_epoch and epoch == 0
             pass_index = epoch % features.shape[0]
@@ -298,9 +306,7 @@ class EnsembleTrainer:
                 torch.full((features.shape[1],), float("nan"), device=self.device) if config.records_alpha() else None
             )
             record.update(
-                self._run_epoch(
-                    epoch, frozen, features[pass_index], labels[pass_index], progress, unlabelled, alpha_rows
-                )
+                self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], bar, unlabelled, alpha_rows)
             )
             if alpha_rows is not None:
                 alpha = alpha_rows.cpu().numpy()
@@ -311,15 +317,17 @@ class EnsembleTrainer:
                     alpha_history.append(alpha)
             if not frozen and self.scheduler is not None:
                 self.scheduler.step()
-            if val_features is not None:
+            if val_features is not None and (validate_every_epoch or epoch == config.epochs - 1):
                 member_acc, ensemble_acc = member_accuracies(
                     self.ensemble, val_features, val_labels, config.eval_batch_size
                 )
                 record["val_acc_ensemble"] = ensemble_acc
                 record["val_acc_member_mean"] = float(member_acc.mean())
                 record.update({f"val_acc_member_{m}": float(acc) for m, acc in enumerate(member_acc)})
+                bar.set_postfix(epoch=epoch, loss=f"{record['total_loss']:.4f}", val_acc=f"{ensemble_acc:.3f}")
             record["seconds"] = time.perf_counter() - started
             records.append(record)
+        bar.close()
         log = pd.DataFrame(records)
         leading = ["epoch", "pass", "frozen", "lr", "steps", "pair_steps", "task_loss", "repulsion", "total_loss"]
         return log[leading + [c for c in log.columns if c not in leading]]
@@ -353,11 +361,11 @@ class EnsembleTrainer:
         frozen: bool,
         features: Tensor,
         labels: Tensor,
-        progress: bool,
+        bar: tqdm,
         unlabelled: Tensor | None = None,
         alpha_rows: Tensor | None = None,
     ) -> dict:
-        """Run (or, frozen, only measure) one epoch on one pass; returns its losses and counts."""
+        """Run (or, frozen, only measure) one epoch on one pass, advancing ``bar``; returns its losses and counts."""
         config = self.config
         features = features.to(self.device, torch.float32)
         labels = labels.to(self.device, torch.long)
@@ -372,8 +380,9 @@ class EnsembleTrainer:
         sums = torch.zeros(3, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         pair_steps = 0
-        label = f"epoch {epoch}/{config.epochs - 1}" + (" (frozen)" if frozen else "")
-        bar = tqdm(total=len(plans), desc=label, disable=not progress, leave=True)
+        done = bar.n
+        bar.total = done + len(plans) * (config.epochs - epoch)  # epochs ahead are planned alike
+        bar.set_postfix(epoch=f"{epoch}/{config.epochs - 1}" + (" (frozen)" if frozen else ""), refresh=False)
         for index, plan in enumerate(plans):
             step_sums = torch.stack(
                 self.step(plan, features, labels, update=not frozen, unlabelled=unlabelled, alpha_rows=alpha_rows)
@@ -383,9 +392,8 @@ class EnsembleTrainer:
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_sums[0]), index, first_bad)
             if (index + 1) % config.check_every == 0 or index + 1 == len(plans):
                 self._raise_if_diverged(int(first_bad), epoch, len(plans), lr)
-                bar.set_postfix(loss=f"{float(sums[0]) / pair_steps:.4f}", refresh=False)
-                bar.update((index + 1) - bar.n)
-        bar.close()
+                bar.set_postfix(epoch=epoch, loss=f"{float(sums[0]) / pair_steps:.4f}", refresh=False)
+                bar.update(done + index + 1 - bar.n)
         total, task, repulsion = (sums / max(pair_steps, 1)).tolist()
         return {
             "lr": lr,
@@ -417,6 +425,8 @@ def train_ensemble(
     initial: HeadEnsemble | None = None,
     unlabelled_features=None,
     alpha_history: list | None = None,
+    description: str = "training",
+    validate_every_epoch: bool = True,
 ) -> tuple[HeadEnsemble, pd.DataFrame]:
     """Initialise an ensemble from ``config.seed`` (or from ``initial``) and train it.
 
@@ -433,6 +443,8 @@ def train_ensemble(
             instead of a random draw; its config must equal ``head_config`` but for ``layer_scale_init``.
         unlabelled_features: as in `EnsembleTrainer.fit`.
         alpha_history: as in `EnsembleTrainer.fit`.
+        description: as in `EnsembleTrainer.fit`.
+        validate_every_epoch: as in `EnsembleTrainer.fit`.
 
     Returns:
         ``(ensemble, log)``.
@@ -458,5 +470,7 @@ def train_ensemble(
         progress,
         unlabelled_features=unlabelled_features,
         alpha_history=alpha_history,
+        description=description,
+        validate_every_epoch=validate_every_epoch,
     )
     return ensemble, log

@@ -1,7 +1,9 @@
 """The notebooks: paired sources in sync, a parameters cell, no logic, and every label the report embeds."""
 
 import ast
+import json
 import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -78,3 +80,13 @@ def test_no_file_name_is_typed_in_a_notebook(name):
 def notebook_default() -> str:
     """The parameters cell's default params file, the one path a notebook may name."""
     return "params/default.yaml"
+
+
+def test_jupyterlab_opens_the_py_twins_as_notebooks():
+    overrides = json.loads((ROOT / ".jupyter" / "overrides.json").read_text())
+    viewer = overrides["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["python"]
+    extension = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterlab-jupytext" / "static"
+    registered = "".join(path.read_text(errors="ignore") for path in extension.glob("*.js"))
+    assert f'"{viewer}"' in registered or f"'{viewer}'" in registered, "jupytext registers no such viewer"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "share/jupyter/lab/settings/overrides.json" in makefile and ".jupyter/overrides.json" in makefile

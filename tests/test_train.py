@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble
+from sedlib.progress import tqdm
 from sedlib.schedules import plan_disagreement, plan_epoch
 from sedlib.train import EnsembleTrainer, TrainConfig, epoch_seed, train_ensemble
 from tests._reference import (
@@ -171,7 +172,7 @@ def test_frozen_epoch_does_not_update_and_cosine_schedule_steps_per_updating_epo
     ensemble = HeadEnsemble(head_config, generator=torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in ensemble.parameters()]
     trainer = EnsembleTrainer(ensemble, dataclasses.replace(config, epochs=2))
-    trainer._run_epoch(0, True, features, labels, progress=False)
+    trainer._run_epoch(0, True, features, labels, tqdm(disable=True))
     assert all(torch.equal(p, q) for p, q in zip(ensemble.parameters(), before))
     _, log = train_ensemble(head_config, config, features, labels, progress=False)
     expected = [cosine_lr(0.1, t, 15) for t in (0, 0, 1, 2)]  # the frozen epoch does not advance it
@@ -187,6 +188,19 @@ def test_cpu_training_is_bit_reproducible():
         assert torch.equal(a, b), name
     columns = [c for c in first_log.columns if c != "seconds"]
     assert first_log[columns].equals(second_log[columns])
+
+
+def test_validating_after_the_last_epoch_only_trains_the_same_and_logs_only_that_accuracy():
+    head_config, features, labels = small_problem()
+    config = TrainConfig(schedule="iid", epochs=3, batch_size=8, lam=0.5, kappa=1.0)
+    every, every_log = train_ensemble(head_config, config, features, labels, features, labels, progress=False)
+    last, last_log = train_ensemble(
+        head_config, config, features, labels, features, labels, progress=False, validate_every_epoch=False
+    )
+    for (name, a), (_, b) in zip(every.named_parameters(), last.named_parameters()):
+        assert torch.equal(a, b), name
+    assert last_log["val_acc_ensemble"].iloc[:-1].isna().all()
+    assert last_log["val_acc_ensemble"].iloc[-1] == every_log["val_acc_ensemble"].iloc[-1]
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_and_step():

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sedlib import PROJECT_ROOT
+from sedlib.data.get_fashion_mnist import fashion_mnist_dirs, how_to_get
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -48,8 +48,6 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Ankle boot",
 )
 """The directory that holds the ``sedlib`` package (the checkout's root)."""
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-"""Where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs the idx files."""
 _FASHION_MNIST_PREFIX = {"train": "train", "test": "t10k"}
 _FASHION_MNIST_SIZES = {"train": 60000, "test": 10000}
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -122,21 +120,6 @@ def _describe(value) -> str:
 
 
 # --- Fashion-MNIST --------------------------------------------------------------------------------
-
-
-def fashion_mnist_dirs() -> list[Path]:
-    """Directories searched for Fashion-MNIST when no root is given, in order.
-
-    ``$SED_DATA/fashion-mnist`` (when ``SED_DATA`` is set), ``<project root>/data/fashion-mnist``
-    (the project root holds the ``sedlib`` package) and the Debian/Ubuntu package's
-    ``/usr/share/datasets/fashion-mnist``.
-    """
-    dirs = []
-    if os.environ.get("SED_DATA"):
-        dirs.append(Path(os.environ["SED_DATA"]) / "fashion-mnist")
-    dirs.append(PROJECT_ROOT / "data" / "fashion-mnist")
-    dirs.append(FASHION_MNIST_SYSTEM_DIR)
-    return dirs
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -222,14 +205,8 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> Ima
         missing = [f"{stem}[.gz]" for stem, path in zip(stems, (images_path, labels_path)) if path is None]
         tried.append(f"  {directory} (missing {', '.join(missing)})")
     else:
-        raise FileNotFoundError(
-            f"Fashion-MNIST {split} split not found. Tried:\n"
-            + "\n".join(tried)
-            + "\nGet the data with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four idx "
-            "files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-            "t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist) in "
-            "data/fashion-mnist under the project root, or set SED_DATA to a directory holding fashion-mnist/."
-        )
+        tried = "\n".join(tried)
+        raise FileNotFoundError(f"Fashion-MNIST {split} split not found. Tried:\n{tried}\n{how_to_get()}")
     images = read_idx(images_path, _IDX_IMAGES_MAGIC, ndim=3)
     labels = read_idx(labels_path, _IDX_LABELS_MAGIC, ndim=1)
     if len(images) != len(labels):

@@ -181,7 +181,7 @@ def _fill(
     done = _rows_done(handle, partial, manifest)
     features, labels, index = handle["features"], handle["labels"], handle["index"]
     total = manifest.passes * manifest.rows
-    with tqdm(total=total, initial=int(done.sum()), desc=manifest.split, unit="row", disable=not progress) as bar:
+    with tqdm(total=total, initial=int(done.sum()), desc=manifest.split, unit="image", disable=not progress) as bar:
         for p in range(manifest.passes):
             for start in range(int(done[p]), manifest.rows, chunk_rows):
                 stop = min(start + chunk_rows, manifest.rows)

@@ -71,7 +71,8 @@ def evaluate_models(
         for name, model in models.items()
     }
     results = {}
-    bar = tqdm(total=len(splits) * len(models), desc="evaluate", disable=not progress)
+    rows = {name: load_split(config, run, name, lazy=True).manifest.rows for name in splits}
+    bar = tqdm(total=sum(rows.values()) * len(models), desc="evaluate", unit="row", disable=not progress)
     for split_name in splits:
         split = load_split(config, run, split_name)
         features = torch.from_numpy(split.features.astype("float32"))
@@ -89,7 +90,7 @@ def evaluate_models(
                 protocol=config.protocol,
                 greedy_members=greedy[name],
             )
-            bar.update()
+            bar.update(rows[split_name])
     bar.close()
     return results
 
@@ -199,7 +200,7 @@ def detector_table(
                 }
             )
 
-    bar = tqdm(total=len(names), desc="detectors", disable=not progress)
+    bar = tqdm(total=len(names), desc="detectors", unit="detector", disable=not progress)
     backbone_label = f"{config.cache.backbone} features"
     for name in names:
         bar.set_postfix_str(name, refresh=False)

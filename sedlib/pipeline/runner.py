@@ -134,8 +134,17 @@ def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: 
     return None
 
 
-def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, output: Path, verbose: bool) -> None:
-    """Execute one notebook with papermill into ``output`` (the executed notebook, written as it runs)."""
+#: What the terminal shows while a stage runs (`execute_stage`).
+TERMINAL_MODES = ("progress", "quiet", "verbose")
+
+
+def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, output: Path, terminal: str) -> None:
+    """Execute one notebook with papermill into ``output`` (the executed notebook, written as it runs).
+
+    ``terminal`` (one of `TERMINAL_MODES`): ``progress`` streams what the notebook prints, its progress
+    bars included, to the terminal as it runs; ``quiet`` shows nothing; ``verbose`` also logs every
+    result the notebook displays (tables as text).
+    """
     import jupytext
     import papermill
 
@@ -148,8 +157,10 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
         parameters={"params_file": params_file, "run_dir": str(run.root), "overrides": overrides},
         cwd=str(PROJECT_ROOT),
         kernel_name="python3",
-        progress_bar=not verbose,
-        log_output=verbose,
+        progress_bar=False,
+        log_output=terminal == "verbose",
+        stdout_file=sys.stdout if terminal == "progress" else None,
+        stderr_file=sys.stderr if terminal == "progress" else None,
         # ipykernel warns on every start that its local TCP sockets are unencrypted: noise in a terminal
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
@@ -224,7 +235,7 @@ def run_study(
     force: bool = False,
     report: bool = True,
     engine: str = "auto",
-    verbose: bool = False,
+    terminal: str = "progress",
 ) -> RunDir:
     """Execute the study's stages in order (skipping those that need not run) and render the report.
 
@@ -240,7 +251,7 @@ def run_study(
         force: run the chosen stages even when they need not run.
         report: render ``report/index.html`` and ``index.pdf`` after the stages.
         engine: report engine, ``auto``, ``quarto`` or ``pandoc`` (see `sedlib.pipeline.report`).
-        verbose: stream the notebooks' outputs to the terminal.
+        terminal: what the terminal shows while a stage runs, one of `TERMINAL_MODES` (see `execute_stage`).
 
     Returns:
         The `RunDir`.
@@ -261,7 +272,7 @@ def run_study(
         run = RunDir.open(config, run_dir)
         chosen = [step for step in STAGES if stages is None or step.name in stages]
         _check_unchosen_inputs(config, run, chosen, command)
-        _run_stages(config, run, str(params_file), chosen, overrides, force, verbose, command)
+        _run_stages(config, run, str(params_file), chosen, overrides, force, terminal, command)
         _note_undeclared(config, run)
         if report:
             _render_report(config, run, engine)
@@ -290,7 +301,7 @@ def _run_stages(
     chosen: list[Stage],
     overrides: dict,
     force: bool,
-    verbose: bool,
+    terminal: str,
     command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
@@ -302,6 +313,7 @@ def _run_stages(
         if reason is None and not force:
             print(f"[{step.name}] skipped: up to date", flush=True)
             continue
+        _check_source_data(config, step)
         print(f"[{step.name}] running: {reason or 'forced (--force)'}", flush=True)
         started = time.perf_counter()
         notebook = run.path("notebook", step.name)
@@ -309,7 +321,7 @@ def _run_stages(
         try:
             with run.writing(notebook) as (executed,):
                 try:
-                    execute_stage(step, run, params_file, overrides, executed, verbose)
+                    execute_stage(step, run, params_file, overrides, executed, terminal)
                 except BaseException:
                     if executed.is_file():
                         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +342,14 @@ def _run_stages(
             {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
         print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _check_source_data(config: RunConfig, step: Stage) -> None:
+    """Before the caching stage starts a kernel: the embedded study's Fashion-MNIST files are in place."""
+    from sedlib.data.get_fashion_mnist import find_fashion_mnist, how_to_get
+
+    if step.name == "01_cache" and config.data.dataset == "fashion_mnist" and find_fashion_mnist() is None:
+        raise StageFailedError(f"[{step.name}] cannot run: the Fashion-MNIST files were not found. {how_to_get()}")
 
 
 def _note_undeclared(config: RunConfig, run: RunDir) -> None:
@@ -384,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun the chosen stages even if up to date")
     parser.add_argument("--no-report", action="store_true", help="do not render the report")
     parser.add_argument("--engine", default="auto", choices=["auto", "quarto", "pandoc"])
-    parser.add_argument("--verbose", action="store_true", help="stream the notebooks' outputs")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_const", dest="terminal", const="quiet", default="progress",
+                       help="show only a line per stage, not the notebooks' progress bars and messages")  # fmt: skip
+    shown.add_argument("--verbose", action="store_const", dest="terminal", const="verbose",
+                       help="also show every table and result the notebooks display, as text")  # fmt: skip
     parser.add_argument(
         "--publish", action="store_true", help="then copy the headline results into results/<run_name>/ (the README's)"
     )
@@ -397,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         run = run_study(
             args.params_file, args.stages, overrides, args.run_dir, args.force, not args.no_report, args.engine,
-            args.verbose,
+            args.terminal,
         )  # fmt: skip
         if args.publish:
             from sedlib.pipeline.publish import publish

@@ -1,7 +1,8 @@
 """Stage 02: train every model of the run (each seed a replica), or reuse it when nothing changed.
 
 Each model of ``config.models`` is fitted on the cached train passes with
-`sedlib.train.train_ensemble`, validating on ``val`` every epoch. Its files are written at once through
+`sedlib.train.train_ensemble`, validating on ``val`` (every epoch for the replicas whose training
+curves the notebook draws, after the last epoch for the others). Its files are written at once through
 `sedlib.pipeline.rundir.RunDir.writing`: ``models/<name>.safetensors`` (+ JSON sidecar),
 ``models/<name>_log.csv``, the hardness weights ``models/<name>_alpha.npz`` when it has them
 (`sedlib.pipeline.hardness`) and, last, ``models/<name>_train.json`` (what it was trained from:
@@ -14,6 +15,9 @@ its record, stay as they were. Later stages load the models with `load_models`, 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +26,14 @@ import pandas as pd
 import torch
 
 from sedlib import source_hash
-from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
+from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
 from sedlib.device import resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import SedlibError
 from sedlib.pipeline.rundir import ArtefactError, RunDir
-from sedlib.pipeline.splits import DISAGREEMENT_SPLIT, load_pretrained_head, load_split, training_data
+from sedlib.pipeline.splits import DISAGREEMENT_SPLIT, SelectedRows, load_pretrained_head, load_split, training_data
 from sedlib.pipeline.stages import MODEL_FILES
-from sedlib.progress import tqdm
+from sedlib.progress import forward_to, tqdm
 from sedlib.train import train_ensemble
 
 
@@ -69,7 +73,9 @@ def training_code_hash() -> str:
     return source_hash(package, [package / name for name in TRAINING_CODE])[:16]
 
 
-def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, train_hash: str, val_hash: str) -> dict:
+def _training_record(
+    config: RunConfig, spec: ModelSpec, heads: HeadConfig, train_hash: str, val_hash: str, curves: bool
+) -> dict:
     return {
         "model": spec.name,
         "label": spec.label,
@@ -77,6 +83,7 @@ def _training_record(config: RunConfig, spec: ModelSpec, heads: HeadConfig, trai
         "head_init": config.head.init,
         "train": json.loads(json.dumps(spec.train.to_dict())),
         "features": {"train": train_hash, "val": val_hash},
+        "validated_every_epoch": curves,
         "code": training_code_hash(),
     }
 
@@ -96,6 +103,8 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     A replica is reused when its record (`_training_record`) equals what the params ask for and each of
     its files has the content recorded when it was written; otherwise it is trained, and the line
     printed says why (never trained, which settings changed, or which file is missing or damaged).
+    On the CPU the replicas to train are shared out over one worker process per core
+    (`training_workers`); each is written as soon as it is trained.
 
     Returns:
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
@@ -106,18 +115,22 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     device = resolve_device(config.device)
     train, train_features, train_labels, val = training_data(config, run)
     num_classes = DATASET_CLASSES[config.data.dataset]
-    feature_dim = train.features.shape[-1]
-    train_labels = torch.from_numpy(train_labels)
-    val_features = torch.from_numpy(val.features.astype("float32"))
     initial = load_pretrained_head(run) if config.head.init == "pretrained" else None
     unlabelled = None
     if config.data.disagreement_set:
         unlabelled = torch.from_numpy(load_split(config, run, DISAGREEMENT_SPLIT).features.astype("float32"))
-    trained = {}
+    data = _TrainingData(
+        train_features, torch.from_numpy(train_labels), torch.from_numpy(val.features.astype("float32")), val.labels,
+        unlabelled,
+    )  # fmt: skip
+    # Validating M members costs as much as hundreds of steps, so only the curves stage 02 draws get it every epoch.
+    drawn = {model_run.name for model_run in config.first_replicas()}
+    trained, jobs = {}, []
     for model_run in config.model_runs():
         name, spec = model_run.name, model_run.spec
-        heads = head_config(config, spec, feature_dim, num_classes)
-        record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash)
+        heads = head_config(config, spec, train_features.shape[-1], num_classes)
+        curves = name in drawn
+        record = _training_record(config, spec, heads, train.manifest.params_hash, val.manifest.params_hash, curves)
         files = model_files(run, model_run)
         reason = _retrain_reason(run, files, record)
         if reason is None:
@@ -126,29 +139,18 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             tqdm.write(f"{name}: reusing {run.relative(run.path('model', name))} (settings, features and files intact)")
             continue
         tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs): {reason}")
-        alpha_history = []
-        try:
-            ensemble, log = train_ensemble(
-                heads,
-                spec.train,
-                train_features,
-                train_labels,
-                val_features,
-                val.labels,
-                device=device,
-                progress=progress,
-                initial=_replicated(initial, spec.num_members),
-                unlabelled_features=unlabelled if spec.train.disagreement_data == "unlabelled" else None,
-                alpha_history=alpha_history,
-            )
-        except FloatingPointError as error:
+        jobs.append(_Job(model_run, heads, _replicated(initial, spec.num_members), curves, record, files))
+    for job, outcome in _fit_jobs(jobs, data, device, progress):
+        name, spec = job.model_run.name, job.model_run.spec
+        if isinstance(outcome, FloatingPointError):
             raise TrainingDivergedError(
-                f"model {name!r} ({spec.label}) diverged: {error} The learning rate is models.{model_run.model}.lr "
-                f"(or train.lr) in {config.source}. Every model completed before it is kept"
-                + (", and so is the earlier training of this one." if files[-1].is_file() else ".")
-            ) from error
-        with run.writing(*files) as written:
-            temporary = dict(zip(files, written, strict=True))
+                f"model {name!r} ({spec.label}) diverged: {outcome} The learning rate is "
+                f"models.{job.model_run.model}.lr (or train.lr) in {config.source}. Every model completed before it "
+                "is kept" + (", and so is the earlier training of this one." if job.files[-1].is_file() else ".")
+            ) from outcome
+        ensemble, log, alpha_history = outcome
+        with run.writing(*job.files) as written:
+            temporary = dict(zip(job.files, written, strict=True))
             ensemble.save(temporary[run.path("model", name)])
             log.to_csv(temporary[run.path("model_log", name)], index=False)
             if alpha_history:
@@ -156,13 +158,136 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
                     temporary[run.path("model_alpha", name)],
                     alpha=np.stack(alpha_history).astype(np.float16),
                     row_id=train.index[train_features.rows.numpy()],
-                    label=train_labels.numpy(),
+                    label=train_labels,
                     frozen=log["frozen"].to_numpy(),
                     pass_index=log["pass"].to_numpy(),
                 )
-            temporary[run.path("model_record", name)].write_text(json.dumps(record, indent=2) + "\n")
-        trained[name] = TrainedModel(spec, ensemble, log, reused=False)
-    return trained
+            temporary[run.path("model_record", name)].write_text(json.dumps(job.record, indent=2) + "\n")
+        tqdm.write(
+            f"{name}: trained in {log['seconds'].sum():.0f} s, validation accuracy "
+            f"{100 * log['val_acc_ensemble'].iloc[-1]:.1f} %"
+        )
+        trained[name] = TrainedModel(spec, ensemble.to(device), log, reused=False)
+    return {model_run.name: trained[model_run.name] for model_run in config.model_runs()}
+
+
+@dataclass
+class _TrainingData:
+    """What every replica trains and validates on (`sedlib.train.train_ensemble`'s data arguments)."""
+
+    features: SelectedRows
+    labels: torch.Tensor
+    val_features: torch.Tensor
+    val_labels: np.ndarray
+    unlabelled: torch.Tensor | None
+
+
+@dataclass
+class _Job:
+    """One replica to train, with the record and files `train_models` writes for it."""
+
+    model_run: ModelRun
+    heads: HeadConfig
+    initial: HeadEnsemble | None
+    curves: bool
+    record: dict
+    files: list[Path]
+
+    @property
+    def description(self) -> str:
+        return f"{self.model_run.name} (M={self.model_run.spec.num_members})"
+
+
+def _fit(job: _Job, data: _TrainingData, device, progress: bool):
+    """Train one replica: ``(ensemble, log, alpha_history)``, or the `FloatingPointError` of a diverged run."""
+    train = job.model_run.spec.train
+    alpha_history = []
+    try:
+        ensemble, log = train_ensemble(
+            job.heads,
+            train,
+            data.features,
+            data.labels,
+            data.val_features,
+            data.val_labels,
+            device=device,
+            progress=progress,
+            initial=job.initial,
+            unlabelled_features=data.unlabelled if train.disagreement_data == "unlabelled" else None,
+            alpha_history=alpha_history,
+            description=job.description,
+            validate_every_epoch=job.curves,
+        )
+    except FloatingPointError as error:
+        return error
+    return ensemble, log, alpha_history
+
+
+def training_workers(device: torch.device, replicas: int) -> int:
+    """Processes that train replicas side by side: one per CPU core (at most one per replica), 1 on a GPU.
+
+    A training step of the small heads keeps one core busy but gains little from a second thread, so
+    on the CPU replicas train in parallel, each with one thread, rather than one after the other.
+    Training is bit-identical either way (the tests check one thread against two).
+    """
+    if device.type != "cpu":
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), replicas))
+
+
+def _fit_jobs(jobs: list[_Job], data: _TrainingData, device, progress: bool) -> Iterator[tuple[_Job, object]]:
+    """Train the jobs, yielding each with its `_fit` outcome as soon as it is done."""
+    workers = training_workers(device, len(jobs))
+    if workers == 1:
+        for job in jobs:
+            yield job, _fit(job, data, device, progress)
+        return
+    context = multiprocessing.get_context("spawn")  # a fork of a process running torch threads can deadlock
+    bars = context.Queue()
+    steps = {
+        job.description: job.model_run.spec.train.epochs
+        * -(-data.labels.shape[0] // job.model_run.spec.train.batch_size)
+        for job in jobs
+    }
+    state = {}  # description -> (steps done, total) as the workers report it
+    bar = tqdm(total=sum(steps.values()), desc=f"training {len(jobs)} models, {workers} at a time", unit="step",
+               disable=not progress)  # fmt: skip
+    with context.Pool(workers, _start_worker, (bars if progress else None, data)) as pool:
+        done = pool.imap_unordered(_fit_in_worker, enumerate(jobs))
+        for _ in jobs:
+            while True:
+                while not bars.empty():
+                    description, n, total, _postfix = bars.get()
+                    state[description] = (n, total or steps[description])
+                bar.total = sum(state.get(d, (0, t))[1] for d, t in steps.items())
+                bar.update(sum(n for n, _ in state.values()) - bar.n)
+                running = [d.split(" ")[0] for d, (n, total) in state.items() if n < total]
+                bar.set_postfix_str(", ".join(running), refresh=False)
+                try:
+                    index, outcome = done.next(timeout=0.5)
+                    break
+                except multiprocessing.TimeoutError:
+                    continue
+            state[jobs[index].description] = (steps[jobs[index].description],) * 2
+            yield jobs[index], outcome
+    bar.close()
+
+
+_worker_data: _TrainingData | None = None
+_worker_progress = False
+
+
+def _start_worker(bars, data: _TrainingData) -> None:
+    global _worker_data, _worker_progress
+    torch.set_num_threads(1)
+    if bars is not None:
+        forward_to(bars)
+    _worker_data, _worker_progress = data, bars is not None
+
+
+def _fit_in_worker(indexed: tuple[int, _Job]):
+    index, job = indexed
+    return index, _fit(job, _worker_data, "cpu", _worker_progress)
 
 
 def _retrain_reason(run: RunDir, files: list[Path], record: dict) -> str | None:

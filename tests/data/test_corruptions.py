@@ -3,11 +3,12 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sedlib._compat import import_imagecorruptions
 from sedlib.config import CORRUPTIONS
 from sedlib.data import corrupt_images
-from sedlib.data.corruptions import _to_uint8
+from sedlib.data.corruptions import _to_uint8, glass_blur
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,19 @@ def test_import_imagecorruptions_is_idempotent_and_patches_only_the_package():
     frost = corruptions.resource_filename("imagecorruptions.corruptions", "./frost/frost1.png")
     assert os.path.isfile(frost) and frost.endswith(os.path.join("imagecorruptions", "frost", "frost1.png"))
     assert sorted(CORRUPTIONS) == sorted(package.get_corruption_names("common"))
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("size", [32, 48])
+def test_glass_blur_equals_the_imagecorruptions_loop(severity, size):
+    reference = import_imagecorruptions().corruption_dict["glass_blur"]
+    image = np.random.default_rng(size + severity).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    saved = np.random.get_state()
+    try:
+        np.random.seed(severity)
+        expected = reference(Image.fromarray(image), severity)
+        np.random.seed(severity)
+        fast = glass_blur(Image.fromarray(image), severity)
+    finally:
+        np.random.set_state(saved)
+    np.testing.assert_array_equal(fast, expected)

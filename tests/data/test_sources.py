@@ -5,7 +5,15 @@ import pickle
 import numpy as np
 import pytest
 
-from sedlib.data import SOURCES, ImageSet, load_animal_mnist, load_digits, load_fashion_mnist, sources
+from sedlib.data import (
+    SOURCES,
+    ImageSet,
+    get_fashion_mnist,
+    load_animal_mnist,
+    load_digits,
+    load_fashion_mnist,
+    sources,
+)
 
 # 3 images of 2x3 pixels and their labels: small enough to check every value
 IMAGES = np.arange(18, dtype=np.uint8).reshape(3, 2, 3) * 14
@@ -33,8 +41,8 @@ def write_split(directory, prefix: str, gzipped: bool, images=IMAGES, labels=LAB
 def no_default_dirs(tmp_path, monkeypatch):
     """Point every default Fashion-MNIST location at empty temporary directories."""
     monkeypatch.delenv("SED_DATA", raising=False)
-    monkeypatch.setattr(sources, "PROJECT_ROOT", tmp_path / "project")
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(get_fashion_mnist, "_CHECKOUT", tmp_path / "project")
+    monkeypatch.setattr(get_fashion_mnist, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
 
 
 @pytest.mark.parametrize("gzipped", [True, False], ids=["gzip", "plain"])
@@ -100,11 +108,11 @@ def test_fashion_mnist_rejects_an_unknown_split(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (sources.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").exists(),
+    not (get_fashion_mnist.FASHION_MNIST_SYSTEM_DIR / "t10k-images-idx3-ubyte.gz").exists(),
     reason="Debian package dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)",
 )
 def test_real_fashion_mnist_test_split():
-    test = load_fashion_mnist("test", root=sources.FASHION_MNIST_SYSTEM_DIR)
+    test = load_fashion_mnist("test", root=get_fashion_mnist.FASHION_MNIST_SYSTEM_DIR)
     assert test.images.shape == (10000, 28, 28) and test.images.dtype == np.uint8
     assert np.bincount(test.labels).tolist() == [1000] * 10
     # bright garments on a black background: the border is dark, the centre bright

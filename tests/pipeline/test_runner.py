@@ -14,7 +14,7 @@ def fake_stages(monkeypatch):
     """Replace notebook execution by a function that writes every declared output (the same bytes every time)."""
     calls = []
 
-    def execute(step, run, params_file, overrides, output, verbose):
+    def execute(step, run, params_file, overrides, output, terminal):
         calls.append(step.name)
         output.write_text(json.dumps({"stage": step.name, "overrides": overrides}))
         config = load_config(params_file, overrides)
@@ -107,7 +107,7 @@ def test_a_failed_stage_keeps_what_was_complete(fake_stages, monkeypatch, tmp_pa
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
     kept = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file() and path.name != ".lock"}
 
-    def fail(step, run, params_file, overrides, output, verbose):
+    def fail(step, run, params_file, overrides, output, terminal):
         output.write_text('{"cells": "as far as it got"}')
         raise RuntimeError("the kernel died")
 
@@ -157,3 +157,16 @@ def test_publish_refuses_overridden_params(capsys):
         runner.main(["params/smoke.yaml", "--publish", "--set", "train.epochs=1"])
     assert stopped.value.code == 2
     assert "--publish copies the results of the params file as it is" in capsys.readouterr().err
+
+
+def test_missing_fashion_mnist_stops_the_run_before_any_kernel_starts(fake_stages, tmp_path, monkeypatch, capsys):
+    from sedlib.data import get_fashion_mnist
+
+    monkeypatch.delenv("SED_DATA", raising=False)
+    monkeypatch.setattr(get_fashion_mnist, "_CHECKOUT", tmp_path / "project")
+    monkeypatch.setattr(get_fashion_mnist, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    code = runner.main(["params/smoke.yaml", "--run-dir", str(tmp_path / "run"), "--no-report"])
+    assert code == 1 and fake_stages == []
+    message = capsys.readouterr().err
+    assert "[01_cache] cannot run: the Fashion-MNIST files were not found" in message
+    assert "sudo apt-get install dataset-fashion-mnist" in message and "Traceback" not in message

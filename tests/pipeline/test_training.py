@@ -1,7 +1,13 @@
 import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
 
 from sedlib.config import load_config
 from sedlib.pipeline import training
+from sedlib.pipeline.rundir import RunDir
 
 
 def test_training_code_hash_covers_the_training_modules(tmp_path, monkeypatch):
@@ -20,8 +26,36 @@ def test_training_record_names_settings_features_and_code():
     config = load_config("params/smoke.yaml")
     spec = config.models["sed_a2d"]
     heads = training.head_config(config, spec, feature_dim=16, num_classes=10)
-    record = training._training_record(config, spec, heads, "train-hash", "val-hash")
+    record = training._training_record(config, spec, heads, "train-hash", "val-hash", curves=True)
     assert record["features"] == {"train": "train-hash", "val": "val-hash"}
-    assert record["code"] == training.training_code_hash()
+    assert record["code"] == training.training_code_hash() and record["validated_every_epoch"] is True
     assert record["train"]["kappa"] == spec.train.kappa and record["heads"]["hidden_dim"] == 32
     assert json.loads(json.dumps(record)) == record
+
+
+def test_worker_count_follows_the_cores_and_the_replicas(monkeypatch):
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert training.training_workers(torch.device("cpu"), 9) == 4
+    assert training.training_workers(torch.device("cpu"), 3) == 3
+    assert training.training_workers(torch.device("cpu"), 0) == 1
+    assert training.training_workers(torch.device("cuda"), 9) == 1
+
+
+@pytest.mark.e2e
+def test_models_trained_one_per_core_equal_those_trained_one_after_the_other(smoke_run, tmp_path, monkeypatch):
+    config = load_config("params/smoke.yaml")
+    assert training.training_workers(torch.device("cpu"), len(config.model_runs())) > 1, "needs two cores"
+    target = tmp_path / "run"
+    shutil.copytree(smoke_run.root, target)
+    shutil.rmtree(target / "models")
+    monkeypatch.setattr(training, "training_workers", lambda device, replicas: 1)
+    training.train_models(config, RunDir(target), progress=False)
+    drawn = {model_run.name for model_run in config.first_replicas()}
+    for model_run in config.model_runs():
+        name = model_run.name
+        model = f"models/{name}.safetensors"
+        assert (target / model).read_bytes() == (smoke_run.root / model).read_bytes(), name
+        log = pd.read_csv(target / f"models/{name}_log.csv").drop(columns="seconds")
+        assert log.equals(pd.read_csv(smoke_run.root / f"models/{name}_log.csv").drop(columns="seconds")), name
+        validated = log["val_acc_ensemble"].notna()
+        assert validated.iloc[-1] and validated.all() == (name in drawn), name
