@@ -272,7 +272,7 @@ class EnsembleTrainer:
             One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
             ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs; under
             ``independent`` pair-steps are member-steps and the means are over them),
-            ``seconds``; for a run with hardness weights ``alpha_q50``, ``alpha_q90``,
+            ``seconds`` (the whole epoch) and ``steps_seconds`` (its steps alone, without validation); for a run with hardness weights ``alpha_q50``, ``alpha_q90``,
             ``alpha_q99`` and ``alpha_max`` (quantiles of alpha over the epoch's rows); and with
             validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and ``val_acc_member_<m>``
             for every member.
@@ -308,6 +308,7 @@ class EnsembleTrainer:
             record.update(
                 self._run_epoch(epoch, frozen, features[pass_index], labels[pass_index], bar, unlabelled, alpha_rows)
             )
+            record["steps_seconds"] = time.perf_counter() - started
             if alpha_rows is not None:
                 alpha = alpha_rows.cpu().numpy()
                 quantiles = np.nanquantile(alpha, ALPHA_QUANTILES)

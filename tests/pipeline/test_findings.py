@@ -137,7 +137,7 @@ def logs(run: RunConfig, seconds_per_step) -> dict[str, pd.DataFrame]:
     for members, model in zip(run.sweeps["num_members"].values, run.sweeps["num_members"].points):
         step = seconds_per_step(members) * (1 + 0.01 * generator.standard_normal(5))
         result[model] = pd.DataFrame(
-            {"epoch": range(5), "frozen": [True, False, False, False, False], "steps": 100, "seconds": 100 * step}
+            {"epoch": range(5), "frozen": [True, False, False, False, False], "steps": 100, "steps_seconds": 100 * step}
         )
     return result
 
