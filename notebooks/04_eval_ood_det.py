@@ -84,9 +84,9 @@ display(Markdown(markdown_table(table3(main_rows(detection, config)))))
 #
 # Every score of `sedlib.scores` for every model, and the post-hoc detectors of `sedlib.detectors`
 # fitted on the first training pass: Mahalanobis, relative Mahalanobis and KNN on the backbone
-# features (one row, shared by all models), ViM on each model's weight soup. AUROC (higher is
-# better), FPR at 95 % TPR (lower is better) and AUPR with OOD as the positive class (higher is
-# better), as OpenOOD reports them.
+# features (one row, shared by all models), ViM on the weight soup of every model but the sweep
+# points. AUROC (higher is better), FPR at 95 % TPR (lower is better) and AUPR with OOD as the
+# positive class (higher is better), as OpenOOD reports them.
 
 # %%
 #| label: tbl-ood-det-all

@@ -161,7 +161,9 @@ def detector_table(
     Every detector is fitted on the first training pass (the rows training uses) and nothing else.
     Mahalanobis, relative Mahalanobis and KNN read the backbone features, shared by all members, so
     they give one row each (model ``backbone_features``); ViM reads a classifier's input, so it is
-    fitted per model on the model's weight soup (the backbone's own head for row zero).
+    fitted per model on the model's weight soup (the backbone's own head for row zero). Sweep points
+    get no ViM: what the sweeps report is their ensemble scores, and a ViM fit (an eigendecomposition
+    of the feature width, float64 projections of every split) costs more than the point's evaluation.
 
     Returns:
         ``(table, scores)``. ``table``: columns ``model``, ``label``, ``score``, ``score_label``,
@@ -206,6 +208,8 @@ def detector_table(
         bar.set_postfix_str(name, refresh=False)
         if name == "vim":
             for model_run in config.model_runs(pretrained_head=True):
+                if model_run.model in config.sweep_models:
+                    continue
                 soup = models[model_run.name].ensemble.soup()
                 vim = ViM(device=device).fit(penultimate_features(soup, fit_features), *linear_head(soup))
                 transform = lambda x, soup=soup: penultimate_features(soup, x)  # noqa: E731

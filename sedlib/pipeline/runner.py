@@ -161,8 +161,10 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
         log_output=terminal == "verbose",
         stdout_file=sys.stdout if terminal == "progress" else None,
         stderr_file=sys.stderr if terminal == "progress" else None,
-        # ipykernel warns on every start that its local TCP sockets are unencrypted: noise in a terminal
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        # ipykernel's own log is noise in a terminal: a warning on every start that its local TCP sockets are
+        # unencrypted, and an error when the interrupt jupyter_client sends every kernel it shuts down lands
+        # mid-cycle. A cell's errors reach the runner through the notebook, not through this log.
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
     )
 
 
