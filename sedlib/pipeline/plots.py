@@ -193,7 +193,7 @@ def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
     With no rows (features imported, images absent) the figure says so instead.
     """
     if not rows:
-        return _note("no images available: every split was imported as features")
+        return _note("no images available: the features were imported or given as files (data.dataset: features)")
     count = max(len(images) for images in rows.values())
     figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
     for axis_row, (title, images) in zip(axes, rows.items()):

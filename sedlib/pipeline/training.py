@@ -22,12 +22,12 @@ import pandas as pd
 import torch
 
 from sedlib import source_hash
-from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
+from sedlib.config import PRETRAINED_HEAD_MODEL, ModelSpec, RunConfig
 from sedlib.device import resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import SedlibError
 from sedlib.pipeline.rundir import ArtefactError, RunDir
-from sedlib.pipeline.splits import DISAGREEMENT_SPLIT, load_pretrained_head, load_split, training_data
+from sedlib.pipeline.splits import DISAGREEMENT_SPLIT, class_names, load_pretrained_head, load_split, training_data
 from sedlib.pipeline.stages import MODEL_FILES
 from sedlib.progress import tqdm
 from sedlib.train import train_ensemble
@@ -105,7 +105,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     """
     device = resolve_device(config.device)
     train, train_features, train_labels, val = training_data(config, run)
-    num_classes = DATASET_CLASSES[config.data.dataset]
+    num_classes = len(class_names(config))
     feature_dim = train.features.shape[-1]
     train_labels = torch.from_numpy(train_labels)
     val_features = torch.from_numpy(val.features.astype("float32"))
