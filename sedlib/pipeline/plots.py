@@ -58,6 +58,8 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
 
 def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensemble") -> Figure:
     """Accuracy per corruption, one panel per severity, one bar per model."""
+    if per_corruption.empty:
+        return _note("no corruption splits in this study (data.severities is empty, or data.dataset is features)")
     chosen, _, _ = over_seeds(per_corruption[per_corruption["aggregation"] == aggregation], ["corruption", "severity"])
     severities = sorted(chosen["severity"].unique())
     figure, axes = plt.subplots(len(severities), 1, figsize=(12, 2.8 * len(severities)), layout="constrained")

@@ -127,7 +127,10 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                             "accuracy": value,
                         }
                     )
-        long = pd.DataFrame([r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])])
+        long = pd.DataFrame(
+            [r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])],
+            columns=[*ids, "aggregation", "corruption", "severity", "accuracy"],
+        )
         for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
             rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
         for subset in config.data.subset_sets:
@@ -135,7 +138,8 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                 rows[aggregation][subset] = value
         for aggregation in AGGREGATIONS:
             summary.append({**ids, "aggregation": aggregation, **rows[aggregation]})
-    return pd.DataFrame(summary), pd.DataFrame(per_corruption)
+    columns = [*_ids(config.model_runs()[0]), "aggregation", "corruption", "severity", "accuracy"]
+    return pd.DataFrame(summary), pd.DataFrame(per_corruption, columns=columns)
 
 
 CALIBRATED = {"ensemble": "Ensemble (mean logits)", "soup": "Soup (uniform)", "mean_member": "Mean member"}
@@ -336,7 +340,7 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
         short: only the protocol's name (for the tables after the first one of a section).
     """
     if short:
-        return f"*Protocol: **{config.protocol}**.*"
+        return f"*Protocol: **{config.protocol}**.*" + no_shift_note(config)
     imagenet = config.data.dataset == "imagenet"
     if config.protocol == "faithful":
         parts = ["the published evaluation code, quirks included"]
@@ -358,7 +362,22 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
         parts.append("C-1/C-5 detection metrics on the pooled corruptions")
     return (
         f"*Protocol: **{config.protocol}** ({'; '.join(parts)}). Both best-single rows are shown: the oracle "
-        "(published) and the val-selected member (standard).*"
+        "(published) and the val-selected member (standard).*" + no_shift_note(config)
+    )
+
+
+def no_shift_note(config: RunConfig) -> str:
+    """A sentence for a study without corruption splits (your own features, or no severities); else empty."""
+    if config.data.severities:
+        return ""
+    why = (
+        "data.dataset is features: there are no images to corrupt"
+        if config.data.dataset == "features"
+        else "data.severities is empty"
+    )
+    return (
+        f" *This study has no corruption splits ({why}): no C-1/C-5 columns, and detection is measured on the "
+        "semantic-OOD sets only.*"
     )
 
 
