@@ -262,8 +262,8 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True, ranks:
             function); one process when None.
 
     Returns:
-        One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images`` or
-        ``imported``), ``status`` (what was found before: missing / partial / complete),
+        One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images``,
+        ``imported`` or, for your own feature files, ``given``), ``status`` (what was found before: missing / partial / complete),
         ``seconds`` spent now, ``file``.
     """
     ranks = ranks or Ranks()
@@ -349,7 +349,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 "kind": plan.kind,
                 "rows": len(index),
                 "passes": plan.passes,
-                "source": "imported" if plan.imported else "images",
+                "source": "imported" if plan.imported else "given" if data.dataset == "features" else "images",
                 "status": status,
                 "seconds": round(time.perf_counter() - started, 1),
                 "file": path.name,

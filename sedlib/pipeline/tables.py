@@ -342,16 +342,15 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
     if short:
         return f"*Protocol: **{config.protocol}**.*" + no_shift_note(config)
     imagenet = config.data.dataset == "imagenet"
+    shifted = bool(config.data.severities)
     if config.protocol == "faithful":
         parts = ["the published evaluation code, quirks included"]
         if imagenet:
             parts += [
                 "ImageNet-A/R by a 1000-way-argmax vote restricted to the 200 classes",
                 "ImageNet-C resized to 256 and cropped",
-                "C-1/C-5 detection metrics averaged over the corruptions",
             ]
-        else:
-            parts.append("C-1/C-5 detection metrics averaged over the corruptions")
+        parts += ["C-1/C-5 detection metrics averaged over the corruptions"] if shifted else []
     else:
         parts = ["standard protocols"]
         if imagenet:
@@ -359,7 +358,7 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
                 "ImageNet-A/R logits restricted to the 200 classes before any argmax",
                 "ImageNet-C as distributed",
             ]
-        parts.append("C-1/C-5 detection metrics on the pooled corruptions")
+        parts += ["C-1/C-5 detection metrics on the pooled corruptions"] if shifted else []
     return (
         f"*Protocol: **{config.protocol}** ({'; '.join(parts)}). Both best-single rows are shown: the oracle "
         "(published) and the val-selected member (standard).*" + no_shift_note(config)
