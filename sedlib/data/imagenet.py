@@ -101,10 +101,13 @@ LAYOUTS: dict[str, str] = {
     "2021, MOS) from http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/iNaturalist.tar.gz",
     "openimage_o": "<dir>/*.jpg (17,632 images, any folders below <dir>); OpenImage-O (Wang et al. 2022, ViM): "
     "the OpenImages-v3 test images listed in datalists/openimage_o.txt of https://github.com/haoqiwang/vim",
-    OWN_FOLDERS: "<train_path>/<class>/*.png|jpg|... and <test_path>/<class>/... with the same class folders "
-    "(val_path too, when given); each OOD folder flat or in sub-folders",
 }
 """Expected layout of each dataset and where to get it, as errors and docs/paper-scale.md state them."""
+OWN_LAYOUT = (
+    "<train_path>/<class>/*.png|jpg|... and <test_path>/<class>/... with the same class folders (val_path too, "
+    "when given); each OOD folder flat or in sub-folders"
+)
+"""The layout of your own image folders, as errors and docs/own-data.md state it."""
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """torchvision's ``IMG_EXTENSIONS``: the files ``ImageFolder`` lists (compared lower-case)."""
@@ -174,7 +177,7 @@ def subset_mask(name: str) -> np.ndarray:
 def _dataset_key(name: str) -> str | None:
     """The `LAYOUTS` key of a set name: ``imagenet_train`` -> ``imagenet``, ``imagenet_c/fog/5`` -> ``imagenet_c``."""
     head = name.split("/")[0]
-    if head in LAYOUTS:  # also OWN_FOLDERS: your folders' sets are named folder/<split>
+    if head in LAYOUTS or head == OWN_FOLDERS:  # your folders' sets are named folder/<split>
         return head
     if head in ("imagenet_train", "imagenet_val"):
         return "imagenet"
@@ -193,7 +196,7 @@ def layout_advice(key: str | None) -> str:
     if key is None:
         return "Set data.root (the folder holding the dataset folders) in the params."
     if key == OWN_FOLDERS:
-        return f"Expected layout: {LAYOUTS[key]}. The params keys are {_params_keys(key)}."
+        return f"Expected layout: {OWN_LAYOUT}. The params keys are {_params_keys(key)}."
     return (
         f"Expected {_DISPLAY.get(key, key)} layout: {LAYOUTS[key]}. Point the params at it with data.root (the "
         f"folder holding {DATASET_FOLDERS[key]}/) or data.{key}_dir (the dataset folder itself)."
@@ -557,7 +560,7 @@ def _open_rgb(path: Path, key: str | None) -> Image.Image:
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         where = f" of {_DISPLAY[key]}" if key in _DISPLAY else ""
-        source = f"; download it again: {LAYOUTS[key]}" if key in LAYOUTS and key != OWN_FOLDERS else ""
+        source = f"; download it again: {LAYOUTS[key]}" if key in LAYOUTS else ""
         raise ValueError(
             f"cannot read image {path}{where} ({type(error).__name__}: {error}); the file is corrupt or truncated"
             f"{source}. The params keys are {_params_keys(key)}"

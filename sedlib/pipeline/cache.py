@@ -263,8 +263,8 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True, ranks:
 
     Returns:
         One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images``,
-        ``imported`` or, for your own feature files, ``given``), ``status`` (what was found before: missing / partial / complete),
-        ``seconds`` spent now, ``file``.
+        ``imported`` or, for your own feature files, ``given``), ``status`` (what was found before:
+        missing / partial / complete), ``seconds`` spent now, ``file``.
     """
     ranks = ranks or Ranks()
     with run_lock(run, ranks, f"stage 01 (feature caching) of {config.source}"):
