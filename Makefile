@@ -5,6 +5,7 @@
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
+# make own-data-example  a study on image folders with a timm checkpoint (docs/own-data.md, a few minutes)
 # make bench   print the training-speed benchmark
 # make lab     open the notebooks in JupyterLab
 PYTHON ?= python3
@@ -12,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint report smoke smoke-imagenet bench lab
+.PHONY: setup test test-fast lint report smoke smoke-imagenet own-data-example bench lab
 
 setup: $(STAMP)
 
@@ -43,6 +44,10 @@ smoke: setup
 smoke-imagenet: setup
 	test -d runs/fake_imagenet || $(BIN)/python -m sedlib.data.fake_imagenet runs/fake_imagenet
 	$(BIN)/python -m sedlib.run params/smoke_imagenet.yaml
+
+own-data-example: setup
+	test -d runs/own_data_example_images || $(BIN)/python -m sedlib.data.own_data_example runs/own_data_example_images
+	$(BIN)/python -m sedlib.run params/own_data_example.yaml
 
 bench: setup
 	$(BIN)/python -m sedlib.bench

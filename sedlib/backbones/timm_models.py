@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def _input_of(model: nn.Module) -> TimmInput:
     )
 
 
+@functools.cache  # stage 01 asks once per split; the answer depends on the name alone
 def timm_input(backbone: str) -> TimmInput:
     """The input a ``timm:<model name>`` backbone expects, read from a weightless (meta-device) build of it."""
     return _input_of(create_empty(timm_model_name(backbone), {}))
