@@ -35,6 +35,11 @@ from torch import nn
 from sedlib import file_sha256
 from sedlib.backbones.spec import RANDOM_INIT_SEED, create_empty, create_random, hub_pretrained, import_timm
 from sedlib.config import TIMM_PREFIX
+from sedlib.errors import SedlibError
+
+
+class TimmBackboneError(SedlibError, ValueError):
+    """A ``timm:`` backbone cannot be built: an unknown model, or a weights file that does not fit it."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +63,15 @@ def timm_model_name(backbone: str) -> str:
     """The timm model name of a ``timm:<model name>`` backbone.
 
     Raises:
-        ValueError: ``backbone`` does not start with ``timm:``, or the name is not a timm model (the message
-            says how to list them).
+        ValueError: ``backbone`` does not start with ``timm:``.
+        TimmBackboneError: the name is not a timm model (the message says how to list them).
     """
     if not backbone.startswith(TIMM_PREFIX):
         raise ValueError(f"{backbone!r} is not a timm backbone ({TIMM_PREFIX}<model name>)")
     name = backbone[len(TIMM_PREFIX) :]
     timm = import_timm()
     if not timm.is_model(name):
-        raise ValueError(
+        raise TimmBackboneError(
             f"cache.backbone: {backbone!r} names no timm {timm.__version__} model; list them with "
             f"python -c \"import timm; print(timm.list_models('*{name.split('.')[0][:8]}*'))\""
         )
@@ -106,7 +111,8 @@ def load_timm_model(
         (``input.image_size`` is the side the model is used at), and a deterministic description of the weights.
 
     Raises:
-        ValueError: an unknown model; ``weights`` with ``pretrained=False``; a file that does not fit.
+        TimmBackboneError: an unknown model, or a weights file that does not fit it.
+        ValueError: ``weights`` with ``pretrained=False``.
         FileNotFoundError: ``weights`` names no file.
         RuntimeError: no weights file and the hub weights are not in the Hugging Face cache.
     """
@@ -129,7 +135,7 @@ def load_timm_model(
             overlay = {"file": str(path)}  # timm loads it through the architecture's own checkpoint filter
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs)
         except (RuntimeError, KeyError, ValueError, OSError) as error:
-            raise ValueError(
+            raise TimmBackboneError(
                 f"cache.weights: {path} does not load into timm's {name} ({type(error).__name__}: {error}); "
                 "give a state dict of that architecture (as timm.create_model(...).state_dict() saves it)"
             ) from error

@@ -38,9 +38,10 @@ from sedlib.data.imagenet import (
     ood_folder,
     require_dir,
 )
+from sedlib.errors import SedlibError
 
 
-class FolderLayoutError(ValueError):
+class FolderLayoutError(SedlibError, ValueError):
     """Your image folders do not have the expected layout (the message names the folder and what is wrong)."""
 
 
