@@ -158,6 +158,12 @@ def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
     the val split is at most ``val_rows`` of that set and nothing is held out of the train set.
     """
     data = config.data
+    key = {"train": "train_rows", "test": "test_rows", "corruption": "test_rows"}.get(plan.kind)
+    if key and (getattr(data, key) or 0) > size:
+        raise ValueError(
+            f"{config.source}: data.{key}={getattr(data, key)} but the {plan.kind} set has only {size} images; "
+            f"lower data.{key}, or set it to null for all of them"
+        )
     if plan.kind == "val" and data.val_path:
         return _draw(size, min(data.val_rows, size), data.seed, 3)
     if plan.kind == "train" and data.val_path:

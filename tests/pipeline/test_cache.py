@@ -247,6 +247,9 @@ def test_own_folders_validate_on_their_val_folder_or_on_rows_held_out_of_train(t
     moved = own_config(root, dataset="folder", val_rows=5, val_path=str(root / "val"), test_path=str(root / "val"))
     before, after = hashes(own_val.to_dict()), hashes(moved.to_dict())
     assert before["train"] == after["train"] and before["test"] != after["test"]  # each split hashes its own paths
+    too_many = own_config(root, dataset="folder", test_rows=11)
+    with pytest.raises(ValueError, match="data.test_rows=11 but the test set has only 10 images; lower data.test_rows"):
+        source_images(too_many, SplitPlan("test", "test"))
 
 
 def test_a_features_study_caches_the_given_rows_and_names_a_bad_file(tmp_path):
