@@ -6,6 +6,7 @@
 # make smoke   the same on params/smoke.yaml (about a minute)
 # make results  rerun the default and full_cpu studies and copy their headline results into results/ (the README's)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
+# make own-data-example  a study on image folders with a timm checkpoint (docs/own-data.md, a few minutes)
 # make bench   print the training-speed benchmark
 # make lab     open the notebooks in JupyterLab (a double-click opens a notebooks/*.py as a notebook)
 PYTHON ?= python3
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.installed
 # JupyterLab reads this environment's overrides.json: .py files open with jupytext's notebook view
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup data test test-fast lint report results smoke smoke-imagenet bench lab
+.PHONY: setup data test test-fast lint report results smoke smoke-imagenet own-data-example bench lab
 
 setup: data $(STAMP)
 
@@ -54,6 +55,10 @@ smoke: setup
 smoke-imagenet: setup
 	test -d runs/fake_imagenet || $(BIN)/python -m sedlib.data.fake_imagenet runs/fake_imagenet
 	$(BIN)/python -m sedlib.run params/smoke_imagenet.yaml
+
+own-data-example: setup
+	test -d runs/own_data_example_images || $(BIN)/python -m sedlib.data.own_data_example runs/own_data_example_images
+	$(BIN)/python -m sedlib.run params/own_data_example.yaml
 
 bench: setup
 	$(BIN)/python -m sedlib.bench

@@ -35,6 +35,10 @@
 # cut inside its last block, and also saves that block's own head, which the later notebooks evaluate
 # as "row zero". Splits found among the authors' released feature files (`cache.import_dir`) are
 # imported rather than computed; the table below says which.
+#
+# A study on your own data (`docs/own-data.md`) runs this same notebook on your image folders
+# (`data.dataset: folder`) with any timm model (`cache.backbone: timm:<model name>`, its pre-logits
+# feature), or copies the rows of feature files you already have (`data.dataset: features`, no backbone).
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"

@@ -272,8 +272,9 @@ class EnsembleTrainer:
             One row per epoch: ``epoch``, ``pass``, ``frozen``, ``lr``, ``steps``, ``pair_steps``,
             ``task_loss``, ``repulsion``, ``total_loss`` (means over the epoch's pairs; under
             ``independent`` pair-steps are member-steps and the means are over them),
-            ``seconds`` (the whole epoch) and ``steps_seconds`` (its steps alone, without validation); for a run with hardness weights ``alpha_q50``, ``alpha_q90``,
-            ``alpha_q99`` and ``alpha_max`` (quantiles of alpha over the epoch's rows); and with
+            ``seconds`` (the whole epoch) and ``steps_seconds`` (its steps alone, without validation);
+            for a run with hardness weights ``alpha_q50``, ``alpha_q90``, ``alpha_q99`` and
+            ``alpha_max`` (quantiles of alpha over the epoch's rows); and with
             validation data ``val_acc_ensemble``, ``val_acc_member_mean`` and ``val_acc_member_<m>``
             for every member.
 

@@ -22,9 +22,15 @@ trainable head).
 """
 
 from sedlib.backbones.deit3 import DEIT3_BASE_TIMM_NAME, DEIT3_BASE_WEIGHTS_URL, deit3_cut_features, deit3_head_params
-from sedlib.backbones.efficientnet import pooled_pre_logits
 from sedlib.backbones.frozen import BACKBONES, FrozenBackbone, extract_features, load_backbone
-from sedlib.backbones.spec import HEAD_PARAMETER_NAMES, IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, HeadShape
+from sedlib.backbones.spec import (
+    HEAD_PARAMETER_NAMES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneSpec,
+    HeadShape,
+    pooled_pre_logits,
+)
 
 __all__ = [
     "BACKBONES",

@@ -37,16 +37,12 @@ https://github.com/facebookresearch/deit, ``README_revenge.md``).
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from sedlib import file_sha256
-from sedlib.backbones.spec import HEAD_PARAMETER_NAMES, import_timm
+from sedlib.backbones.spec import HEAD_PARAMETER_NAMES, hub_pretrained, import_timm
 
 DEIT3_BASE_TIMM_NAME = "deit3_base_patch16_224.fb_in22k_ft_in1k"
 """timm model name and pretrained tag of the paper's backbone."""
@@ -131,41 +127,13 @@ def filter_deit3_checkpoint(state: Mapping[str, Any], model: nn.Module) -> dict[
     return checkpoint_filter_fn(dict(state), model, adapt_layer_scale=True)
 
 
-def _hub_weight_file(model: nn.Module) -> Path | None:
-    """The weight file timm read from the Hugging Face cache for ``model``, if it can be found."""
-    repo = getattr(model, "pretrained_cfg", {}).get("hf_hub_id")
-    if not repo:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):  # timm prefers the safetensors file
-        found = try_to_load_from_cache(repo_id=repo, filename=filename)
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
-
-
 def deit3_hub_pretrained(timm_name: str, create_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
-    timm = import_timm()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            model = timm.create_model(timm_name, pretrained=True, **create_kwargs)
-    except Exception as error:  # offline and not cached, network or hub errors: all mean "no weights here"
-        raise RuntimeError(
-            f"cannot load the pretrained weights {timm_name} through timm ({type(error).__name__}: {error}). "
-            "Either run once with network access (HF_HUB_OFFLINE unset) so that timm stores them in the "
-            "Hugging Face cache, or download deit_3_base_224_21k.pth from the DeiT repository "
-            f"(https://github.com/facebookresearch/deit, README_revenge.md): {DEIT3_BASE_WEIGHTS_URL} "
-            "and set cache.weights in the params file to its path (load_backbone(..., weights=path))."
-        ) from error
-    path = _hub_weight_file(model)
-    if path is None:
-        version = importlib.metadata.version("timm")
-        description = f"timm hub {timm_name} (timm {version}; weight file not found in the Hugging Face cache)"
-    else:
-        description = f"timm hub {timm_name} ({path.name} sha256:{file_sha256(path)[:16]})"
+    advice = (
+        "or download deit_3_base_224_21k.pth from the DeiT repository "
+        f"(https://github.com/facebookresearch/deit, README_revenge.md): {DEIT3_BASE_WEIGHTS_URL} "
+        "and set cache.weights in the params file to its path (load_backbone(..., weights=path))."
+    )
+    model, description = hub_pretrained(timm_name, create_kwargs, advice)
     native = getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-1]
     if create_kwargs.get("img_size", native) != native:  # timm resampled the position embedding
         description += f", pos_embed resampled {native} -> {create_kwargs['img_size']} px"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from sedlib import file_sha256
 from sedlib.backbones.spec import create_random, map_state_dict_by_order
@@ -67,16 +67,3 @@ def _load_efficientnet_lite0_package(model: nn.Module) -> str:
 def efficientnet_lite0_pretrained(timm_name: str, create_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     model = create_random(timm_name, create_kwargs)
     return model, _load_efficientnet_lite0_package(model)
-
-
-def pooled_pre_logits(model: nn.Module, x: Tensor) -> Tensor:
-    """The pooled pre-logit feature of a timm model: ``forward_head(forward_features(x), pre_logits=True)``.
-
-    Args:
-        model: a timm model.
-        x: ``(B, 3, H, W)`` normalised images.
-
-    Returns:
-        ``(B, model.num_features)``.
-    """
-    return model.forward_head(model.forward_features(x), pre_logits=True)

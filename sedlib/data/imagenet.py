@@ -57,6 +57,8 @@ from PIL import Image
 from sedlib.config import DataConfig, resolve_path
 from sedlib.data.transforms import random_resized_crop_box
 
+OWN_FOLDERS = "folder"
+"""The `LAYOUTS` key of your own image folders (``data.dataset: folder``, `sedlib.data.folders`)."""
 DATASET_FOLDERS: dict[str, str] = {
     "imagenet": "imagenet",
     "imagenet_a": "imagenet-a",
@@ -101,6 +103,11 @@ LAYOUTS: dict[str, str] = {
     "the OpenImages-v3 test images listed in datalists/openimage_o.txt of https://github.com/haoqiwang/vim",
 }
 """Expected layout of each dataset and where to get it, as errors and docs/paper-scale.md state them."""
+OWN_LAYOUT = (
+    "<train_path>/<class>/*.png|jpg|... and <test_path>/<class>/... with the same class folders (val_path too, "
+    "when given); each OOD folder flat or in sub-folders"
+)
+"""The layout of your own image folders, as errors and docs/own-data.md state it."""
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """torchvision's ``IMG_EXTENSIONS``: the files ``ImageFolder`` lists (compared lower-case)."""
@@ -118,6 +125,7 @@ _DISPLAY = {
     "imagenet_c": "ImageNet-C",
     "inaturalist": "iNaturalist",
     "openimage_o": "OpenImage-O",
+    OWN_FOLDERS: "your image folders",
 }
 
 
@@ -169,17 +177,26 @@ def subset_mask(name: str) -> np.ndarray:
 def _dataset_key(name: str) -> str | None:
     """The `LAYOUTS` key of a set name: ``imagenet_train`` -> ``imagenet``, ``imagenet_c/fog/5`` -> ``imagenet_c``."""
     head = name.split("/")[0]
-    if head in LAYOUTS:
+    if head in LAYOUTS or head == OWN_FOLDERS:  # your folders' sets are named folder/<split>
         return head
     if head in ("imagenet_train", "imagenet_val"):
         return "imagenet"
     return None
 
 
-def _advice(key: str | None) -> str:
+def _params_keys(key: str | None) -> str:
+    """The params keys that point at a dataset's folder."""
+    if key == OWN_FOLDERS:
+        return "data.train_path, data.val_path, data.test_path and data.ood_paths"
+    return f"data.root and data.{key or '<name>'}_dir"
+
+
+def layout_advice(key: str | None) -> str:
     """What the dataset should look like, where it comes from and which params keys point at it."""
     if key is None:
         return "Set data.root (the folder holding the dataset folders) in the params."
+    if key == OWN_FOLDERS:
+        return f"Expected layout: {OWN_LAYOUT}. The params keys are {_params_keys(key)}."
     return (
         f"Expected {_DISPLAY.get(key, key)} layout: {LAYOUTS[key]}. Point the params at it with data.root (the "
         f"folder holding {DATASET_FOLDERS[key]}/) or data.{key}_dir (the dataset folder itself)."
@@ -187,7 +204,7 @@ def _advice(key: str | None) -> str:
 
 
 def _layout_error(kind: type[Exception], key: str | None, problem: str) -> Exception:
-    return kind(f"{problem}. {_advice(key)}")
+    return kind(f"{problem}. {layout_advice(key)}")
 
 
 # --- image folder sets ----------------------------------------------------------------------------
@@ -253,38 +270,45 @@ def _is_image(fname: str) -> bool:
     return fname.lower().endswith(IMG_EXTENSIONS)
 
 
-def _require_dir(path: Path, key: str, what: str) -> None:
+def require_dir(path: Path, key: str, what: str) -> None:
     if not path.is_dir():
         problem = f"{what} {path} is not a directory" if path.exists() else f"{what} {path} does not exist"
         raise _layout_error(FileNotFoundError, key, problem)
 
 
-def _list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, title: str) -> tuple[tuple, np.ndarray]:
-    """Files and labels of ``folder/<wnid>/...`` in torchvision ``make_dataset`` order.
+def list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, title: str) -> tuple[tuple, np.ndarray]:
+    """Files and labels of ``folder/<class>/...`` in torchvision ``make_dataset`` order.
+
+    Every class folder must hold an image; the folders need not cover every class (ImageNet-A).
 
     Args:
         folder: the folder holding the wnid folders.
-        class_names: the sorted wnids the labels index.
+        class_names: the sorted class names (wnids) the labels index.
         key: the `LAYOUTS` key, for errors.
         title: what the folder is, for errors (e.g. ``ImageNet-1k train``).
 
     Returns:
         ``files`` (paths relative to ``folder``) and ``(N,)`` int64 labels.
     """
-    _require_dir(folder, key, f"{title} folder")
+    require_dir(folder, key, f"{title} folder")
     with os.scandir(folder) as entries:
         entries = list(entries)
     classes = sorted(entry.name for entry in entries if entry.is_dir())
+    folders = "class" if key == OWN_FOLDERS else "wnid"
     if not classes:
         images = sum(1 for entry in entries if entry.is_file() and _is_image(entry.name))
         if images:
             problem = (
-                f"{title} folder {folder} holds {images} image files but no wnid folders; images must be sorted "
-                "into <wnid>/ folders (the raw ImageNet val tar is flat: sort it with valprep.sh or "
-                "torchvision.datasets.ImageNet)"
+                f"{title} folder {folder} holds {images} image files but no {folders} folders; images must be "
+                f"sorted into <{folders}>/ folders"
+                + (
+                    ""
+                    if key == OWN_FOLDERS
+                    else " (the raw ImageNet val tar is flat: sort it with valprep.sh or torchvision.datasets.ImageNet)"
+                )
             )
             raise _layout_error(ValueError, key, problem)
-        raise _layout_error(FileNotFoundError, key, f"{title} folder {folder} is empty (no wnid folders)")
+        raise _layout_error(FileNotFoundError, key, f"{title} folder {folder} is empty (no {folders} folders)")
     position = {wnid: k for k, wnid in enumerate(class_names)}
     unknown = [name for name in classes if name not in position]
     if unknown:
@@ -308,9 +332,10 @@ def _list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, ti
         counts.append(len(files) - start)
     if empty:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+        cause = "every class needs images" if key == OWN_FOLDERS else "the download or extraction is incomplete"
         problem = (
-            f"{title} folder {folder}: {len(empty)} wnid folder(s) hold no image "
-            f"({'/'.join(IMG_EXTENSIONS)}): {shown}; the download or extraction is incomplete"
+            f"{title} folder {folder}: {len(empty)} {folders} folder(s) hold no image "
+            f"({'/'.join(IMG_EXTENSIONS)}): {shown}; {cause}"
         )
         raise _layout_error(FileNotFoundError, key, problem)
     class_labels = np.array([position[wnid] for wnid in classes], dtype=np.int64)
@@ -334,8 +359,8 @@ def imagenet_split(root: str | os.PathLike, split: str) -> ImageFolderSet:
     if split not in ("train", "val"):
         raise ValueError(f"ImageNet split must be 'train' or 'val', got {split!r}")
     root = Path(root)
-    _require_dir(root, "imagenet", "ImageNet-1k folder")
-    files, labels = _list_class_folders(root / split, imagenet_wnids(), "imagenet", f"ImageNet-1k {split}")
+    require_dir(root, "imagenet", "ImageNet-1k folder")
+    files, labels = list_class_folders(root / split, imagenet_wnids(), "imagenet", f"ImageNet-1k {split}")
     return ImageFolderSet(f"imagenet_{split}", root / split, files, labels, imagenet_wnids())
 
 
@@ -360,7 +385,7 @@ def imagenet_c_split(root: str | os.PathLike, corruption: str, severity: int) ->
     severity = int(severity)
     root = Path(root)
     key = "imagenet_c"
-    _require_dir(root, key, "ImageNet-C folder")
+    require_dir(root, key, "ImageNet-C folder")
     corruption_dir = root / corruption
     if not corruption_dir.is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -380,7 +405,7 @@ def imagenet_c_split(root: str | os.PathLike, corruption: str, severity: int) ->
         problem = f"ImageNet-C severity folder {severity_dir} does not exist (found: {', '.join(present) or 'none'})"
         raise _layout_error(FileNotFoundError, key, problem)
     title = f"ImageNet-C {corruption} severity {severity}"
-    files, labels = _list_class_folders(severity_dir, imagenet_wnids(), key, title)
+    files, labels = list_class_folders(severity_dir, imagenet_wnids(), key, title)
     return ImageFolderSet(f"imagenet_c/{corruption}/{severity}", severity_dir, files, labels, imagenet_wnids())
 
 
@@ -401,7 +426,7 @@ def subset_split(root: str | os.PathLike, name: str) -> ImageFolderSet:
     if name not in SUBSET_SETS:
         raise ValueError(f"subset must be one of {SUBSET_SETS}, got {name!r}")
     root = Path(root)
-    files, labels = _list_class_folders(root, subset_wnids(name), name, _DISPLAY[name])
+    files, labels = list_class_folders(root, subset_wnids(name), name, _DISPLAY[name])
     return ImageFolderSet(name, root, files, labels, subset_wnids(name))
 
 
@@ -412,8 +437,9 @@ def ood_folder(root: str | os.PathLike, name: str) -> ImageFolderSet:
 
     Args:
         root: the dataset folder.
-        name: the set's name, e.g. ``"inaturalist"`` or ``"openimage_o"`` (`OOD_FOLDER_SETS`; other
-            names are accepted, with generic error messages).
+        name: the set's name, e.g. ``"inaturalist"`` or ``"openimage_o"`` (`OOD_FOLDER_SETS`), or
+            ``folder/<name>`` for one of your own (`sedlib.data.folders`); other names are accepted, with
+            generic error messages.
 
     Returns:
         ImageFolderSet ``name`` with labels all ``-1`` and no class names.
@@ -422,7 +448,7 @@ def ood_folder(root: str | os.PathLike, name: str) -> ImageFolderSet:
         FileNotFoundError: ``root`` is missing or holds no image file.
     """
     root = Path(root)
-    key = name if name in LAYOUTS else None
+    key = _dataset_key(name)
     title = f"{_DISPLAY.get(name, name)} folder"
     if not root.is_dir():
         problem = f"{title} {root} is not a directory" if root.exists() else f"{title} {root} does not exist"
@@ -537,7 +563,7 @@ def _open_rgb(path: Path, key: str | None) -> Image.Image:
         source = f"; download it again: {LAYOUTS[key]}" if key in LAYOUTS else ""
         raise ValueError(
             f"cannot read image {path}{where} ({type(error).__name__}: {error}); the file is corrupt or truncated"
-            f"{source}. The params keys are data.root and data.{key or '<name>'}_dir"
+            f"{source}. The params keys are {_params_keys(key)}"
         ) from error
 
 

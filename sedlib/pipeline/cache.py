@@ -2,7 +2,7 @@
 
 The paper caches DeiT-3-B features of ImageNet (four augmented passes of the training set, the
 validation set, ImageNet-C, ImageNet-A/R and the OOD sets) once, and trains every head on the cache.
-Both studies of this project follow that plan (``data.dataset``):
+Every study follows that plan (``data.dataset``):
 
 =====================  ====================================  ======================================
 split                  ``fashion_mnist`` (embedded default)   ``imagenet`` (the paper)
@@ -17,6 +17,11 @@ split                  ``fashion_mnist`` (embedded default)   ``imagenet`` (the 
 ``imagenet_a/_r``      --                                     200-class sets, labels 0..199
 OOD sets, labels -1    ``animal_mnist``, ``digits``           ``inaturalist``, ``openimage_o``
 =====================  ====================================  ======================================
+
+Your own data (docs/own-data.md): ``folder`` reads ``data.train_path`` / ``val_path`` / ``test_path`` /
+``ood_paths`` as image folders, transformed as the ImageNet study's and with the test images corrupted
+here as Fashion-MNIST's; ``features`` copies the rows of your feature files (one pass, no backbone, no
+corruption splits).
 
 A split whose settings match a finished file is reused; an interrupted one resumes after its last
 complete chunk. Each split's manifest carries a hash of exactly the settings its content depends on
@@ -62,6 +67,7 @@ from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import (
     SplitPlan,
     corruption_split,
+    image_size,
     plan_splits,
     published_file,
     source_images,
@@ -72,32 +78,52 @@ from sedlib.pipeline.stages import has_pretrained_head
 
 
 def _transform(config: RunConfig, plan: SplitPlan) -> str:
-    """The `sedlib.data.imagenet` transform of an ImageNet split."""
+    """The `sedlib.data.imagenet` transform of a split read from image folders."""
     if plan.kind == "train":
         return "train"
-    if plan.kind == "corruption" and config.protocol == "standard":
+    if plan.kind == "corruption" and config.protocol == "standard" and config.data.dataset == "imagenet":
         return "as_is"
-    return "eval"
+    return "eval"  # your folders' corruption splits: the test images, corrupted after this transform
 
 
 def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
     cache, data = config.cache, config.data
+    size = image_size(config)
+    corrupted = f"{plan.corruption} severity {plan.severity} (imagecorruptions), seed {data.seed}"
+    if data.dataset == "features":
+        return "none: the rows of the feature file as given"
     if data.dataset == "fashion_mnist":
         if plan.kind == "train":
             what = f"augmented: random resized crop scale {list(cache.augmentation_scale)} + flip"
         elif plan.kind == "corruption":
-            what = f"{plan.corruption} severity {plan.severity} (imagecorruptions), seed {data.seed}"
+            what = corrupted
         else:
             what = "clean"
-        return f"grey->RGB {cache.image_size}px bilinear; {what}"
+        return f"grey->RGB {size}px bilinear; {what}"
     from sedlib.data.imagenet import resize_size
 
-    size = cache.image_size
-    return {
+    described = {
         "train": f"random resized crop {size} scale {list(cache.augmentation_scale)} + flip, seed {data.seed}",
         "eval": f"resize {resize_size(size)} + centre crop {size} (bilinear)",
         "as_is": f"as stored ({size}x{size}; others resized to {size} and centre-cropped)",
     }[_transform(config, plan)]
+    if plan.kind == "corruption" and data.dataset == "folder":
+        described += f"; {corrupted}"
+    return described
+
+
+def _corrupt_folder_images(config: RunConfig, plan: SplitPlan, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Your test images corrupted as a corruption split asks (ImageNet-C comes corrupted in its folders).
+
+    Args:
+        config: the run (its seed; whether the data are your folders).
+        plan: the split (a corruption split: its corruption and severity).
+        images: ``(B, S, S, 3)`` uint8, the test rows ``rows`` after the eval transform.
+        rows: ``(B,)`` their row ids, which seed each image's corruption.
+    """
+    if plan.kind != "corruption" or config.data.dataset != "folder":
+        return images
+    return corrupt_images(images, plan.corruption, plan.severity, config.data.seed, rows)
 
 
 def chunk_batches(start: int, rows: int, chunk_rows: int, batch_size: int) -> list[range]:
@@ -144,7 +170,7 @@ class _FolderStream:
             self.images,
             self.index[start:],
             _transform(self.config, self.plan),
-            image_size=cache.image_size,
+            image_size=image_size(self.config),
             seed=self.config.data.seed,
             pass_index=pass_index,
             scale=tuple(cache.augmentation_scale),
@@ -164,6 +190,9 @@ class _FolderStream:
         have = 0 if self.pending is None else len(self.pending[0])
         while have < stop - start:
             images, labels, index = next(self.batches)
+            if self.plan.kind == "corruption" and self.config.data.dataset == "folder":
+                nhwc = _corrupt_folder_images(self.config, self.plan, images.permute(0, 2, 3, 1).numpy(), index.numpy())
+                images = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
             with torch.inference_mode():
                 x = images.to(self.device, non_blocking=True).float().div_(255)
                 features = self.backbone(x).float().cpu().numpy()
@@ -180,15 +209,26 @@ def _array_compute(backbone, images, index: np.ndarray, config: RunConfig, plan:
     """Chunks of a Fashion-MNIST-family split: resize, augment or corrupt, extract."""
     cache, data = config.cache, config.data
     device = next(backbone.parameters()).device
+    size = image_size(config)
 
     def compute(pass_index, start, stop):
         rows = index[start:stop]
-        batch = to_model_input(images.images[rows], cache.image_size)
+        batch = to_model_input(images.images[rows], size)
         if plan.kind == "train":
             batch = augment(batch, data.seed, pass_index, rows, scale=tuple(cache.augmentation_scale))
         elif plan.kind == "corruption":
             batch = corrupt_images(batch, plan.corruption, plan.severity, data.seed, rows)
         return extract_features(backbone, batch, cache.batch_size, device=device), images.labels[rows], rows
+
+    return compute
+
+
+def _given_compute(arrays, index: np.ndarray):
+    """Chunks of your feature file's rows (``data.dataset: features``)."""
+
+    def compute(pass_index, start, stop):
+        rows = index[start:stop]
+        return arrays.features[rows], arrays.labels[rows], rows
 
     return compute
 
@@ -222,9 +262,9 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True, ranks:
             function); one process when None.
 
     Returns:
-        One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images`` or
-        ``imported``), ``status`` (what was found before: missing / partial / complete),
-        ``seconds`` spent now, ``file``.
+        One row per split: ``split``, ``kind``, ``rows``, ``passes``, ``source`` (``images``,
+        ``imported`` or, for your own feature files, ``given``), ``status`` (what was found before:
+        missing / partial / complete), ``seconds`` spent now, ``file``.
     """
     ranks = ranks or Ranks()
     with run_lock(run, ranks, f"stage 01 (feature caching) of {config.source}"):
@@ -244,7 +284,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 pretrained=cache.pretrained,
                 device=device,
                 weights=cache.weights or None,
-                image_size=cache.image_size,
+                image_size=cache.image_size,  # None: a timm model's pretrained input size
             )
         return backbone
 
@@ -262,6 +302,13 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 backbone_text = f"{cache.backbone} [as cached by the authors of arXiv:2409.16797]"
                 transform = "the authors' caching transforms (sedlib.published_features)"
                 feature_dim = published.feature_dim
+            elif data.dataset == "features":
+                arrays, index = source_images(config, plan)
+                compute = _given_compute(arrays, index)
+                source = f"{arrays.name}: {len(index)} of {len(arrays)} rows of {arrays.path.name}, seed {data.seed}"
+                backbone_text = "none: features given by the params (data.dataset: features)"
+                transform = _describe_transform(config, plan)
+                feature_dim = arrays.features.shape[1]
             else:
                 images, index = source_images(config, plan)
                 net = get_backbone()
@@ -302,7 +349,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 "kind": plan.kind,
                 "rows": len(index),
                 "passes": plan.passes,
-                "source": "imported" if plan.imported else "images",
+                "source": "imported" if plan.imported else "given" if data.dataset == "features" else "images",
                 "status": status,
                 "seconds": round(time.perf_counter() - started, 1),
                 "file": path.name,
@@ -349,11 +396,13 @@ def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:
         Row title -> ``(count, S, S, 3)`` uint8 images: clean train images, their first augmented
         pass, clean test images, the first and last configured corruption at the highest severity,
         the class-subset sets and each OOD set. ImageNet sets whose folders are absent (features
-        imported from the authors' files) are left out.
+        imported from the authors' files) are left out; a study on your own features has none.
     """
-    if config.data.dataset == "imagenet":
+    if config.data.dataset == "features":
+        return {}
+    if config.data.dataset in ("imagenet", "folder"):
         return _folder_examples(config, count)
-    size, seed = config.cache.image_size, config.data.seed
+    size, seed = image_size(config), config.data.seed
     rows = {}
     plans = {plan.name: plan for plan in plan_splits(config)}
     images, index = source_images(config, plans["train"])
@@ -363,8 +412,9 @@ def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:
     images, index = source_images(config, plans["test"])
     chosen = _spread(index, count)
     rows["test"] = to_model_input(images.images[chosen], size)
-    severity = max(config.data.severities)
-    for corruption in dict.fromkeys((config.data.corruptions[0], config.data.corruptions[-1])):
+    severity = max(config.data.severities, default=0)
+    shown = (config.data.corruptions[0], config.data.corruptions[-1]) if severity else ()
+    for corruption in dict.fromkeys(shown):
         rows[f"{corruption} {severity}"] = corrupt_images(rows["test"], corruption, severity, seed, chosen)
     for name in config.data.ood_sets:
         images, index = source_images(config, plans[name])
@@ -375,9 +425,10 @@ def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:
 def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
     from sedlib.data.imagenet import FolderImages
 
-    cache, seed = config.cache, config.data.seed
-    severity = max(config.data.severities)
-    corruptions = dict.fromkeys((config.data.corruptions[0], config.data.corruptions[-1]))
+    cache, seed, size = config.cache, config.data.seed, image_size(config)
+    severities = config.data.severities
+    severity = max(severities, default=0)
+    corruptions = dict.fromkeys((config.data.corruptions[0], config.data.corruptions[-1]) if severities else ())
     wanted = {"train": SplitPlan("train", "train"), "train, augmented": SplitPlan("train", "train")}
     wanted["test"] = SplitPlan("test", "test")
     for corruption in corruptions:
@@ -393,10 +444,10 @@ def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
         except FileNotFoundError:
             continue
         transform = "eval" if title == "train" else _transform(config, plan)
-        dataset = FolderImages(
-            images, _spread(index, count), transform, cache.image_size, seed, 0, tuple(cache.augmentation_scale)
-        )
-        rows[title] = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
+        chosen = _spread(index, count)
+        dataset = FolderImages(images, chosen, transform, size, seed, 0, tuple(cache.augmentation_scale))
+        shown = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
+        rows[title] = _corrupt_folder_images(config, plan, shown, chosen)
     return rows
 
 

@@ -15,18 +15,8 @@ import pandas as pd
 
 from sedlib.config import RunConfig
 from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.splits import class_names
 from sedlib.pipeline.training import TrainedModel
-
-
-def class_names(config: RunConfig) -> tuple[str, ...]:
-    """The names of the run's classes: Fashion-MNIST's, or ImageNet's wnids."""
-    if config.data.dataset == "fashion_mnist":
-        from sedlib.data.sources import FASHION_MNIST_CLASSES
-
-        return FASHION_MNIST_CLASSES
-    from sedlib.data.imagenet import imagenet_wnids
-
-    return imagenet_wnids()
 
 
 @dataclass(frozen=True)
@@ -162,12 +152,15 @@ def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> 
     """Training images as the backbone saw them in one augmentation pass (``(K, S, S, 3)`` uint8).
 
     Returns None when the images are not at hand (ImageNet features imported from the authors' files
-    without the image folders).
+    without the image folders, or a study on your own features).
     """
     from sedlib.data.transforms import augment, to_model_input
-    from sedlib.pipeline.splits import SplitPlan, source_images
+    from sedlib.pipeline.splits import SplitPlan, image_size, source_images
 
     cache = config.cache
+    if config.data.dataset == "features":
+        return None
+    size = image_size(config)
     plan = SplitPlan("train", "train", passes=cache.augmentation_passes)
     try:
         images, _ = source_images(config, plan)
@@ -176,9 +169,9 @@ def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> 
     row_ids = np.asarray(row_ids, dtype=np.int64)
     scale = tuple(cache.augmentation_scale)
     if config.data.dataset == "fashion_mnist":
-        clean = to_model_input(images.images[row_ids], cache.image_size)
+        clean = to_model_input(images.images[row_ids], size)
         return augment(clean, config.data.seed, pass_index, row_ids, scale=scale)
     from sedlib.data.imagenet import FolderImages
 
-    dataset = FolderImages(images, row_ids, "train", cache.image_size, config.data.seed, pass_index, scale)
+    dataset = FolderImages(images, row_ids, "train", size, config.data.seed, pass_index, scale)
     return np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])

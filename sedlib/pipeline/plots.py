@@ -58,6 +58,8 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
 
 def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensemble") -> Figure:
     """Accuracy per corruption, one panel per severity, one bar per model."""
+    if per_corruption.empty:
+        return _note("no corruption splits in this study (data.severities is empty, or data.dataset is features)")
     chosen, _, _ = over_seeds(per_corruption[per_corruption["aggregation"] == aggregation], ["corruption", "severity"])
     severities = sorted(chosen["severity"].unique())
     figure, axes = plt.subplots(len(severities), 1, figsize=(12, 2.8 * len(severities)), layout="constrained")
@@ -209,7 +211,7 @@ def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
     With no rows (features imported, images absent) the figure says so instead.
     """
     if not rows:
-        return _note("no images available: every split was imported as features")
+        return _note("no images available: the features were imported or given as files (data.dataset: features)")
     count = max(len(images) for images in rows.values())
     figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
     for axis_row, (title, images) in zip(axes, rows.items()):

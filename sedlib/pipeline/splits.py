@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -23,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sedlib.config import (
-    RunConfig,
-    resolve_path,
-)
+from sedlib.config import OWN_DATASETS, RunConfig, resolve_path
 from sedlib.data import SOURCES, load_fashion_mnist
+from sedlib.data.feature_files import FeatureArrays, check_feature_sets, read_feature_file
 from sedlib.ensemble import HeadEnsemble
 from sedlib.features import StaleFeaturesError, read_split
 from sedlib.pipeline.rundir import RunDir
@@ -60,7 +59,8 @@ class SplitPlan:
 def plan_splits(config: RunConfig) -> list[SplitPlan]:
     """The splits a run caches, in the order they are written."""
     data = config.data
-    plans = [SplitPlan("train", "train", passes=config.cache.augmentation_passes)]
+    passes = 1 if data.dataset == "features" else config.cache.augmentation_passes  # nothing to augment
+    plans = [SplitPlan("train", "train", passes=passes)]
     if data.val_rows > 0:
         plans.append(SplitPlan("val", "val"))
     plans.append(SplitPlan("test", "test"))
@@ -124,7 +124,19 @@ def split_hash(config: RunConfig, plan: SplitPlan) -> str:
         payload["augmentation"] = [cache["augmentation_passes"], cache["augmentation_scale"]]
     if plan.kind == "corruption" and data["dataset"] == "imagenet":
         payload["protocol"] = config.protocol
+    if data["dataset"] in OWN_DATASETS:
+        payload["paths"] = _own_paths(config, plan)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _own_paths(config: RunConfig, plan: SplitPlan) -> list[str]:
+    """The data paths (``data.*_path``) a split of your own data is read from (the training set names the classes)."""
+    data = config.data
+    if plan.kind in ("train", "val"):
+        return [data.train_path, data.val_path]
+    if plan.kind in ("test", "corruption"):
+        return [data.train_path, data.test_path]
+    return [data.ood_paths[data.disagreement_set if plan.kind == "disagreement" else plan.name]]
 
 
 def _draw(rows: int, count: int | None, seed: int, stream: int) -> np.ndarray:
@@ -142,9 +154,20 @@ def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
     ``train`` is ``train_rows`` of the rest, or, with ``train_rows: null``, every row (so that the
     expensive training passes do not depend on ``val_rows``; training drops the val rows by their
     row ids, `training_rows`). The corrupted splits take the first ``corruption_rows`` of
-    the test rows (ImageNet-C holds the validation images in the same order).
+    the test rows (ImageNet-C holds the validation images in the same order). With ``data.val_path``
+    the val split is at most ``val_rows`` of that set and nothing is held out of the train set.
     """
     data = config.data
+    key = {"train": "train_rows", "test": "test_rows", "corruption": "test_rows"}.get(plan.kind)
+    if key and (getattr(data, key) or 0) > size:
+        raise ValueError(
+            f"{config.source}: data.{key}={getattr(data, key)} but the {plan.kind} set has only {size} images; "
+            f"lower data.{key}, or set it to null for all of them"
+        )
+    if plan.kind == "val" and data.val_path:
+        return _draw(size, min(data.val_rows, size), data.seed, 3)
+    if plan.kind == "train" and data.val_path:
+        return _draw(size, data.train_rows, data.seed, 0) if data.train_rows is not None else np.arange(size)
     if plan.kind in ("train", "val"):
         order = np.random.default_rng([data.seed, 0]).permutation(size)
         val, rest = np.sort(order[: data.val_rows]), order[data.val_rows :]
@@ -202,7 +225,8 @@ def source_images(config: RunConfig, plan: SplitPlan):
 
     Returns:
         ``(images, index)``: the whole source set (a `sedlib.data.ImageSet` for Fashion-MNIST, a
-        `sedlib.data.imagenet.ImageFolderSet` for ImageNet) and ``index`` (N,) int64 row ids.
+        `sedlib.data.imagenet.ImageFolderSet` for ImageNet and your image folders, a
+        `sedlib.data.feature_files.FeatureArrays` for your features) and ``index`` (N,) int64 row ids.
     """
     images = _source_set(config, plan)
     return images, split_rows(config, plan, len(images))
@@ -216,6 +240,10 @@ def _source_set(config: RunConfig, plan: SplitPlan):
         if plan.kind in ("test", "corruption"):
             return load_fashion_mnist("test")
         return SOURCES[data.disagreement_set if plan.kind == "disagreement" else plan.name]()
+    if data.dataset == "folder":
+        return _own_folder_set(config, plan)
+    if data.dataset == "features":
+        return feature_sets(config)[_own_set_name(config, plan)]
     from sedlib.data import imagenet
 
     if plan.kind in ("train", "val"):
@@ -228,6 +256,78 @@ def _source_set(config: RunConfig, plan: SplitPlan):
     if name in data.subset_sets or plan.kind == "subset":
         return imagenet.subset_split(imagenet.dataset_folder(data, name), name)
     return imagenet.ood_folder(imagenet.dataset_folder(data, name), name)
+
+
+def _own_set_name(config: RunConfig, plan: SplitPlan) -> str:
+    """Which of your sets a split is read from: ``train``, ``val``, ``test`` or an OOD set's name."""
+    data = config.data
+    if plan.kind in ("train", "val"):
+        return "val" if plan.kind == "val" and data.val_path else "train"
+    if plan.kind in ("test", "corruption"):
+        return "test"
+    return data.disagreement_set if plan.kind == "disagreement" else plan.name
+
+
+def _own_folder_set(config: RunConfig, plan: SplitPlan):
+    from sedlib.data.folders import class_folder_set, folder_classes, ood_folder_set
+
+    data = config.data
+    name = _own_set_name(config, plan)
+    if name not in ("train", "val", "test"):
+        return ood_folder_set(resolve_path(data.ood_paths[name]), name)
+    path = resolve_path(getattr(data, f"{name}_path"))
+    classes = None if name == "train" else folder_classes(resolve_path(data.train_path))
+    return class_folder_set(path, name, classes)
+
+
+def feature_sets(config: RunConfig) -> dict[str, FeatureArrays]:
+    """Your feature files (``data.dataset: features``) by set name, read and checked together (`check_feature_sets`).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        sedlib.data.feature_files.FeatureFileError: a file cannot be used (named in the message).
+    """
+    data = config.data
+    named = {"train": data.train_path, "val": data.val_path, "test": data.test_path}
+    files = [(name, str(resolve_path(path)), True) for name, path in named.items() if path]
+    files += [(name, str(resolve_path(path)), False) for name, path in data.ood_paths.items()]
+    stamps = tuple(Path(path).stat().st_mtime_ns if Path(path).is_file() else 0 for _, path, _ in files)
+    return _read_feature_sets(tuple(files), stamps)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_feature_sets(files: tuple[tuple[str, str, bool], ...], stamps: tuple[int, ...]) -> dict:
+    """The files read once per process while unchanged (``stamps``: their modification times)."""
+    sets = {name: read_feature_file(path, name, labelled) for name, path, labelled in files}
+    check_feature_sets(sets)
+    return sets
+
+
+def class_names(config: RunConfig) -> tuple[str, ...]:
+    """The names of the run's classes: Fashion-MNIST's, ImageNet's wnids, your class folders or feature files'."""
+    data = config.data
+    if data.dataset == "fashion_mnist":
+        from sedlib.data.sources import FASHION_MNIST_CLASSES
+
+        return FASHION_MNIST_CLASSES
+    if data.dataset == "folder":
+        from sedlib.data.folders import folder_classes
+
+        return folder_classes(resolve_path(data.train_path))
+    if data.dataset == "features":
+        return check_feature_sets(feature_sets(config))
+    from sedlib.data.imagenet import imagenet_wnids
+
+    return imagenet_wnids()
+
+
+def image_size(config: RunConfig) -> int:
+    """The side of the backbone's input: ``cache.image_size``, else a ``timm:`` model's pretrained input size."""
+    if config.cache.image_size is not None:
+        return config.cache.image_size
+    from sedlib.backbones.timm_models import timm_input
+
+    return timm_input(config.cache.backbone).image_size
 
 
 def published_file(config: RunConfig, plan: SplitPlan) -> Path | None:
@@ -313,5 +413,5 @@ def training_data(config: RunConfig, run: RunDir):
         ``data.val_rows`` is 0).
     """
     train, val = load_split(config, run, "train", lazy=True), load_split(config, run, "val")
-    keep = training_rows(train.index, val.index if config.data.val_rows > 0 else None)
+    keep = training_rows(train.index, val.index if config.data.val_held_out else None)
     return train, SelectedRows(train.features, keep), train.labels[keep], val

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from sedlib.config import BACKBONE_HEAD_WIDTHS, RunConfig
+from sedlib.config import RunConfig, backbone_head_width
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def _names(config: RunConfig, kind: str, writer: Stage | None) -> list[str]:
 
 def has_pretrained_head(config: RunConfig) -> bool:
     """Whether stage 01 saves the backbone's own head (a backbone whose head has the SED head's form)."""
-    return BACKBONE_HEAD_WIDTHS[config.cache.backbone] is not None
+    return backbone_head_width(config.cache.backbone) is not None
 
 
 def artefact_paths(config: RunConfig, kind: str, stage_name: str | None = None) -> list[str]:

@@ -44,13 +44,11 @@ def results_summary(
     ensemble = summary[summary["aggregation"] == "ensemble"].set_index("model")
     severities = [c for c in summary.columns if c.startswith("C-")]
     over = f" (means over {seeds} seeds)" if seeds > 1 else ""
-    lines = [
-        f"**Generalisation.** Ensemble accuracy (mean logits) on the clean test split and under corruption{over}:",
-        "",
-    ]
+    shift = " and under corruption" if severities else " (the study has no corruption splits)"
+    lines = [f"**Generalisation.** Ensemble accuracy (mean logits) on the clean test split{shift}{over}:", ""]
     for name, label in labels.items():
-        shifted = ", ".join(f"{s} {_pct(ensemble.loc[name, s])}" for s in severities)
-        lines.append(f"- {label}: test {_pct(ensemble.loc[name, 'test'])}; {shifted}.")
+        shifted = "; " + ", ".join(f"{s} {_pct(ensemble.loc[name, s])}" for s in severities) if severities else ""
+        lines.append(f"- {label}: test {_pct(ensemble.loc[name, 'test'])}{shifted}.")
     sets = list(dict.fromkeys(detection["ood_set"]))
     for name, label in trained.items():
         if name == reference:

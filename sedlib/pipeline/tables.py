@@ -134,7 +134,10 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                             "accuracy": value,
                         }
                     )
-        long = pd.DataFrame([r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])])
+        long = pd.DataFrame(
+            [r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])],
+            columns=[*ids, "aggregation", "corruption", "severity", "accuracy"],
+        )
         for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
             rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
         for subset in config.data.subset_sets:
@@ -142,7 +145,8 @@ def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[
                 rows[aggregation][subset] = value
         for aggregation in AGGREGATIONS:
             summary.append({**ids, "aggregation": aggregation, **rows[aggregation]})
-    return pd.DataFrame(summary), pd.DataFrame(per_corruption)
+    columns = [*_ids(config.model_runs()[0]), "aggregation", "corruption", "severity", "accuracy"]
+    return pd.DataFrame(summary), pd.DataFrame(per_corruption, columns=columns)
 
 
 CALIBRATED = {"ensemble": "Ensemble (mean logits)", "soup": "Soup (uniform)", "mean_member": "Mean member"}
@@ -359,18 +363,17 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
         short: only the protocol's name (for the tables after the first one of a section).
     """
     if short:
-        return f"*Protocol: **{config.protocol}**.*"
+        return f"*Protocol: **{config.protocol}**.*" + no_shift_note(config)
     imagenet = config.data.dataset == "imagenet"
+    shifted = bool(config.data.severities)
     if config.protocol == "faithful":
         parts = ["the published evaluation code, quirks included"]
         if imagenet:
             parts += [
                 "ImageNet-A/R by a 1000-way-argmax vote restricted to the 200 classes",
                 "ImageNet-C resized to 256 and cropped",
-                "C-1/C-5 detection metrics averaged over the corruptions",
             ]
-        else:
-            parts.append("C-1/C-5 detection metrics averaged over the corruptions")
+        parts += ["C-1/C-5 detection metrics averaged over the corruptions"] if shifted else []
     else:
         parts = ["standard protocols"]
         if imagenet:
@@ -378,10 +381,25 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
                 "ImageNet-A/R logits restricted to the 200 classes before any argmax",
                 "ImageNet-C as distributed",
             ]
-        parts.append("C-1/C-5 detection metrics on the pooled corruptions")
+        parts += ["C-1/C-5 detection metrics on the pooled corruptions"] if shifted else []
     return (
         f"*Protocol: **{config.protocol}** ({'; '.join(parts)}). Both best-single rows are shown: the oracle "
-        "(published) and the val-selected member (standard).*"
+        "(published) and the val-selected member (standard).*" + no_shift_note(config)
+    )
+
+
+def no_shift_note(config: RunConfig) -> str:
+    """A sentence for a study without corruption splits (your own features, or no severities); else empty."""
+    if config.data.severities:
+        return ""
+    why = (
+        "data.dataset is features: there are no images to corrupt"
+        if config.data.dataset == "features"
+        else "data.severities is empty"
+    )
+    return (
+        f" *This study has no corruption splits ({why}): no C-1/C-5 columns, and detection is measured on the "
+        "semantic-OOD sets only.*"
     )
 
 

@@ -26,12 +26,19 @@ import pandas as pd
 import torch
 
 from sedlib import source_hash
-from sedlib.config import DATASET_CLASSES, PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
+from sedlib.config import PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
 from sedlib.device import resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import SedlibError
 from sedlib.pipeline.rundir import ArtefactError, RunDir
-from sedlib.pipeline.splits import DISAGREEMENT_SPLIT, SelectedRows, load_pretrained_head, load_split, training_data
+from sedlib.pipeline.splits import (
+    DISAGREEMENT_SPLIT,
+    SelectedRows,
+    class_names,
+    load_pretrained_head,
+    load_split,
+    training_data,
+)
 from sedlib.pipeline.stages import MODEL_FILES
 from sedlib.progress import forward_to, tqdm
 from sedlib.train import train_ensemble
@@ -114,7 +121,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
     """
     device = resolve_device(config.device)
     train, train_features, train_labels, val = training_data(config, run)
-    num_classes = DATASET_CLASSES[config.data.dataset]
+    num_classes = len(class_names(config))
     initial = load_pretrained_head(run) if config.head.init == "pretrained" else None
     unlabelled = None
     if config.data.disagreement_set:

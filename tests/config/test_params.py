@@ -108,6 +108,17 @@ def test_defaults_fill_in_and_models_inherit_train_section():
     assert config.cache.image_size == 48
 
 
+def test_own_data_keys_and_a_timm_backbone():
+    data = {"dataset": "folder", "train_path": "my/train", "test_path": "my/test", "ood_paths": {"far": "my/far"}}
+    config = RunConfig.from_dict({**MINIMAL, "data": data, "cache": {"backbone": "timm:resnet18"}})
+    assert config.data.ood_sets == ("far",) and not config.data.val_path and config.data.val_held_out
+    assert config.data.severities == (1, 5)  # folder images are corrupted like the embedded study's
+    assert config.cache.image_size is None  # the model's own pretrained input size, resolved in stage 01
+    features = RunConfig.from_dict({**MINIMAL, "data": {**data, "dataset": "features", "val_path": "my/val.npz"}})
+    assert features.data.severities == () and not features.data.val_held_out  # no images to corrupt
+    assert RunConfig.from_dict({**MINIMAL, "cache": {"image_size": None}}).cache.image_size == 48
+
+
 def test_model_entry_overrides_train_defaults():
     values = merge(MINIMAL, {"train": {"lam": 0.3}, "models": {"sed": {"num_members": 2, "lam": 0.7}}})
     config = RunConfig.from_dict(values)
@@ -131,7 +142,39 @@ def test_model_entry_overrides_train_defaults():
         ({"eval": {"reference_model": "nope"}}, "eval.reference_model: 'nope' is not one of the models ['de']"),
         ({"device": "tpu"}, "device: must be 'cpu', 'cuda' or 'auto', got 'tpu'"),
         ({"protocol": "paper"}, "protocol: must be 'faithful' or 'standard', got 'paper'"),
-        ({"data": {"dataset": "cifar"}}, "data.dataset: must be 'fashion_mnist' or 'imagenet', got 'cifar'"),
+        (
+            {"data": {"dataset": "cifar"}},
+            "data.dataset: must be 'fashion_mnist', 'imagenet', 'folder' or 'features', got 'cifar'",
+        ),
+        (
+            {"data": {"dataset": "folder", "test_path": "t"}},
+            "data.train_path: is needed with dataset folder: an image folder with one sub-folder per class",
+        ),
+        (
+            {"data": {"dataset": "features", "train_path": "a.npz"}},
+            "data.test_path: is needed with dataset features: a feature file",
+        ),
+        (
+            {"data": {"val_path": "v"}},
+            "data.val_path: is for data.dataset folder or features, not fashion_mnist; remove it",
+        ),
+        (
+            {
+                "data": {
+                    "dataset": "folder",
+                    "train_path": "a",
+                    "test_path": "b",
+                    "ood_paths": {"far": "c"},
+                    "ood_sets": ["near"],
+                }
+            },
+            "data.ood_sets: unknown OOD set(s) ['near'] for dataset folder; choose from ['far']",
+        ),  # fmt: skip
+        (
+            {"data": {"dataset": "folder", "train_path": "a", "test_path": "b", "ood_paths": {"far": ""}}},
+            "data.ood_paths: needs a name and a path per set, got 'far'",
+        ),
+        ({"cache": {"backbone": "timm:"}}, "cache.backbone: needs a timm model name after 'timm:'"),
         (
             {"data": {"ood_sets": ["inaturalist"]}},
             "data.ood_sets: unknown OOD set(s) ['inaturalist'] for dataset fashion_mnist; choose from "
@@ -164,7 +207,8 @@ def test_model_entry_overrides_train_defaults():
         ({"seeds": [2, 2]}, "seeds: the seeds must be distinct non-negative integers, got [2, 2]"),
         (
             {"cache": {"backbone": "resnet"}},
-            "cache.backbone: must be 'efficientnet_lite0' or 'deit3_base', got 'resnet'",
+            "cache.backbone: must be one of ['efficientnet_lite0', 'deit3_base'] or timm:<model name> (any timm model, "
+            "e.g. timm:resnet18), got 'resnet'",
         ),
         (
             {"eval": {"pretrained_head": True}},

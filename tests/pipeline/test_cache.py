@@ -205,3 +205,71 @@ def test_folder_batches_stop_at_chunk_boundaries_wherever_the_stream_starts(tmp_
     net.sizes.clear()
     _FolderStream(net, images, index, config, plan)(0, 8, 12)  # a process (or a resumed write) starting at chunk 2
     assert net.sizes == [4]
+
+
+def own_folders(root, counts):
+    """``root/<split>/<class>/<n>.png`` for each ``split: {class: count}`` of ``counts``."""
+    from PIL import Image
+
+    for split, classes in counts.items():
+        for name, count in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for number in range(count):
+                Image.fromarray(np.full((8, 8), number, np.uint8)).save(root / split / name / f"{number}.png")
+    return root
+
+
+def own_config(root, **data):
+    values = {"run_name": "t", "models": {"de": {"num_members": 2}}}
+    paths = {"train_path": str(root / "train"), "test_path": str(root / "test")}
+    return RunConfig.from_dict(merge(values, {"data": {"train_rows": None, "test_rows": None, **paths, **data}}))
+
+
+def test_own_folders_validate_on_their_val_folder_or_on_rows_held_out_of_train(tmp_path):
+    from sedlib.pipeline.splits import class_names
+
+    root = own_folders(tmp_path, {split: {"b": 4, "a": 6} for split in ("train", "val", "test")})
+    held_out = own_config(root, dataset="folder", val_rows=3, ood_paths={"far": str(root / "val")})
+    plans = {plan.name: plan for plan in plan_splits(held_out)}
+    assert list(plans)[:4] == ["train", "val", "test", "gaussian_noise-1"] and list(plans)[-1] == "far"
+    train, train_rows = source_images(held_out, plans["train"])
+    val, val_rows = source_images(held_out, plans["val"])
+    assert train.name == val.name == "folder/train" and len(train_rows) == 10 and len(val_rows) == 3
+    assert len(training_rows(train_rows, val_rows)) == 7  # training leaves the val rows out
+    assert class_names(held_out) == ("a", "b") and train.labels.tolist() == [0] * 6 + [1] * 4
+    far, _ = source_images(held_out, plans["far"])
+    assert far.name == "folder/far" and (far.labels == -1).all() and len(far) == 10
+
+    own_val = own_config(root, dataset="folder", val_rows=5, val_path=str(root / "val"))
+    val, val_rows = source_images(own_val, SplitPlan("val", "val"))
+    assert val.name == "folder/val" and len(val_rows) == 5
+    assert len(split_rows(own_val, SplitPlan("train", "train"), 10)) == 10 and not own_val.data.val_held_out
+    moved = own_config(root, dataset="folder", val_rows=5, val_path=str(root / "val"), test_path=str(root / "val"))
+    before, after = hashes(own_val.to_dict()), hashes(moved.to_dict())
+    assert before["train"] == after["train"] and before["test"] != after["test"]  # each split hashes its own paths
+    too_many = own_config(root, dataset="folder", test_rows=11)
+    with pytest.raises(ValueError, match="data.test_rows=11 but the test set has only 10 images; lower data.test_rows"):
+        source_images(too_many, SplitPlan("test", "test"))
+
+
+def test_a_features_study_caches_the_given_rows_and_names_a_bad_file(tmp_path):
+    from sedlib.data.feature_files import FeatureFileError
+
+    rng = np.random.default_rng(0)
+    given = {name: rng.normal(size=(rows, 6)).astype(np.float32) for name, rows in (("train", 12), ("test", 5))}
+    np.savez(tmp_path / "train.npz", features=given["train"], labels=np.arange(12) % 3)
+    np.savez(tmp_path / "test.npz", features=given["test"], labels=np.array([0, 1, 2, 2, 1]))
+    np.save(tmp_path / "far.npy", given["test"][:2] + 5)
+    config = own_config(tmp_path, dataset="features", val_rows=4, train_path=str(tmp_path / "train.npz"),
+                        test_path=str(tmp_path / "test.npz"), ood_paths={"far": str(tmp_path / "far.npy")})  # fmt: skip
+    assert [plan.name for plan in plan_splits(config)] == ["train", "val", "test", "far"]
+    run = RunDir.open(config, tmp_path / "run")
+    splits = cache_features(config, run, progress=False).set_index("split")
+    assert (splits["source"] == "given").all() and (splits["passes"] == 1).all()
+    train, val = load_split(config, run, "train"), load_split(config, run, "val")
+    np.testing.assert_array_equal(train.features, given["train"][train.index].astype(np.float16))
+    assert train.labels.tolist() == (train.index % 3).tolist() and len(val.labels) == 4
+    assert (load_split(config, run, "far").labels == -1).all()
+    np.savez(tmp_path / "test.npz", features=given["test"], labels=np.array([0, 1, 2, 3, 1]))
+    with pytest.raises(FeatureFileError, match=r"test.npz: label 3 is not one of the 3 classes of the training set"):
+        cache_features(config, run, progress=False)
