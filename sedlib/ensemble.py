@@ -91,7 +91,9 @@ def head_forward(params: Mapping[str, Tensor], features: Tensor, norm_eps: float
     h = features.expand(k, -1, -1) if features.dim() == 2 else features
     if h.shape[0] != k or h.shape[-1] != d:
         raise ValueError(f"features of shape {tuple(features.shape)} do not fit {k} heads of input width {d}")
-    u = F.layer_norm(h, (d,), eps=norm_eps) * params["norm2.weight"][:, None] + params["norm2.bias"][:, None]
+    # shared features are normalised once, not once per head
+    normalised = F.layer_norm(features if features.dim() == 2 else h, (d,), eps=norm_eps)
+    u = normalised * params["norm2.weight"][:, None] + params["norm2.bias"][:, None]
     u = _linear(params["mlp.fc1.weight"], params["mlp.fc1.bias"], u)
     u = _linear(params["mlp.fc2.weight"], params["mlp.fc2.bias"], F.gelu(u))
     h = h + params["ls2.gamma"][:, None] * u
@@ -102,11 +104,14 @@ def head_forward(params: Mapping[str, Tensor], features: Tensor, norm_eps: float
 def _linear(weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
     """``(k, B, out)`` = x W^T + b for k stacked ``(out, in)`` weights and ``(k, B, in)`` inputs.
 
-    Computed as ``(W x^T + b)^T`` so that the weight's gradient comes out of the backward matmul in
-    the weight's own ``(out, in)`` layout; ``x @ W^T`` would hand it back transposed, and the
-    optimiser would then copy every updated member's gradients into place.
+    When the weight's gradient is wanted this is computed as ``(W x^T + b)^T``, so that the gradient
+    comes out of the backward matmul in the weight's own ``(out, in)`` layout; ``x @ W^T`` would hand
+    it back transposed, and the optimiser would then copy every updated member's gradients into
+    place. Without a gradient ``x @ W^T`` gives the contiguous result the next layers read fastest.
     """
-    return torch.baddbmm(bias[:, :, None], weight, x.transpose(1, 2)).transpose(1, 2)
+    if weight.requires_grad and torch.is_grad_enabled():
+        return torch.baddbmm(bias[:, :, None], weight, x.transpose(1, 2)).transpose(1, 2)
+    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
 
 
 class HeadEnsemble(nn.Module):
