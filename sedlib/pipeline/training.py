@@ -256,27 +256,34 @@ def _fit_jobs(jobs: list[_Job], data: _TrainingData, device, progress: bool) -> 
         * -(-data.labels.shape[0] // job.model_run.spec.train.batch_size)
         for job in jobs
     }
-    state = {}  # description -> (steps done, total) as the workers report it
+    state, finished = {}, set()  # description -> (steps done, total) as the workers report it; jobs done
     bar = tqdm(total=sum(steps.values()), desc=f"training {len(jobs)} models, {workers} at a time", unit="step",
                disable=not progress)  # fmt: skip
+
+    def redraw() -> None:
+        while not bars.empty():
+            description, n, total, _postfix = bars.get()
+            if description not in finished:  # a bar's last redraw can arrive after its job's result
+                state[description] = (n, total or steps[description])
+        bar.total = sum(state.get(d, (0, t))[1] for d, t in steps.items())
+        bar.update(sum(n for n, _ in state.values()) - bar.n)
+        bar.set_postfix_str(", ".join(d.split(" ")[0] for d, (n, total) in state.items() if n < total), refresh=False)
+
     with context.Pool(workers, _start_worker, (bars if progress else None, data)) as pool:
         done = pool.imap_unordered(_fit_in_worker, enumerate(jobs))
         for _ in jobs:
             while True:
-                while not bars.empty():
-                    description, n, total, _postfix = bars.get()
-                    state[description] = (n, total or steps[description])
-                bar.total = sum(state.get(d, (0, t))[1] for d, t in steps.items())
-                bar.update(sum(n for n, _ in state.values()) - bar.n)
-                running = [d.split(" ")[0] for d, (n, total) in state.items() if n < total]
-                bar.set_postfix_str(", ".join(running), refresh=False)
+                redraw()
                 try:
                     index, outcome = done.next(timeout=0.5)
                     break
                 except multiprocessing.TimeoutError:
                     continue
-            state[jobs[index].description] = (steps[jobs[index].description],) * 2
+            description = jobs[index].description
+            finished.add(description)
+            state[description] = (state.get(description, (0, steps[description]))[1],) * 2
             yield jobs[index], outcome
+        redraw()
     bar.close()
 
 
