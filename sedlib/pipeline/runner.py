@@ -27,6 +27,7 @@ the notebook's kernel with the runner; after ``kill -9`` the next run stops it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -148,24 +149,38 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
     import jupytext
     import papermill
 
-    os.environ[progress.ENVIRONMENT_VARIABLE] = "text"  # the kernel inherits it: text bars, kept in the notebook
     notebook = jupytext.read(notebook_source(step.name))
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    papermill.execute_notebook(
-        notebook,
-        str(output),
-        parameters={"params_file": params_file, "run_dir": str(run.root), "overrides": overrides},
-        cwd=str(PROJECT_ROOT),
-        kernel_name="python3",
-        progress_bar=False,
-        log_output=terminal == "verbose",
-        stdout_file=sys.stdout if terminal == "progress" else None,
-        stderr_file=sys.stderr if terminal == "progress" else None,
-        # ipykernel's own log is noise in a terminal: a warning on every start that its local TCP sockets are
-        # unencrypted, and an error when the interrupt jupyter_client sends every kernel it shuts down lands
-        # mid-cycle. A cell's errors reach the runner through the notebook, not through this log.
-        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-    )
+    with _text_progress():
+        papermill.execute_notebook(
+            notebook,
+            str(output),
+            parameters={"params_file": params_file, "run_dir": str(run.root), "overrides": overrides},
+            cwd=str(PROJECT_ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=terminal == "verbose",
+            stdout_file=sys.stdout if terminal == "progress" else None,
+            stderr_file=sys.stderr if terminal == "progress" else None,
+            # ipykernel's own log is noise in a terminal: a warning on every start that its local TCP sockets are
+            # unencrypted, and an error when the interrupt jupyter_client sends every kernel it shuts down lands
+            # mid-cycle. A cell's errors reach the runner through the notebook, not through this log.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )
+
+
+@contextlib.contextmanager
+def _text_progress():
+    """``SED_PROGRESS=text`` while a kernel starts (it inherits text bars, kept in the notebook); then as before."""
+    previous = os.environ.get(progress.ENVIRONMENT_VARIABLE)
+    os.environ[progress.ENVIRONMENT_VARIABLE] = "text"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[progress.ENVIRONMENT_VARIABLE]
+        else:
+            os.environ[progress.ENVIRONMENT_VARIABLE] = previous
 
 
 def rerun_command(params_file: str, run_dir: str | None = None, overrides: dict | None = None) -> str:

@@ -117,7 +117,7 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
         replica name (`sedlib.config.ModelRun`) -> `TrainedModel`, in the params file's order.
 
     Raises:
-        TrainingDivergedError: a model's loss became non-finite (the models trained before it are kept).
+        TrainingDivergedError: a model's loss became non-finite (after the others are trained and written).
     """
     device = resolve_device(config.device)
     train, train_features, train_labels, val = training_data(config, run)
@@ -147,14 +147,12 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             continue
         tqdm.write(f"{name}: training {spec.label} (M={spec.num_members}, {spec.train.schedule} pairs): {reason}")
         jobs.append(_Job(model_run, heads, _replicated(initial, spec.num_members), curves, record, files))
+    diverged = []
     for job, outcome in _fit_jobs(jobs, data, device, progress):
         name, spec = job.model_run.name, job.model_run.spec
         if isinstance(outcome, FloatingPointError):
-            raise TrainingDivergedError(
-                f"model {name!r} ({spec.label}) diverged: {outcome} The learning rate is "
-                f"models.{job.model_run.model}.lr (or train.lr) in {config.source}. Every model completed before it "
-                "is kept" + (", and so is the earlier training of this one." if job.files[-1].is_file() else ".")
-            ) from outcome
+            diverged.append((jobs.index(job), job, outcome))
+            continue
         ensemble, log, alpha_history = outcome
         with run.writing(*job.files) as written:
             temporary = dict(zip(job.files, written, strict=True))
@@ -175,7 +173,25 @@ def train_models(config: RunConfig, run: RunDir, progress: bool = True) -> dict[
             f"{100 * log['val_acc_ensemble'].iloc[-1]:.1f} %"
         )
         trained[name] = TrainedModel(spec, ensemble.to(device), log, reused=False)
+    if diverged:
+        diverged.sort(key=lambda failure: failure[0])
+        raise _diverged_error(config, diverged) from diverged[0][2]
     return {model_run.name: trained[model_run.name] for model_run in config.model_runs()}
+
+
+def _diverged_error(config: RunConfig, failures: list) -> TrainingDivergedError:
+    """The error of the replicas whose loss became non-finite (``(position, job, error)``, in the params order)."""
+    _, job, error = failures[0]
+    name, spec = job.model_run.name, job.model_run.spec
+    others = [failure[1].model_run.name for failure in failures[1:]]
+    message = (
+        f"model {name!r} ({spec.label}) diverged: {error} The learning rate is models.{job.model_run.model}.lr (or "
+        f"train.lr) in {config.source}."
+        + (f" Also diverged: {', '.join(others)}." if others else "")
+        + " Every other model is trained and kept"
+        + (", and so is the earlier training of this one." if job.files[-1].is_file() else ".")
+    )
+    return TrainingDivergedError(message)
 
 
 @dataclass
@@ -230,32 +246,37 @@ def _fit(job: _Job, data: _TrainingData, device, progress: bool):
     return ensemble, log, alpha_history
 
 
-def training_workers(device: torch.device, replicas: int) -> int:
+#: Fewer planned steps than this (all replicas together) train in this process: starting a worker costs seconds.
+PARALLEL_MIN_STEPS = 2000
+
+
+def training_workers(device: torch.device, replicas: int, steps: int) -> int:
     """Processes that train replicas side by side: one per CPU core (at most one per replica), 1 on a GPU.
 
     A training step of the small heads keeps one core busy but gains little from a second thread, so
-    on the CPU replicas train in parallel, each with one thread, rather than one after the other.
-    Training is bit-identical either way (the tests check one thread against two).
+    on the CPU replicas train in parallel, each with one thread, rather than one after the other,
+    unless the ``steps`` they plan in all are fewer than `PARALLEL_MIN_STEPS`. Training is
+    bit-identical either way (the tests check one thread against two).
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or steps < PARALLEL_MIN_STEPS:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), replicas))
 
 
 def _fit_jobs(jobs: list[_Job], data: _TrainingData, device, progress: bool) -> Iterator[tuple[_Job, object]]:
     """Train the jobs, yielding each with its `_fit` outcome as soon as it is done."""
-    workers = training_workers(device, len(jobs))
+    steps = {
+        job.description: job.model_run.spec.train.epochs
+        * -(-data.labels.shape[0] // job.model_run.spec.train.batch_size)
+        for job in jobs
+    }
+    workers = training_workers(device, len(jobs), sum(steps.values()))
     if workers == 1:
         for job in jobs:
             yield job, _fit(job, data, device, progress)
         return
     context = multiprocessing.get_context("spawn")  # a fork of a process running torch threads can deadlock
     bars = context.Queue()
-    steps = {
-        job.description: job.model_run.spec.train.epochs
-        * -(-data.labels.shape[0] // job.model_run.spec.train.batch_size)
-        for job in jobs
-    }
     state, finished = {}, set()  # description -> (steps done, total) as the workers report it; jobs done
     bar = tqdm(total=sum(steps.values()), desc=f"training {len(jobs)} models, {workers} at a time", unit="step",
                disable=not progress)  # fmt: skip
@@ -284,6 +305,10 @@ def _fit_jobs(jobs: list[_Job], data: _TrainingData, device, progress: bool) -> 
             state[description] = (state.get(description, (0, steps[description]))[1],) * 2
             yield jobs[index], outcome
         redraw()
+        pool.close()
+        pool.join()
+    bars.close()
+    bars.join_thread()
     bar.close()
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -170,3 +171,16 @@ def test_missing_fashion_mnist_stops_the_run_before_any_kernel_starts(fake_stage
     message = capsys.readouterr().err
     assert "[01_cache] cannot run: the Fashion-MNIST files were not found" in message
     assert "sudo apt-get install dataset-fashion-mnist" in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("before", [None, "widgets"])
+def test_kernels_get_text_bars_and_the_runner_process_keeps_its_own_setting(monkeypatch, before):
+    from sedlib import progress
+
+    if before is None:
+        monkeypatch.delenv(progress.ENVIRONMENT_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(progress.ENVIRONMENT_VARIABLE, before)
+    with runner._text_progress():
+        assert os.environ[progress.ENVIRONMENT_VARIABLE] == "text"
+    assert os.environ.get(progress.ENVIRONMENT_VARIABLE) == before

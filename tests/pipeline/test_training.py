@@ -33,22 +33,24 @@ def test_training_record_names_settings_features_and_code():
     assert json.loads(json.dumps(record)) == record
 
 
-def test_worker_count_follows_the_cores_and_the_replicas(monkeypatch):
+def test_worker_count_follows_the_cores_the_replicas_and_the_work(monkeypatch):
     monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert training.training_workers(torch.device("cpu"), 9) == 4
-    assert training.training_workers(torch.device("cpu"), 3) == 3
-    assert training.training_workers(torch.device("cpu"), 0) == 1
-    assert training.training_workers(torch.device("cuda"), 9) == 1
+    enough = training.PARALLEL_MIN_STEPS
+    assert training.training_workers(torch.device("cpu"), 9, enough) == 4
+    assert training.training_workers(torch.device("cpu"), 3, enough) == 3
+    assert training.training_workers(torch.device("cpu"), 0, enough) == 1
+    assert training.training_workers(torch.device("cpu"), 9, enough - 1) == 1
+    assert training.training_workers(torch.device("cuda"), 9, enough) == 1
 
 
 @pytest.mark.e2e
 def test_models_trained_one_per_core_equal_those_trained_one_after_the_other(smoke_run, tmp_path, monkeypatch):
     config = load_config("params/smoke.yaml")
-    assert training.training_workers(torch.device("cpu"), len(config.model_runs())) > 1, "needs two cores"
+    monkeypatch.setattr(training, "PARALLEL_MIN_STEPS", 0)  # the smoke study is small enough to train in-process
+    assert training.training_workers(torch.device("cpu"), len(config.model_runs()), 1) > 1, "needs two cores"
     target = tmp_path / "run"
     shutil.copytree(smoke_run.root, target)
     shutil.rmtree(target / "models")
-    monkeypatch.setattr(training, "training_workers", lambda device, replicas: 1)
     training.train_models(config, RunDir(target), progress=False)
     drawn = {model_run.name for model_run in config.first_replicas()}
     for model_run in config.model_runs():
