@@ -6,7 +6,7 @@
 # make smoke   the same on params/smoke.yaml (about a minute)
 # make results  rerun the default and full_cpu studies and copy their headline results into results/ (the README's)
 # make smoke-imagenet  the paper-scale pipeline on fake ImageNet folders with random DeiT-3-B weights
-# make own-data-example  a study on image folders with a timm checkpoint (docs/own-data.md, a few minutes)
+# make own-data-example  a study on image folders with a timm checkpoint (docs/own-data.md, about a minute)
 # make bench   print the training-speed benchmark
 # make lab     open the notebooks in JupyterLab (a double-click opens a notebooks/*.py as a notebook)
 PYTHON ?= python3
