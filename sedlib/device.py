@@ -1,4 +1,6 @@
-"""Which torch device a run uses (the params file's ``device``)."""
+"""Which torch device a run uses (the params file's ``device``), and how many CPU cores it may use."""
+
+import os
 
 import torch
 
@@ -10,3 +12,10 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for, but torch sees no GPU; set device: auto or cpu")
     return torch.device(device)
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform has one, e.g. not macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -51,9 +51,14 @@ def fashion_mnist_dirs() -> list[Path]:
     return dirs
 
 
+def find_idx(directory: Path, stem: str) -> Path | None:
+    """``directory/stem`` if it exists, else ``directory/stem.gz`` if that does, else None."""
+    return next((path for path in (directory / stem, directory / f"{stem}.gz") if path.is_file()), None)
+
+
 def holds_fashion_mnist(directory: Path) -> bool:
     """Whether ``directory`` has all four idx files (plain or ``.gz``)."""
-    return all((directory / stem).is_file() or (directory / f"{stem}.gz").is_file() for stem in FASHION_MNIST_FILES)
+    return all(find_idx(directory, stem) is not None for stem in FASHION_MNIST_FILES)
 
 
 def find_fashion_mnist(dirs: list[Path] | None = None) -> Path | None:

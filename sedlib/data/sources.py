@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from sedlib.data.get_fashion_mnist import fashion_mnist_dirs, how_to_get
+from sedlib.data.get_fashion_mnist import fashion_mnist_dirs, find_idx, how_to_get
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -122,14 +122,6 @@ def _describe(value) -> str:
 # --- Fashion-MNIST --------------------------------------------------------------------------------
 
 
-def _find_idx(directory: Path, stem: str) -> Path | None:
-    """``directory/stem`` if it exists, else ``directory/stem.gz`` if that does, else None."""
-    for path in (directory / stem, directory / f"{stem}.gz"):
-        if path.is_file():
-            return path
-    return None
-
-
 def _open_idx(path: Path) -> BinaryIO:
     """Open an idx file, plain or gzipped (recognised by its first two bytes, not by its name)."""
     with open(path, "rb") as file:
@@ -199,7 +191,7 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> Ima
     candidates = [Path(root)] if root is not None else fashion_mnist_dirs()
     tried = []
     for directory in candidates:
-        images_path, labels_path = (_find_idx(directory, stem) for stem in stems)
+        images_path, labels_path = (find_idx(directory, stem) for stem in stems)
         if images_path is not None and labels_path is not None:
             break
         missing = [f"{stem}[.gz]" for stem, path in zip(stems, (images_path, labels_path)) if path is None]

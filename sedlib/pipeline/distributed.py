@@ -60,6 +60,7 @@ from typing import TypeVar
 
 import torch
 
+from sedlib.device import cpu_cores
 from sedlib.features import (
     Compute,
     SplitManifest,
@@ -187,8 +188,7 @@ def _picklable(error: Exception) -> Exception:
 
 def threads_per_process(local_world_size: int) -> int:
     """CPU threads for each of ``local_world_size`` processes on this node: its cores shared evenly."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // local_world_size)
+    return max(1, cpu_cores() // local_world_size)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from sedlib import source_hash
 from sedlib.config import PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
-from sedlib.device import resolve_device
+from sedlib.device import cpu_cores, resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import SedlibError
 from sedlib.pipeline.rundir import ArtefactError, RunDir
@@ -260,7 +259,7 @@ def training_workers(device: torch.device, replicas: int, steps: int) -> int:
     """
     if device.type != "cpu" or steps < PARALLEL_MIN_STEPS:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), replicas))
+    return max(1, min(cpu_cores(), replicas))
 
 
 def _fit_jobs(jobs: list[_Job], data: _TrainingData, device, progress: bool) -> Iterator[tuple[_Job, object]]:

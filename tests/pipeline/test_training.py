@@ -34,7 +34,7 @@ def test_training_record_names_settings_features_and_code():
 
 
 def test_worker_count_follows_the_cores_the_replicas_and_the_work(monkeypatch):
-    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(training, "cpu_cores", lambda: 4)
     enough = training.PARALLEL_MIN_STEPS
     assert training.training_workers(torch.device("cpu"), 9, enough) == 4
     assert training.training_workers(torch.device("cpu"), 3, enough) == 3
