@@ -33,6 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from sedlib.errors import MissingFileError
+
 FORMAT = "sedlib.HeadEnsemble/1"
 
 
@@ -270,7 +272,7 @@ class HeadEnsemble(nn.Module):
         sidecar = path.with_suffix(".json")
         for required in (path, sidecar):
             if not required.is_file():
-                raise FileNotFoundError(f"{required}: no such file; write the ensemble with HeadEnsemble.save first")
+                raise MissingFileError(f"{required}: no such file; write the ensemble with HeadEnsemble.save first")
         description = json.loads(sidecar.read_text())
         if description.get("format") != FORMAT:
             raise ValueError(f"{sidecar}: format is {description.get('format')!r}, expected {FORMAT!r}")

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from sedlib.ensemble import HeadEnsemble
-from sedlib.errors import SedlibError
+from sedlib.errors import MissingFileError, StaleEvaluationsError
 from sedlib.metrics import accuracy, calibration_terms, expected_calibration_error
 from sedlib.progress import tqdm
 from sedlib.protocols import (
@@ -378,10 +378,6 @@ def evaluate_split(
 EVALUATIONS_FORMAT = "sedlib.evaluations/1"
 
 
-class StaleEvaluationsError(SedlibError, RuntimeError):
-    """A file of stored evaluations was made from other models, features or settings than asked for."""
-
-
 def save_evaluations(path, evaluations: dict[tuple[str, str], SplitEvaluation], fingerprint: str) -> None:
     """Write ``(model, split) -> SplitEvaluation`` to one HDF5 file, every column with its own dtype.
 
@@ -427,7 +423,7 @@ def stored_splits(path) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no stored evaluations; run notebooks/03_eval_ood_gen first")
+        raise MissingFileError(f"{path}: no stored evaluations; run notebooks/03_eval_ood_gen first")
     try:
         with h5py.File(path, "r") as handle:
             if handle.attrs.get("format") != EVALUATIONS_FORMAT:

@@ -35,6 +35,7 @@ import pandas as pd
 from sedlib import PROJECT_ROOT
 from sedlib.config.training import TrainConfig
 from sedlib.ensemble import HeadConfig
+from sedlib.errors import MissingFileError
 
 IMAGENET_TRAIN_ROWS = 1_281_167
 AUGMENTATION_PASSES = 4
@@ -132,7 +133,7 @@ def published_results(path: str | Path = PUBLISHED_RESULTS) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no published-results file; it ships with the project (params/reference/)")
+        raise MissingFileError(f"{path}: no published-results file; it ships with the project (params/reference/)")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:

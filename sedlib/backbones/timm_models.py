@@ -11,12 +11,18 @@ pretrained head of the SED head's form.
 Input size, interpolation and normalisation come from the model's pretrained configuration
 (``timm.data.resolve_model_data_config``); ``cache.image_size`` overrides the size, and a model built
 for one input size (a ViT's ``fixed_input_size``) is then built for the other (timm resamples its
-position embedding).
+position embedding). Images that are not augmented go through timm's own evaluation transform of the
+model (`timm_eval_transform`: resize by its ``crop_pct`` with its interpolation, centre crop) unless
+``cache.eval_transform: resize_crop`` asks for the project's fixed one.
 
 Weights: a local file (``cache.weights``: a timm state dict, ``.safetensors``, ``.pth`` or ``.bin``),
 loaded by timm itself (``pretrained_cfg_overlay={"file": ...}``, through the architecture's own
-checkpoint filter, strictly); else timm's hub weights, offline only when they are already in the
-Hugging Face cache; or, with ``pretrained=False``, timm's random initialisation (for tests).
+checkpoint filter, strictly); a fine-tuned checkpoint whose classifier has another number of classes
+is taken as it is (the classifier is not used: the feature is read before it). A file that is not a
+checkpoint is named with what it is (`describe_file`). Without a file: timm's hub weights, offline only
+when they are already in the Hugging Face cache; or, with ``pretrained=False``, timm's random
+initialisation (for tests). `check_timm_backbone` finds a wrong name or missing weights before any
+work starts.
 
 Example:
     >>> timm_model_name("timm:resnet18.a1_in1k")
@@ -26,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +42,7 @@ from torch import nn
 from sedlib import file_sha256
 from sedlib.backbones.spec import RANDOM_INIT_SEED, create_empty, create_random, hub_pretrained, import_timm
 from sedlib.config import TIMM_PREFIX
-from sedlib.errors import SedlibError
-
-
-class TimmBackboneError(SedlibError, ValueError):
-    """A ``timm:`` backbone cannot be built: an unknown model, or a weights file that does not fit it."""
+from sedlib.errors import MissingFileError, TimmBackboneError
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ def timm_model_name(backbone: str) -> str:
     if not timm.is_model(name):
         raise TimmBackboneError(
             f"cache.backbone: {backbone!r} names no timm {timm.__version__} model; list them with "
-            f"python -c \"import timm; print(timm.list_models('*{name.split('.')[0][:8]}*'))\""
+            f'python -c "from sedlib.backbones import import_timm; print(import_timm().list_models('
+            f"'*{name.split('.')[0][:8]}*'))\""
         )
     return name
 
@@ -127,19 +131,7 @@ def load_timm_model(
         model = create_random(name, create_kwargs)
         description = f"random init (timm {name}, torch seed {RANDOM_INIT_SEED}) -- no pretrained weights"
     elif weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"cache.weights: {path} is not a file; give the path of {name}'s weights")
-        timm = import_timm()
-        try:
-            overlay = {"file": str(path)}  # timm loads it through the architecture's own checkpoint filter
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError) as error:
-            raise TimmBackboneError(
-                f"cache.weights: {path} does not load into timm's {name} ({type(error).__name__}: {error}); "
-                "give a state dict of that architecture (as timm.create_model(...).state_dict() saves it)"
-            ) from error
-        description = f"file {path.name} sha256:{file_sha256(path)[:16]} (timm {name})"
+        model, description = _from_file(name, Path(weights).expanduser(), create_kwargs)
     else:
         advice = f"or save the weights of {name} to a file and set cache.weights to its path."
         model, description = hub_pretrained(name, create_kwargs, advice)
@@ -147,3 +139,168 @@ def load_timm_model(
     if image_size is not None:
         used = TimmInput(image_size, used.mean, used.std, used.fixed_input_size)
     return model, used, description
+
+
+def describe_file(path: Path) -> str:
+    """What a file holds, judged from its first bytes: for errors about a file that is not what it should be.
+
+    Example:
+        >>> import tempfile
+        >>> text = Path(tempfile.mkdtemp()) / "weights.pth"
+        >>> _ = text.write_text("not weights")
+        >>> describe_file(text)
+        'a text file (11 bytes)'
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(512)
+    if not head:
+        return "an empty file (0 bytes)"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"{kind} ({size} bytes)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a checkpoint format sedlib knows ({size} bytes starting {head[:8]!r})"
+    return f"a text file ({size} bytes)"
+
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x93NUMPY", "a numpy .npy file"),
+    (b"PK\x03\x04", "a zip archive (the format of torch.save, but not one torch can read)"),
+    (b"\x80", "a Python pickle (not one torch can read as weights)"),
+)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The tensors of a weights file (unwrapped from ``state_dict`` / ``model``), naming the file when it is none.
+
+    Raises:
+        MissingFileError: no such file.
+        TimmBackboneError: the file is not a checkpoint (the message says what it is).
+    """
+    if not path.is_file():
+        raise MissingFileError(f"cache.weights: {path} is not a file; give the path of the backbone's weights")
+    timm = import_timm()
+    try:
+        return timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as error:  # safetensors, pickle and zip errors: all mean "not a checkpoint"
+        expected = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch checkpoint (torch.save)"
+        raise TimmBackboneError(
+            f"cache.weights: {path} is not {expected} but {describe_file(path)} ({type(error).__name__}: "
+            f"{str(error)[:200]}); give the file of the model's state dict, as "
+            "safetensors.torch.save_file(model.state_dict(), ...) or torch.save(model.state_dict(), ...) writes it"
+        ) from error
+
+
+def _classifier_classes(name: str, state: dict) -> tuple[int | None, list[str]]:
+    """The number of classes of a checkpoint's classifier when it differs from the model's, and its keys."""
+    empty = create_empty(name, {})
+    names = empty.pretrained_cfg.get("classifier") or ()
+    keys = [f"{head}.{part}" for head in ([names] if isinstance(names, str) else names) for part in ("weight", "bias")]
+    weight = state.get(keys[0]) if keys else None
+    if weight is None or weight.ndim == 0 or weight.shape[0] == empty.num_classes:
+        return None, []
+    return int(weight.shape[0]), [key for key in keys if key in state]
+
+
+def _from_file(name: str, path: Path, create_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+    """A timm model with the weights of a local file, loaded strictly by timm; and their description.
+
+    A fine-tuned checkpoint's classifier of another number of classes is loaded into a classifier of that
+    size, which is never used (the feature is read before it).
+
+    Raises:
+        MissingFileError: no such file.
+        TimmBackboneError: the file is not a checkpoint, or not one of this architecture.
+    """
+    state = _read_checkpoint(path)
+    classes, head_keys = _classifier_classes(name, state)
+    overlay: dict[str, Any] = {"file": str(path)}  # timm loads it through the architecture's own checkpoint filter
+    kwargs = dict(create_kwargs)
+    if classes is not None:  # timm loads strictly only when the classifier has the configuration's classes
+        overlay["num_classes"] = kwargs["num_classes"] = classes
+    timm = import_timm()
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except (RuntimeError, KeyError, ValueError, OSError) as error:
+        raise TimmBackboneError(
+            f"cache.weights: {path} does not load into timm's {name} ({type(error).__name__}: {str(error)[:600]}); "
+            "give a state dict of that architecture (as timm.create_model(...).state_dict() saves it), or set "
+            "cache.backbone to the timm model the file was saved from"
+        ) from error
+    description = f"file {path.name} sha256:{file_sha256(path)[:16]} (timm {name})"
+    if classes is not None:
+        description += f"; its {classes}-class classifier ({', '.join(head_keys)}) is not used"
+    return model, description
+
+
+@functools.cache  # built once per process; the transform keeps no state
+def timm_eval_transform(backbone: str, image_size: int | None) -> tuple[Any, str]:
+    """The model's own evaluation transform in timm, without its normalisation (the backbone applies that).
+
+    ``timm.data.create_transform(**resolve_model_data_config(model), normalize=False)``: resize the shorter
+    side to ``floor(S / crop_pct)`` with the model's interpolation, centre crop S x S.
+
+    Args:
+        backbone: ``timm:<model name>``.
+        image_size: side S; None for the model's pretrained one.
+
+    Returns:
+        ``(transform, description)``: a callable from an RGB PIL image to a ``(3, S, S)`` uint8 tensor, and
+        what it does in words.
+    """
+    timm = import_timm()
+    config = timm.data.resolve_model_data_config(create_empty(timm_model_name(backbone), {}))
+    if image_size is not None:
+        config["input_size"] = (3, image_size, image_size)
+    size, crop_pct = config["input_size"][-1], config["crop_pct"]
+    transform = timm.data.create_transform(**config, is_training=False, normalize=False)
+    description = (
+        f"timm's eval transform of {timm_model_name(backbone)}: resize {math.floor(size / crop_pct)} "
+        f"({config['interpolation']}, crop_pct {crop_pct}, crop mode {config.get('crop_mode') or 'center'}) "
+        f"+ centre crop {size}"
+    )
+    return transform, description
+
+
+def check_timm_backbone(backbone: str, pretrained: bool, weights: str | Path) -> None:
+    """Before any work: the model name is timm's, and its weights are where the run will look for them.
+
+    Args:
+        backbone: ``timm:<model name>``.
+        pretrained: ``cache.pretrained``.
+        weights: ``cache.weights`` (a resolved path, or empty for the hub's).
+
+    Raises:
+        TimmBackboneError: an unknown model, a weights file that is not a checkpoint, or hub weights that are
+            not in the Hugging Face cache.
+        MissingFileError: ``weights`` names no file.
+    """
+    name = timm_model_name(backbone)
+    if not pretrained:
+        return
+    if weights:
+        _read_checkpoint(Path(weights).expanduser())
+        return
+    hub_id = create_empty(name, {}).pretrained_cfg.get("hf_hub_id")
+    if hub_id and not _in_hub_cache(hub_id):
+        raise TimmBackboneError(
+            f"cache.backbone: the weights of {backbone} ({hub_id}) are not in the local Hugging Face cache, and runs "
+            "are offline. Run once with network access (HF_HUB_OFFLINE unset) so that timm stores them there, or "
+            f"save the weights of {name} to a file and set cache.weights to its path"
+        )
+
+
+def _in_hub_cache(hub_id: str) -> bool:
+    """Whether a timm hub repository's weights file is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    files = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    return any(isinstance(try_to_load_from_cache(repo, file, revision=revision or None), str) for file in files)

@@ -15,29 +15,7 @@ from pathlib import Path
 import yaml
 
 from sedlib import PROJECT_ROOT
-from sedlib.errors import SedlibError
-
-
-class ConfigError(SedlibError, ValueError):
-    """A params file (or an override) has an unknown key, a wrong type or an invalid value.
-
-    The message names the file, then the problems, one per line (a single problem on the same line).
-
-    Attributes:
-        problems: one line per problem, ``<key path>: <what is wrong>``.
-    """
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
-
-    @classmethod
-    def listing(cls, source: str, problems: list[str]) -> ConfigError:
-        """The error of ``source`` with ``problems`` (one line each, in the order found)."""
-        if len(problems) == 1:
-            return cls(f"{source}: {problems[0]}", problems)
-        return cls("\n  ".join([f"{source}: {len(problems)} problems", *problems]), problems)
-
+from sedlib.errors import ConfigError
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 #: Floats of the YAML 1.2 core schema; YAML 1.1 needs a dot in the mantissa, so ``1e-3`` would be a string.

@@ -51,8 +51,15 @@ BACKBONE_HEAD_WIDTHS: dict[str, int | None] = {"efficientnet_lite0": None, "deit
 form (None: it has none, so ``eval.pretrained_head`` and ``head.init: pretrained`` are not available)."""
 TIMM_PREFIX = "timm:"
 """``cache.backbone: timm:<model name>`` names any timm model (`sedlib.backbones.timm_models`)."""
+EVAL_TRANSFORMS = ("timm", "resize_crop")
+"""The values of ``cache.eval_transform``: timm's own evaluation transform of the model, or the project's."""
 DEFAULT_IMAGE_SIZE = 48
 """``cache.image_size`` of the registered backbones when the params leave it out (the embedded study's)."""
+
+
+OWN_DATA_ROWS = {"train_rows": None, "val_rows": None, "test_rows": None, "corruption_rows": None}
+"""The row counts of a ``folder`` or ``features`` study whose params leave them out: every row, and
+``data.val_fraction`` held out for validation (the other datasets' defaults are the embedded study's)."""
 
 
 def backbone_head_width(backbone: str) -> int | None:
@@ -76,13 +83,18 @@ class DataConfig:
             ``test_path``, optionally ``val_path`` and ``ood_paths``) or ``features`` (your feature files,
             named by the same keys; no backbone runs and there are no corruption splits).
         train_rows: training images drawn from the dataset's train split (None for all but the
-            validation rows).
+            validation rows). Left out: 12000, or None for ``folder`` and ``features`` (`OWN_DATA_ROWS`).
         val_rows: validation images held out of the train split (model selection, training curves);
-            0 validates on the test split instead, as the published code does (faithful protocol only).
-            With ``val_path``: at most this many rows of that set (a seeded draw), none held out of train.
-        test_rows: clean test images (ImageNet val or its analog; None for the whole test split).
+            0 validates on the test split instead, as the published code does (faithful protocol only);
+            None holds out ``val_fraction`` of the train split. With ``val_path``: at most this many rows of
+            that set (a seeded draw; None for all), none held out of train. Left out: 2000, or None for
+            ``folder`` and ``features``.
+        val_fraction: the share of the train split held out for validation when ``val_rows`` is None and
+            there is no ``val_path`` (at least one row, and at least one row is left for training).
+        test_rows: clean test images (ImageNet val or its analog; None for the whole test split). Left
+            out: 5000, or None for ``folder`` and ``features``.
         corruption_rows: test images corrupted per corruption and severity (the first
-            ``corruption_rows`` test rows; None for all of them).
+            ``corruption_rows`` test rows; None for all of them). Left out: 1000, or None for ``folder``.
         corruptions: names of ImageNet-C corruptions (`CORRUPTIONS`); empty for all 15.
         severities: corruption severities (1-5); the tables report C-1 and C-5 when present.
         ood_sets: semantic-OOD sets (``animal_mnist``, ``digits`` for Fashion-MNIST;
@@ -117,7 +129,8 @@ class DataConfig:
 
     dataset: Literal[DATASETS] = "fashion_mnist"
     train_rows: Count | None = 12000
-    val_rows: Natural = 2000
+    val_rows: Natural | None = 2000
+    val_fraction: number(float, gt=0, lt=1) = 0.1
     test_rows: Count | None = 5000
     corruption_rows: Count | None = 1000
     corruptions: tuple[Literal[CORRUPTIONS], ...] = ()
@@ -165,8 +178,8 @@ class DataConfig:
 
     @property
     def val_held_out(self) -> bool:
-        """Whether the val split is drawn from the training set (``val_rows`` > 0 and no ``val_path``)."""
-        return self.val_rows > 0 and not self.val_path
+        """Whether the val split is drawn from the training set (``val_rows`` not 0 and no ``val_path``)."""
+        return self.val_rows != 0 and not self.val_path
 
     def _check_own_paths(self) -> None:
         """``folder`` and ``features`` need ``train_path`` and ``test_path``; the other datasets take none."""
@@ -199,7 +212,13 @@ class CacheConfig:
             ``timm:`` backbones.
         augmentation_passes: P, augmented passes over the training images (epoch e reads pass e mod P).
         augmentation_scale: area range ``[low, high]`` of the random resized crop, 0 < low <= high <= 1.
-        dtype: ``float16`` halves the files; ``float32`` keeps full precision.
+        dtype: ``float16`` halves the files; ``float32`` keeps full precision (needed when features exceed
+            65504 in magnitude, which the cache stage reports).
+        eval_transform: (``timm:`` backbones on image folders) how images that are not augmented are resized:
+            ``timm``, the model's own evaluation transform in timm (resize by its ``crop_pct`` with its
+            interpolation, centre crop; `sedlib.backbones.timm_models.timm_eval_transform`), or
+            ``resize_crop``, the project's (shorter side to ``round(S * 256 / 224)``, bilinear, centre crop),
+            which the registered backbones always use. Left out: ``timm`` for ``timm:`` backbones.
         batch_size: images per backbone forward pass.
         chunk_rows: rows written per resumable chunk.
         rebuild: rebuild feature files made with other settings instead of refusing them.
@@ -219,6 +238,7 @@ class CacheConfig:
     augmentation_passes: Count = 2
     augmentation_scale: tuple[number(float, gt=0, le=1), number(float, gt=0, le=1)] = (0.35, 1.0)
     dtype: Literal["float16", "float32"] = "float16"
+    eval_transform: Literal[EVAL_TRANSFORMS] | None = None
     batch_size: Count = 256
     chunk_rows: Count = 2048
     rebuild: Bool = False
@@ -240,6 +260,11 @@ class CacheConfig:
             raise SettingError("CacheConfig", "backbone", f"needs a timm model name after {TIMM_PREFIX!r}")
         if self.image_size is None and not timm_model:
             object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE)
+        if self.eval_transform is None:
+            object.__setattr__(self, "eval_transform", "timm" if timm_model else "resize_crop")
+        elif self.eval_transform == "timm" and not timm_model:
+            reason = f"'timm' is for timm:<model name> backbones; {self.backbone} uses 'resize_crop' (leave it out)"
+            raise SettingError("CacheConfig", "eval_transform", reason)
         low, high = self.augmentation_scale
         if low > high:
             reason = f"must be [low, high] with low <= high, got {list(self.augmentation_scale)}"

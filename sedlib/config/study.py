@@ -9,6 +9,8 @@ the backbone's head, the protocol). Every problem found is reported at once in a
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ from sedlib.config.messages import shown_value, validation_problems
 from sedlib.config.reading import ConfigError, merge, read_yaml, resolve_path
 from sedlib.config.sections import (
     DEVICES,
+    OWN_DATA_ROWS,
+    OWN_DATASETS,
     PROTOCOLS,
     CacheConfig,
     DataConfig,
@@ -42,6 +46,9 @@ from sedlib.config.sections import (
     backbone_head_width,
 )
 from sedlib.config.training import SettingError, TrainConfig
+from sedlib.errors import MissingFileError
+
+logger = logging.getLogger("sedlib.config")
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class RunConfig:
             got = shown_value(values)
             raise ConfigError(f"{source}: expected a mapping of keys to values at the top level, got {got}")
         try:
-            params = Params.model_validate(dict(values))
+            params = Params.model_validate(_with_own_data_rows(values))
         except ValidationError as error:
             raise ConfigError.listing(source, validation_problems(error, Params)) from None
         problems = []
@@ -245,6 +252,14 @@ class ParamsFile(Params):
     model_config = ConfigDict(extra="forbid", json_schema_extra=documented(RunConfig))
 
     extends: Str = ""
+
+
+def _with_own_data_rows(values: Mapping) -> dict:
+    """The params with `OWN_DATA_ROWS` for the row counts a ``folder`` or ``features`` study leaves out."""
+    data = values.get("data")
+    if not isinstance(data, Mapping) or data.get("dataset") not in OWN_DATASETS:
+        return dict(values)
+    return {**values, "data": {**OWN_DATA_ROWS, **data}}
 
 
 def _model_specs(params: Params, values: Mapping, problems: list[str]) -> tuple[dict, dict[str, ModelSpec]]:
@@ -396,10 +411,32 @@ def load_config(params_file: str | Path, overrides: Mapping | None = None) -> Ru
     path = resolve_path(params_file)
     if not path.is_file():
         available = sorted(p.name for p in (PROJECT_ROOT / "params").glob("*.yaml"))
-        raise FileNotFoundError(f"params file {params_file} not found; the project has params/{available}")
+        raise MissingFileError(f"params file {params_file} not found; the project has params/{available}")
     values = _read_params(path, str(params_file), ())
     if overrides:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{params_file}: expected a mapping of keys to values at the top level")
+        _check_added_models(values, overrides, str(params_file))
         values = merge(values, overrides)
     return RunConfig.from_dict(values, source=str(params_file))
+
+
+def _check_added_models(values: Mapping, overrides: Mapping, source: str) -> None:
+    """Say so when ``--set`` adds a model the params file does not have; refuse it when it looks like a typo.
+
+    Raises:
+        ConfigError: a new model's name is close to one of the file's (``sed_a2`` beside ``sed_a2d``).
+    """
+    existing = list(values.get("models") or {}) if isinstance(values.get("models"), Mapping) else []
+    added = overrides.get("models") if isinstance(overrides.get("models"), Mapping) else {}
+    for name in added:
+        if name in existing:
+            continue
+        nearest = difflib.get_close_matches(name, existing, n=1, cutoff=0.75)
+        if nearest:
+            raise ConfigError(
+                f"{source}: --set models.{name}...: the params file has no model {name!r}; did you mean "
+                f"{nearest[0]!r}? (A new model would train with the default settings.) Fix the name, or add the "
+                "model to the params file"
+            )
+        logger.warning("--set models.%s...: adds the model %s, which %s does not have", name, name, source)

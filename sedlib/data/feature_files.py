@@ -32,15 +32,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sedlib.errors import SedlibError
+from sedlib.errors import FeatureFileError, MissingFileError
 
 SUFFIXES = (".npz", ".h5", ".hdf5", ".npy")
 """The file types read (``.npy``: features only, for semantic-OOD sets)."""
 _ARRAYS = ("features", "labels", "class_names")
-
-
-class FeatureFileError(SedlibError, ValueError):
-    """A feature file cannot be used (the message names the file and says what to change)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +98,7 @@ def read_feature_file(path: str | os.PathLike, name: str, labelled: bool = True)
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature file {path} of set {name!r} does not exist; check its data.*_path key")
+        raise MissingFileError(f"feature file {path} of set {name!r} does not exist; check its data.*_path key")
     allowed = SUFFIXES if not labelled else SUFFIXES[:-1]
     if path.suffix not in allowed:
         hint = " (.npy holds no labels: save features and labels with numpy.savez)" if path.suffix == ".npy" else ""
@@ -147,7 +143,8 @@ def check_feature_sets(sets: dict[str, FeatureArrays]) -> tuple[str, ...]:
         The class names: the training file's ``class_names``, else ``"0"``, ``"1"``, ... up to its largest label.
 
     Raises:
-        FeatureFileError: feature widths differ, a label is not a class, duplicate class names, or (without
+        FeatureFileError: feature widths differ, a label is not a class, duplicate class names, a single class in
+            the training set, or (without
             ``class_names``) a class between 0 and the largest label that the training set lacks.
     """
     train = sets["train"]
@@ -171,6 +168,11 @@ def check_feature_sets(sets: dict[str, FeatureArrays]) -> tuple[str, ...]:
                 f"{train.path}: the training labels skip the classes {absent[:10]} below the largest, "
                 f"{len(names) - 1}; relabel them 0..C-1, or store the C class names as class_names"
             )
+    if len(names) < 2:
+        raise FeatureFileError(
+            f"{train.path}: the training set has a single class ({names[0]!r}); the ensembles are classifiers and "
+            "need at least two: add rows of another class"
+        )
     for arrays in sets.values():
         if len(arrays.labels) and arrays.labels.max() >= len(names):
             raise FeatureFileError(

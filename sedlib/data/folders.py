@@ -7,11 +7,13 @@ The layout is torchvision's ``ImageFolder``'s::
     <val_path>/<class>/<image>          optional; else data.val_rows are held out of train
     <ood path>/<image> or <ood path>/<any folder>/<image>     each of data.ood_paths
 
-Labels index the sorted class folder names of the training set (``cat`` 0, ``dog`` 1), and the other
-labelled sets must have exactly those class folders. Files are listed as in `sedlib.data.imagenet`
-(torchvision's order and image extensions) and read, transformed and corrupted by the same code as the
-ImageNet study's (`sedlib.data.imagenet.FolderImages`); an image that cannot be decoded fails when it is
-read, naming its file.
+Labels index the sorted class folder names of the training set (``cat`` 0, ``dog`` 1), which must
+be at least two, and the other labelled sets must have exactly those class folders. Class names are
+compared in Unicode NFC (macOS writes ``é`` decomposed, Linux composed). Files are listed as in
+`sedlib.data.imagenet` (torchvision's order and image extensions; hidden files and folders such as
+``.DS_Store``, ``._*`` and ``.ipynb_checkpoints`` are skipped, and counted in the log) and read,
+transformed and corrupted by the same code as the ImageNet study's (`sedlib.data.imagenet.FolderImages`);
+an image that cannot be decoded fails when it is read, naming its file.
 
 Example:
     >>> import tempfile
@@ -33,28 +35,37 @@ from pathlib import Path
 from sedlib.data.imagenet import (
     OWN_FOLDERS,
     ImageFolderSet,
+    class_name,
     layout_advice,
     list_class_folders,
     ood_folder,
     require_dir,
+    visible,
 )
-from sedlib.errors import SedlibError
-
-
-class FolderLayoutError(SedlibError, ValueError):
-    """Your image folders do not have the expected layout (the message names the folder and what is wrong)."""
+from sedlib.errors import FolderLayoutError
 
 
 def folder_classes(path: str | os.PathLike, split: str = "train") -> tuple[str, ...]:
-    """The sorted names of the class folders directly under ``path``.
+    """The sorted names (NFC, `sedlib.data.imagenet.class_name`) of the class folders directly under ``path``.
+
+    Hidden folders are not classes.
 
     Raises:
         FileNotFoundError: ``path`` is missing or not a directory.
+        FolderLayoutError: two folders have the same name in different Unicode forms.
     """
     path = Path(path)
     require_dir(path, OWN_FOLDERS, f"{split} folder")
     with os.scandir(path) as entries:
-        return tuple(sorted(entry.name for entry in entries if entry.is_dir()))
+        folders = [entry.name for entry in entries if entry.is_dir() and visible(entry.name)]
+    names = sorted(class_name(folder) for folder in folders)
+    twins = sorted({name for name in names if names.count(name) > 1})
+    if twins:
+        raise FolderLayoutError(
+            f"the {split} folder {path} has class folders whose names differ only in their Unicode form "
+            f"(accents written composed and decomposed): {twins}; merge each pair into one folder"
+        )
+    return tuple(names)
 
 
 def class_folder_set(path: str | os.PathLike, split: str, class_names: tuple[str, ...] | None = None) -> ImageFolderSet:
@@ -71,10 +82,16 @@ def class_folder_set(path: str | os.PathLike, split: str, class_names: tuple[str
 
     Raises:
         FileNotFoundError: the folder is missing or empty, or a class folder holds no image.
-        FolderLayoutError: the class folders differ from ``class_names``, or images lie outside class folders.
+        FolderLayoutError: the class folders differ from ``class_names``, images lie outside class folders, or
+            a training set has a single class.
     """
     path = Path(path)
     present = folder_classes(path, split)
+    if class_names is None and len(present) == 1:
+        raise FolderLayoutError(
+            f"the {split} folder {path} has a single class folder {present[0]!r}; the ensembles are classifiers and "
+            f"need at least two classes: add a class folder. {layout_advice(OWN_FOLDERS)}"
+        )
     if class_names is not None and present != tuple(class_names):
         missing = sorted(set(class_names) - set(present))
         extra = sorted(set(present) - set(class_names))

@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import logging
 import os
 import random
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -56,6 +58,7 @@ from PIL import Image
 
 from sedlib.config import DataConfig, resolve_path
 from sedlib.data.transforms import random_resized_crop_box
+from sedlib.errors import FolderLayoutError, ImageReadError, MissingFileError
 
 OWN_FOLDERS = "folder"
 """The `LAYOUTS` key of your own image folders (``data.dataset: folder``, `sedlib.data.folders`)."""
@@ -266,14 +269,55 @@ class ImageFolderSet:
         return replace(self, files=tuple(self.files[i] for i in index.tolist()), labels=self.labels[index])
 
 
+logger = logging.getLogger("sedlib.data")
+
+
 def _is_image(fname: str) -> bool:
     return fname.lower().endswith(IMG_EXTENSIONS)
+
+
+def visible(name: str) -> bool:
+    """Whether a file or folder name is data, not hidden.
+
+    Hidden ones (``.DS_Store``, the ``._*`` files macOS writes onto shared drives, ``.ipynb_checkpoints``) are
+    skipped, as users of torchvision's ``ImageFolder`` expect.
+    """
+    return not name.startswith(".")
+
+
+def class_name(folder_name: str) -> str:
+    """A class folder's name in Unicode NFC: macOS writes accents decomposed (NFD), Linux composed (NFC)."""
+    return unicodedata.normalize("NFC", folder_name)
+
+
+def _image_files(top: str, relative_to: str, prefix: str) -> tuple[list[str], int]:
+    """Image files below ``top`` (following links), paths ``prefix/<path below top>``, and how many were skipped.
+
+    Hidden files and folders (`visible`) and files of other extensions are skipped. The order is
+    ``sorted(os.walk(top))`` with sorted file names (torchvision's ``make_dataset``).
+    """
+    files, skipped = [], 0
+    for dirpath, _, fnames in sorted(os.walk(top, followlinks=True)):
+        below = os.path.relpath(dirpath, relative_to)
+        if not all(visible(part) for part in Path(below).parts if part != "."):
+            skipped += len(fnames)
+            continue
+        relative = prefix if dirpath == top else os.path.join(prefix, os.path.relpath(dirpath, top))
+        kept = [fname for fname in sorted(fnames) if visible(fname) and _is_image(fname)]
+        skipped += len(fnames) - len(kept)
+        files.extend(os.path.join(relative, fname) if relative else fname for fname in kept)
+    return files, skipped
+
+
+def _note_skipped(folder: Path, skipped: int) -> None:
+    if skipped:
+        logger.info("%s: skipped %d hidden or non-image files and folders", folder, skipped)
 
 
 def require_dir(path: Path, key: str, what: str) -> None:
     if not path.is_dir():
         problem = f"{what} {path} is not a directory" if path.exists() else f"{what} {path} does not exist"
-        raise _layout_error(FileNotFoundError, key, problem)
+        raise _layout_error(MissingFileError, key, problem)
 
 
 def list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, title: str) -> tuple[tuple, np.ndarray]:
@@ -293,10 +337,10 @@ def list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, tit
     require_dir(folder, key, f"{title} folder")
     with os.scandir(folder) as entries:
         entries = list(entries)
-    classes = sorted(entry.name for entry in entries if entry.is_dir())
+    classes = sorted((e.name for e in entries if e.is_dir() and visible(e.name)), key=class_name)
     folders = "class" if key == OWN_FOLDERS else "wnid"
     if not classes:
-        images = sum(1 for entry in entries if entry.is_file() and _is_image(entry.name))
+        images = sum(1 for entry in entries if entry.is_file() and visible(entry.name) and _is_image(entry.name))
         if images:
             problem = (
                 f"{title} folder {folder} holds {images} image files but no {folders} folders; images must be "
@@ -307,29 +351,29 @@ def list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, tit
                     else " (the raw ImageNet val tar is flat: sort it with valprep.sh or torchvision.datasets.ImageNet)"
                 )
             )
-            raise _layout_error(ValueError, key, problem)
-        raise _layout_error(FileNotFoundError, key, f"{title} folder {folder} is empty (no {folders} folders)")
+            raise _layout_error(FolderLayoutError, key, problem)
+        raise _layout_error(MissingFileError, key, f"{title} folder {folder} is empty (no {folders} folders)")
     position = {wnid: k for k, wnid in enumerate(class_names)}
-    unknown = [name for name in classes if name not in position]
+    unknown = [name for name in classes if class_name(name) not in position]
     if unknown:
         shown = ", ".join(str(folder / name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         problem = (
             f"{title} folder {folder} has {len(unknown)} folder(s) whose name is not one of the "
             f"{len(class_names)} {_DISPLAY['imagenet' if key == 'imagenet_c' else key]} wnids: {shown}"
         )
-        raise _layout_error(ValueError, key, problem)
+        raise _layout_error(FolderLayoutError, key, problem)
     files: list[str] = []
     counts: list[int] = []
     empty = []
+    skipped = len(entries) - len(classes)
     for wnid in classes:
         class_dir = os.path.join(folder, wnid)
-        start = len(files)
-        for dirpath, _, fnames in sorted(os.walk(class_dir, followlinks=True)):
-            relative = wnid if dirpath == class_dir else os.path.join(wnid, os.path.relpath(dirpath, class_dir))
-            files.extend(os.path.join(relative, fname) for fname in sorted(fnames) if _is_image(fname))
-        if len(files) == start:
+        found, ignored = _image_files(class_dir, class_dir, wnid)
+        files += found
+        skipped += ignored
+        if not found:
             empty.append(class_dir)
-        counts.append(len(files) - start)
+        counts.append(len(found))
     if empty:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
         cause = "every class needs images" if key == OWN_FOLDERS else "the download or extraction is incomplete"
@@ -337,8 +381,9 @@ def list_class_folders(folder: Path, class_names: tuple[str, ...], key: str, tit
             f"{title} folder {folder}: {len(empty)} {folders} folder(s) hold no image "
             f"({'/'.join(IMG_EXTENSIONS)}): {shown}; {cause}"
         )
-        raise _layout_error(FileNotFoundError, key, problem)
-    class_labels = np.array([position[wnid] for wnid in classes], dtype=np.int64)
+        raise _layout_error(MissingFileError, key, problem)
+    _note_skipped(folder, skipped)
+    class_labels = np.array([position[class_name(wnid)] for wnid in classes], dtype=np.int64)
     return tuple(files), np.repeat(class_labels, np.array(counts, dtype=np.int64))
 
 
@@ -392,7 +437,7 @@ def imagenet_c_split(root: str | os.PathLike, corruption: str, severity: int) ->
         problem = (
             f"ImageNet-C corruption folder {corruption_dir} does not exist (found: {', '.join(present) or 'none'})"
         )
-        raise _layout_error(FileNotFoundError, key, problem)
+        raise _layout_error(MissingFileError, key, problem)
     severity_dir = corruption_dir / str(severity)
     if not severity_dir.is_dir():
         present = sorted(p.name for p in corruption_dir.iterdir() if p.is_dir())
@@ -401,9 +446,9 @@ def imagenet_c_split(root: str | os.PathLike, corruption: str, severity: int) ->
                 f"ImageNet-C corruption folder {corruption_dir} holds {', '.join(present[:3])}"
                 f"{' ...' if len(present) > 3 else ''} but no severity folders 1-5"
             )
-            raise _layout_error(ValueError, key, problem)
+            raise _layout_error(FolderLayoutError, key, problem)
         problem = f"ImageNet-C severity folder {severity_dir} does not exist (found: {', '.join(present) or 'none'})"
-        raise _layout_error(FileNotFoundError, key, problem)
+        raise _layout_error(MissingFileError, key, problem)
     title = f"ImageNet-C {corruption} severity {severity}"
     files, labels = list_class_folders(severity_dir, imagenet_wnids(), key, title)
     return ImageFolderSet(f"imagenet_c/{corruption}/{severity}", severity_dir, files, labels, imagenet_wnids())
@@ -452,15 +497,12 @@ def ood_folder(root: str | os.PathLike, name: str) -> ImageFolderSet:
     title = f"{_DISPLAY.get(name, name)} folder"
     if not root.is_dir():
         problem = f"{title} {root} is not a directory" if root.exists() else f"{title} {root} does not exist"
-        raise _layout_error(FileNotFoundError, key, problem)
-    top = str(root)
-    files = []
-    for dirpath, _, fnames in os.walk(top, followlinks=True):
-        relative = "" if dirpath == top else os.path.relpath(dirpath, top)
-        files.extend(os.path.join(relative, fname) for fname in fnames if _is_image(fname))
+        raise _layout_error(MissingFileError, key, problem)
+    files, skipped = _image_files(str(root), str(root), "")
+    _note_skipped(root, skipped)
     if not files:
         problem = f"{title} {root} holds no image file ({'/'.join(IMG_EXTENSIONS)}, searched recursively)"
-        raise _layout_error(FileNotFoundError, key, problem)
+        raise _layout_error(MissingFileError, key, problem)
     files.sort()
     return ImageFolderSet(name, root, tuple(files), np.full(len(files), -1, dtype=np.int64), ())
 
@@ -490,7 +532,15 @@ def resize_size(image_size: int) -> int:
     return int(round(image_size * 256 / 224))
 
 
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""PIL's modes of 16-bit (and 32-bit integer) grey images: PNGs of microscopes and medical scanners."""
+
+
 def _rgb(image: Image.Image) -> Image.Image:
+    """The image as 8-bit RGB; 16-bit grey scaled by 255/65535 (PIL's own conversion clips it at 255)."""
+    if image.mode in _WIDE_GREY_MODES:
+        values = np.asarray(image, dtype=np.float64) * (255 / 65535)
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -557,11 +607,12 @@ def _open_rgb(path: Path, key: str | None) -> Image.Image:
     try:
         with open(path, "rb") as file:
             image = Image.open(file)
-            return image.convert("RGB")
+            image.load()
+            return _rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         where = f" of {_DISPLAY[key]}" if key in _DISPLAY else ""
         source = f"; download it again: {LAYOUTS[key]}" if key in LAYOUTS else ""
-        raise ValueError(
+        raise ImageReadError(
             f"cannot read image {path}{where} ({type(error).__name__}: {error}); the file is corrupt or truncated"
             f"{source}. The params keys are {_params_keys(key)}"
         ) from error
@@ -582,6 +633,9 @@ class FolderImages(torch.utils.data.Dataset):
         seed: run seed (``train`` only).
         pass_index: augmentation pass (``train`` only).
         scale: crop area range (``train`` only).
+        model_eval: instead of `eval_transform` (``eval`` only): a callable from an RGB PIL image to a
+            ``(3, S, S)`` uint8 tensor, such as a timm model's own
+            (`sedlib.backbones.timm_models.timm_eval_transform`).
     """
 
     def __init__(
@@ -593,6 +647,7 @@ class FolderImages(torch.utils.data.Dataset):
         seed: int = 0,
         pass_index: int = 0,
         scale: tuple[float, float] = (0.08, 1.0),
+        model_eval: Callable[[Image.Image], torch.Tensor] | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -610,6 +665,7 @@ class FolderImages(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.pass_index = int(pass_index)
         self.scale = tuple(scale)
+        self.model_eval = model_eval
         self._key = _dataset_key(images.name)
 
     def __len__(self) -> int:
@@ -620,6 +676,8 @@ class FolderImages(torch.utils.data.Dataset):
         image = _open_rgb(self.images.path(row), self._key)
         if self.transform == "train":
             tensor = train_transform(image, self.seed, self.pass_index, row, self.image_size, self.scale)
+        elif self.transform == "eval" and self.model_eval is not None:
+            tensor = self.model_eval(image)
         elif self.transform == "eval":
             tensor = eval_transform(image, self.image_size)
         else:

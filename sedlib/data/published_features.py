@@ -45,7 +45,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sedlib.errors import SedlibError
+from sedlib.errors import MissingFileError, PublishedFeaturesError
 
 __all__ = [
     "PUBLISHED_FEATURE_FILES",
@@ -73,10 +73,6 @@ _CORRUPTION_SUFFIX = "_{corruption}_{severity}_dataset_1_epochs_50000_samples.hd
 _READ_BLOCK_ROWS = 8192  # rows read at once; a selection is read block by block
 
 
-class PublishedFeaturesError(SedlibError, ValueError):
-    """A file of the authors' feature caches does not have the layout it should."""
-
-
 def _download_hint(directory: Path) -> str:
     return (
         f"put the authors' caches in {directory}: their scripts/download_cached_data.py tarball holds every "
@@ -96,7 +92,7 @@ def _corruption_file(directory: Path, split: str, corruption: str, severity: str
         f for folder in folders for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(suffix)
     )
     if not matches:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{directory}: no feature file for split {split!r} (expected {expected}, corruption name in any case); "
             + _download_hint(directory)
         )
@@ -130,7 +126,7 @@ def find_published_file(directory: str | Path, split: str) -> Path:
     if split in PUBLISHED_FEATURE_FILES:
         path = directory / PUBLISHED_FEATURE_FILES[split]
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{directory}: no feature file for split {split!r} (expected {path.name}); " + _download_hint(directory)
             )
         return path

@@ -34,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from sedlib.data.get_fashion_mnist import fashion_mnist_dirs, find_idx, how_to_get
+from sedlib.errors import MissingFileError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -198,7 +199,7 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> Ima
         tried.append(f"  {directory} (missing {', '.join(missing)})")
     else:
         tried = "\n".join(tried)
-        raise FileNotFoundError(f"Fashion-MNIST {split} split not found. Tried:\n{tried}\n{how_to_get()}")
+        raise MissingFileError(f"Fashion-MNIST {split} split not found. Tried:\n{tried}\n{how_to_get()}")
     images = read_idx(images_path, _IDX_IMAGES_MAGIC, ndim=3)
     labels = read_idx(labels_path, _IDX_LABELS_MAGIC, ndim=1)
     if len(images) != len(labels):
@@ -300,7 +301,7 @@ def load_animal_mnist() -> ImageSet:
     images_path, labels_path = directory / _ANIMAL_MNIST_IMAGES, directory / _ANIMAL_MNIST_LABELS
     for path in (images_path, labels_path):
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path} is missing from the animal_mnist package; reinstall it with "
                 f"`pip install --no-deps --force-reinstall animal-mnist=={ANIMAL_MNIST_VERSION}`"
             )

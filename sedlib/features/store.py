@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import torch
 
-from sedlib.errors import SedlibError
+from sedlib.errors import CorruptFeaturesError, FeatureStoreError, MissingFileError, StaleFeaturesError
 
 FORMAT_VERSION = 1
 
@@ -50,18 +50,6 @@ _CHUNK_CACHE_BYTES = 16 << 20
 
 
 logger = logging.getLogger("sedlib.features")
-
-
-class FeatureStoreError(SedlibError, RuntimeError):
-    """A feature file cannot be used as it is."""
-
-
-class StaleFeaturesError(FeatureStoreError):
-    """The file was made with another manifest (other images, backbone, transform or parameters)."""
-
-
-class CorruptFeaturesError(FeatureStoreError):
-    """The file is unreadable, truncated, unfinished, inconsistent with its manifest or fails a checksum."""
 
 
 @dataclass(frozen=True)
@@ -444,7 +432,7 @@ def read_split(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(_missing_message(path))
+        raise MissingFileError(_missing_message(path))
     with _open(path, "r") as handle:
         manifest, created = _inspect_complete(handle, path)
         if expected is not None:

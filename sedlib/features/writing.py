@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from sedlib import fsync
+from sedlib.errors import ConfigError, MissingFileError
 from sedlib.features.store import (  # the store's checks, shared by reading and writing
     _CHUNK_BYTES,
     _CHUNK_CACHE_BYTES,
@@ -147,9 +148,10 @@ def _checked(result, manifest: SplitManifest, p: int, start: int, stop: int) -> 
         stored = features.astype(manifest.dtype)
     finite = np.isfinite(stored)
     if not finite.all():
-        raise ValueError(
-            f"compute for {where}: features in row {start + _first_bad(finite)[0]} overflow {manifest.dtype} "
-            "(|x| > 65504 for float16); store float32"
+        largest = float(np.abs(features).max())
+        raise ConfigError(
+            f"{where}: the features of row {start + _first_bad(finite)[0]} overflow {manifest.dtype} (largest |x| "
+            f"{largest:.4g}; float16 holds up to 65504): set cache.dtype: float32 in the params"
         )
     for name, values in (("labels", labels), ("index", index)):
         if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
@@ -354,7 +356,7 @@ def join_splits(
         handles = []
         for part, part_manifest in parts:
             if not part.is_file():
-                raise FileNotFoundError(f"{part}: this part of {path} is missing; rerun the cache stage to make it")
+                raise MissingFileError(f"{part}: this part of {path} is missing; rerun the cache stage to make it")
             handle = stack.enter_context(_open(part, "r"))
             stored, _ = _inspect_complete(handle, part)
             _check_expected(part, stored, part_manifest)

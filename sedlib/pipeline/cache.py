@@ -86,6 +86,15 @@ def _transform(config: RunConfig, plan: SplitPlan) -> str:
     return "eval"  # your folders' corruption splits: the test images, corrupted after this transform
 
 
+def _model_eval(config: RunConfig):
+    """``(transform, description)`` of a timm model's own eval transform (``cache.eval_transform: timm``), or None."""
+    if config.cache.eval_transform != "timm":
+        return None, None
+    from sedlib.backbones.timm_models import timm_eval_transform
+
+    return timm_eval_transform(config.cache.backbone, config.cache.image_size)
+
+
 def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
     cache, data = config.cache, config.data
     size = image_size(config)
@@ -104,7 +113,7 @@ def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
 
     described = {
         "train": f"random resized crop {size} scale {list(cache.augmentation_scale)} + flip, seed {data.seed}",
-        "eval": f"resize {resize_size(size)} + centre crop {size} (bilinear)",
+        "eval": _model_eval(config)[1] or f"resize {resize_size(size)} + centre crop {size} (bilinear)",
         "as_is": f"as stored ({size}x{size}; others resized to {size} and centre-cropped)",
     }[_transform(config, plan)]
     if plan.kind == "corruption" and data.dataset == "folder":
@@ -174,6 +183,7 @@ class _FolderStream:
             seed=self.config.data.seed,
             pass_index=pass_index,
             scale=tuple(cache.augmentation_scale),
+            model_eval=_model_eval(self.config)[0],
         )
         batches = chunk_batches(start, len(self.index), cache.chunk_rows, cache.batch_size)
         self.batches = iter(
@@ -445,7 +455,8 @@ def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
             continue
         transform = "eval" if title == "train" else _transform(config, plan)
         chosen = _spread(index, count)
-        dataset = FolderImages(images, chosen, transform, size, seed, 0, tuple(cache.augmentation_scale))
+        scale = tuple(cache.augmentation_scale)
+        dataset = FolderImages(images, chosen, transform, size, seed, 0, scale, _model_eval(config)[0])
         shown = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
         rows[title] = _corrupt_folder_images(config, plan, shown, chosen)
     return rows

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from sedlib.errors import SedlibError
+from sedlib.errors import MissingFileError, ReportError
 
 ARTICLE = "index.qmd"  # the article, in the project's report/ folder and staged into a run directory
 FIGURES_DIR = "figures"  # in OUTPUT_DIR: images the fallback extracts from the notebooks
@@ -55,10 +55,6 @@ _OPTION_LINE = re.compile(r"^#\|\s?(.*)$")
 
 # Raw Typst around an embedded figure or table centres its caption, table or images in the PDF; HTML drops it.
 _TYPST_CENTER_OPEN, _TYPST_CENTER_CLOSE = "```{=typst}\n#align(center)[\n```", "```{=typst}\n]\n```"
-
-
-class ReportError(SedlibError, RuntimeError):
-    """The report cannot be rendered from what the run directory holds; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +362,7 @@ def expand_article(article: str, run_dir: Path, figures_dir: Path) -> tuple[dict
         path = run_dir / notebook_ref
         if notebook_ref not in notebooks:
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{path} (embedded by {ARTICLE}) does not exist; "
                     f"run `python -m sedlib.run params/{run_dir.name}.yaml` to execute the notebooks"
                 )

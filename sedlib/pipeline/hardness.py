@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sedlib.config import RunConfig
+from sedlib.errors import MissingFileError
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import class_names
 from sedlib.pipeline.training import TrainedModel
@@ -46,7 +47,7 @@ def alpha_record(run: RunDir, name: str) -> AlphaRecord:
     """
     path = run.path("model_alpha", name)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: no hardness weights for {name!r}; only models trained with a repulsion weighted by alpha "
             "(lam > 0, kappa > 0, hardness: true) have them; run notebooks/02_train_a2d first"
         )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sedlib.errors import SedlibError
+from sedlib.errors import LockError, RunDirLockedError
 
 LOCK_FILE = ".lock"
 LOCK_ENVIRONMENT_VARIABLE = "SEDLIB_RUN_LOCK"
@@ -29,14 +29,6 @@ LOCK_ENVIRONMENT_VARIABLE = "SEDLIB_RUN_LOCK"
 
 logger = logging.getLogger("sedlib.pipeline.lock")
 _held: set[Path] = set()  # lock files this process holds: taking one again is a no-op, not a refusal
-
-
-class LockError(SedlibError, RuntimeError):
-    """The run directory's lock file cannot be created or locked (permissions, file system)."""
-
-
-class RunDirLockedError(LockError):
-    """Another process is writing the run directory (it holds ``.lock``)."""
 
 
 def _read_holder(path: Path) -> dict:

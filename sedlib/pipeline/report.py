@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from sedlib import PROJECT_ROOT
+from sedlib.errors import MissingFileError
 from sedlib.pipeline.embed import ARTICLE, FIGURES_DIR, ReportError, embedded_cells, expand_article, safe_name
 
 QUARTO_CONFIG = "_quarto.yml"
@@ -92,9 +93,9 @@ def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[
     config, source_dir = project_root / QUARTO_CONFIG, project_root / SOURCE_DIR
     for needed in (config, source_dir / ARTICLE):
         if not needed.is_file():
-            raise FileNotFoundError(f"report template {needed} is missing; pass the project root that holds it")
+            raise MissingFileError(f"report template {needed} is missing; pass the project root that holds it")
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; run `python -m sedlib.run params/<run>.yaml`")
+        raise MissingFileError(f"run directory {run_dir} does not exist; run `python -m sedlib.run params/<run>.yaml`")
     sources = _report_sources(source_dir)
     for source in sources:
         relative = source.relative_to(source_dir)
@@ -172,7 +173,7 @@ def _typst_variables(options: Mapping, run_dir: Path) -> tuple[dict, list[str]]:
             raise ReportError(f"{QUARTO_CONFIG}: format: typst: include-in-header must name .typ files, got {header!r}")
         path = run_dir / header
         if not path.is_file():
-            raise FileNotFoundError(f"{path} (format: typst: include-in-header in {QUARTO_CONFIG}) is missing")
+            raise MissingFileError(f"{path} (format: typst: include-in-header in {QUARTO_CONFIG}) is missing")
         args.append(f"--include-in-header={path}")
     return variables, args
 
@@ -200,7 +201,7 @@ def render_with_pandoc(run_dir: Path | str, formats: Sequence[str] = FORMATS) ->
     article, config_path = run_dir / ARTICLE, run_dir / QUARTO_CONFIG
     for needed in (article, config_path):
         if not needed.is_file():
-            raise FileNotFoundError(f"{needed} is missing; stage the sources with stage_report_sources first")
+            raise MissingFileError(f"{needed} is missing; stage the sources with stage_report_sources first")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     final_dir = run_dir / OUTPUT_DIR
     output_dir = run_dir / f".{OUTPUT_DIR}.partial"  # rendered here, moved onto report/ when complete

@@ -52,7 +52,7 @@ import yaml
 
 from sedlib import file_sha256, fsync
 from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
-from sedlib.errors import SedlibError
+from sedlib.errors import ArtefactError, RunDirError
 from sedlib.pipeline.lock import alive, lock_holder, run_lock
 from sedlib.pipeline.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
 
@@ -61,14 +61,6 @@ LEDGER_FORMAT = "sedlib.artefacts/1"
 STAGING_DIR = ".staging"
 
 logger = logging.getLogger("sedlib.pipeline.rundir")
-
-
-class RunDirError(SedlibError, RuntimeError):
-    """The run directory belongs to another params file, or its records are unreadable."""
-
-
-class ArtefactError(RunDirError):
-    """An artefact a stage reads is missing, was never recorded, or changed since it was written."""
 
 
 def _write_json(path: Path, value) -> None:

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,13 +41,9 @@ from pathlib import Path
 
 from sedlib import file_sha256, progress, source_hash
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
-from sedlib.errors import SedlibError, user_error_names
+from sedlib.errors import StageFailedError, UserError, is_disk_full, user_error_class
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
-
-
-class StageFailedError(SedlibError, RuntimeError):
-    """A stage's notebook raised; the message says which stage, why, what to do and where the traceback is."""
 
 
 def notebook_source(stage_name: str) -> Path:
@@ -205,23 +203,34 @@ def rerun_command(params_file: str, run_dir: str | None = None, overrides: dict 
     return " ".join(parts + assignments(overrides or {}))
 
 
-def failure_message(step: Stage, error: BaseException, notebook: Path, command: str) -> str:
-    """The lines a user reads when a stage fails: the stage, what failed in plain words, what to do, where."""
+def failure_message(step: Stage, error: BaseException, notebook: Path, command: str, run_root: Path) -> str:
+    """The lines a user reads when a stage fails: the stage, what failed in plain words, what to do, where.
+
+    A `sedlib.errors.UserError` (recognised by its type, also when a notebook's kernel raised it) is shown as
+    its message says; a full disk as one line naming the device; anything else with its class name, as a bug.
+    """
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(error, PapermillExecutionError):
         name, message = error.ename, str(error.evalue).strip()
         where = f"cell [{error.exec_count}]" if error.exec_count else f"cell {error.cell_index}"
+        user, disk_full = user_error_class(name) is not None, f"[Errno {errno.ENOSPC}]" in message
     else:
         name, message, where = type(error).__name__, str(error).strip(), "the kernel"
-    _import_error_classes()
-    if name in user_error_names() | {"FileNotFoundError"}:  # sedlib's own, whose messages say what to do
-        what = message
-    else:
-        what = (
+        user, disk_full = isinstance(error, UserError), is_disk_full(error)
+    if disk_full or _no_space_left(run_root):
+        return (
+            f"[{step.name}] failed: no space left on {_device_of(run_root)}, which holds {_shown_path(run_root)}: "
+            f"free space there; everything completed before is kept, and `{command}` continues from here."
+        )
+    what = (
+        message
+        if user
+        else (
             f"{name}: {message}\n  This is not an error sedlib expects, so it is probably a bug: the traceback "
             "shows where it happened."
         )
+    )
     return (
         f"[{step.name}] failed: {what}\n"
         f"  The executed notebook, with the traceback in {where}, is {_shown_path(notebook)}\n"
@@ -229,19 +238,27 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, command: 
     )
 
 
+def _no_space_left(path: Path) -> bool:
+    """Whether the file system holding ``path`` has less than a mebibyte free (a stage that died writing there)."""
+    try:
+        return shutil.disk_usage(path).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _device_of(path: Path) -> str:
+    """The mount point of the file system holding ``path``, as ``the device mounted at /mnt/data``."""
+    path = Path(path).resolve()
+    device = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == device:
+        path = path.parent
+    return f"the device mounted at {path}"
+
+
 def _shown_path(path: Path | str) -> str:
     """A path relative to the working directory when it lies under it (shorter to read and to copy)."""
     path = Path(path)
     return os.path.relpath(path) if path.is_absolute() and path.is_relative_to(Path.cwd()) else str(path)
-
-
-def _import_error_classes() -> None:
-    """Import the modules that define user-facing errors, so `user_error_names` knows every one."""
-    import sedlib.data.published_features  # noqa: F401
-    import sedlib.evaluate  # noqa: F401
-    import sedlib.features  # noqa: F401
-    import sedlib.pipeline.embed  # noqa: F401
-    import sedlib.pipeline.training  # noqa: F401
 
 
 def run_study(
@@ -345,7 +362,7 @@ def _run_stages(
                         os.replace(executed, failed)
                     raise
         except Exception as error:
-            raise StageFailedError(failure_message(step, error, failed, command)) from error
+            raise StageFailedError(failure_message(step, error, failed, command, run.root)) from error
         failed.unlink(missing_ok=True)
         hashes.forget(outputs)
         missing = [relative for relative in outputs if hashes(relative) is None]
@@ -362,11 +379,22 @@ def _run_stages(
 
 
 def _check_source_data(config: RunConfig, step: Stage) -> None:
-    """Before the caching stage starts a kernel: the embedded study's Fashion-MNIST files are in place."""
-    from sedlib.data.get_fashion_mnist import find_fashion_mnist, how_to_get
+    """Before the caching stage starts a kernel: the source data and the backbone are in place.
 
-    if step.name == "01_cache" and config.data.dataset == "fashion_mnist" and find_fashion_mnist() is None:
+    The embedded study's Fashion-MNIST files; your folders or feature files and a ``timm:`` backbone's weights
+    (`sedlib.pipeline.splits.check_sources`).
+    """
+    from sedlib.data.get_fashion_mnist import find_fashion_mnist, how_to_get
+    from sedlib.pipeline.splits import check_sources
+
+    if step.name != "01_cache":
+        return
+    if config.data.dataset == "fashion_mnist" and find_fashion_mnist() is None:
         raise StageFailedError(f"[{step.name}] cannot run: the Fashion-MNIST files were not found. {how_to_get()}")
+    try:
+        check_sources(config)
+    except UserError as error:
+        raise StageFailedError(f"[{step.name}] cannot run: {error}") from error
 
 
 def _note_undeclared(config: RunConfig, run: RunDir) -> None:
@@ -453,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except (SedlibError, FileNotFoundError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

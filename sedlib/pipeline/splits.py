@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sedlib.config import OWN_DATASETS, RunConfig, resolve_path
+from sedlib.config import OWN_DATASETS, TIMM_PREFIX, ConfigError, RunConfig, resolve_path
 from sedlib.data import SOURCES, load_fashion_mnist
 from sedlib.data.feature_files import FeatureArrays, check_feature_sets, read_feature_file
 from sedlib.ensemble import HeadEnsemble
@@ -61,7 +61,7 @@ def plan_splits(config: RunConfig) -> list[SplitPlan]:
     data = config.data
     passes = 1 if data.dataset == "features" else config.cache.augmentation_passes  # nothing to augment
     plans = [SplitPlan("train", "train", passes=passes)]
-    if data.val_rows > 0:
+    if data.val_rows != 0:
         plans.append(SplitPlan("val", "val"))
     plans.append(SplitPlan("test", "test"))
     plans += [
@@ -112,6 +112,8 @@ def split_hash(config: RunConfig, plan: SplitPlan) -> str:
     keys = _DATA_KEYS[plan.kind]
     if plan.kind == "train" and data["train_rows"] is None:
         keys = ("train_rows",)
+    if "val_rows" in keys and data["val_rows"] is None:
+        keys = (*keys, "val_fraction")
     payload = {
         "format": FEATURE_FORMAT,
         "dataset": data["dataset"],
@@ -122,6 +124,8 @@ def split_hash(config: RunConfig, plan: SplitPlan) -> str:
     }
     if plan.kind == "train":
         payload["augmentation"] = [cache["augmentation_passes"], cache["augmentation_scale"]]
+    if cache["backbone"].startswith(TIMM_PREFIX) and data["dataset"] in ("imagenet", "folder") and plan.kind != "train":
+        payload["eval_transform"] = cache["eval_transform"]
     if plan.kind == "corruption" and data["dataset"] == "imagenet":
         payload["protocol"] = config.protocol
     if data["dataset"] in OWN_DATASETS:
@@ -142,8 +146,6 @@ def _own_paths(config: RunConfig, plan: SplitPlan) -> list[str]:
 def _draw(rows: int, count: int | None, seed: int, stream: int) -> np.ndarray:
     """``count`` distinct row ids of ``rows``, sorted (all when count is None), drawn with a seeded permutation."""
     order = np.random.default_rng([seed, stream]).permutation(rows)
-    if count is not None and count > rows:
-        raise ValueError(f"asked for {count} rows of a set with {rows}")
     return np.sort(order[:count]) if count is not None else np.sort(order)
 
 
@@ -156,34 +158,41 @@ def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
     row ids, `training_rows`). The corrupted splits take the first ``corruption_rows`` of
     the test rows (ImageNet-C holds the validation images in the same order). With ``data.val_path``
     the val split is at most ``val_rows`` of that set and nothing is held out of the train set.
+    ``val_rows: null`` holds out ``val_fraction`` of the train set (at least one row, and one is left).
+
+    Raises:
+        ConfigError: a row count (named by its params key) asks for more rows than the set has, or the
+            validation rows would leave none for training.
     """
     data = config.data
     key = {"train": "train_rows", "test": "test_rows", "corruption": "test_rows"}.get(plan.kind)
     if key and (getattr(data, key) or 0) > size:
-        raise ValueError(
+        raise ConfigError(
             f"{config.source}: data.{key}={getattr(data, key)} but the {plan.kind} set has only {size} images; "
             f"lower data.{key}, or set it to null for all of them"
         )
     if plan.kind == "val" and data.val_path:
-        return _draw(size, min(data.val_rows, size), data.seed, 3)
+        return _draw(size, None if data.val_rows is None else min(data.val_rows, size), data.seed, 3)
     if plan.kind == "train" and data.val_path:
         return _draw(size, data.train_rows, data.seed, 0) if data.train_rows is not None else np.arange(size)
     if plan.kind in ("train", "val"):
+        held_out = held_out_rows(config, size)
         order = np.random.default_rng([data.seed, 0]).permutation(size)
-        val, rest = np.sort(order[: data.val_rows]), order[data.val_rows :]
+        val, rest = np.sort(order[:held_out]), order[held_out:]
         if plan.kind == "train" and data.train_rows is None:
             return np.arange(size)  # all rows: training leaves the val rows out (`training_rows`)
         if data.train_rows is not None and data.train_rows > len(rest):
-            raise ValueError(
+            raise ConfigError(
                 f"{config.source}: data.train_rows={data.train_rows} but only {len(rest)} train images remain "
-                f"after the {data.val_rows} validation rows"
+                f"after the {held_out} validation rows; lower data.train_rows or data.val_rows, or set "
+                "data.train_rows to null for all of them"
             )
         return np.sort(rest[: data.train_rows]) if plan.kind == "train" else val
     if plan.kind in ("test", "corruption"):
         test = _draw(size, data.test_rows, data.seed, 1) if data.test_rows is not None else np.arange(size)
         if plan.kind == "corruption" and data.corruption_rows is not None:
             if data.corruption_rows > len(test):
-                raise ValueError(
+                raise ConfigError(
                     f"{config.source}: data.corruption_rows={data.corruption_rows} exceeds the {len(test)} test rows"
                 )
             test = test[: data.corruption_rows]
@@ -197,12 +206,59 @@ def split_rows(config: RunConfig, plan: SplitPlan, size: int) -> np.ndarray:
         return np.arange(size)[: data.disagreement_rows]
     left = np.random.default_rng([data.seed, 2]).permutation(size)[evaluated:]  # rows the OOD split never uses
     if len(left) == 0 or (data.disagreement_rows or 0) > len(left):
-        raise ValueError(
+        raise ConfigError(
             f"{config.source}: data.disagreement_set {data.disagreement_set} has {size} images and the evaluation uses "
             f"{evaluated} (data.ood_rows), leaving {len(left)} for data.disagreement_rows={data.disagreement_rows}; "
             "lower data.ood_rows or data.disagreement_rows"
         )
     return np.sort(left[: data.disagreement_rows])
+
+
+def check_sources(config: RunConfig) -> None:
+    """Before stage 01 computes anything: what listing the data and reading the params can find.
+
+    Your image folders or feature files (``data.dataset`` folder or features) are listed or read, every set
+    once: missing folders and files, empty class folders, class folders that differ between the sets, a
+    single class, files that are not feature files. Then every split's rows are drawn (a row count larger
+    than its set). A ``timm:`` backbone's name and weights are checked
+    (`sedlib.backbones.timm_models.check_timm_backbone`).
+
+    Raises:
+        sedlib.errors.UserError: the first problem found, naming its folder, file or params key.
+    """
+    data, cache = config.data, config.cache
+    if data.dataset in OWN_DATASETS:
+        sizes: dict[str, int] = {}
+        for plan in plan_splits(config):
+            name = _own_set_name(config, plan)
+            if name not in sizes:
+                sizes[name] = len(_source_set(config, plan))
+            split_rows(config, plan, sizes[name])
+    if cache.backbone.startswith(TIMM_PREFIX) and data.dataset != "features":
+        from sedlib.backbones.timm_models import check_timm_backbone
+
+        check_timm_backbone(cache.backbone, cache.pretrained, resolve_path(cache.weights) if cache.weights else "")
+
+
+def held_out_rows(config: RunConfig, size: int) -> int:
+    """How many of a train set's ``size`` rows are held out for validation (no ``data.val_path``).
+
+    ``data.val_rows``, or with ``val_rows: null`` ``round(val_fraction * size)``, at least 1 and at most
+    ``size - 1``.
+
+    Raises:
+        ConfigError: the validation rows would leave no row for training.
+    """
+    data = config.data
+    if data.val_rows is None:
+        return min(max(1, round(data.val_fraction * size)), size - 1)
+    if data.val_rows >= size:
+        raise ConfigError(
+            f"{config.source}: data.val_rows={data.val_rows} holds out every one of the {size} training images, "
+            "leaving none to train on; lower data.val_rows, give data.val_path, or set data.val_rows to null to "
+            f"hold out data.val_fraction ({data.val_fraction}) of them"
+        )
+    return data.val_rows
 
 
 def training_rows(train_index: np.ndarray, val_index: np.ndarray | None) -> np.ndarray:

@@ -28,7 +28,7 @@ from sedlib import source_hash
 from sedlib.config import PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
 from sedlib.device import cpu_cores, resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.errors import SedlibError
+from sedlib.errors import TrainingDivergedError
 from sedlib.pipeline.rundir import ArtefactError, RunDir
 from sedlib.pipeline.splits import (
     DISAGREEMENT_SPLIT,
@@ -41,10 +41,6 @@ from sedlib.pipeline.splits import (
 from sedlib.pipeline.stages import MODEL_FILES
 from sedlib.progress import forward_to, tqdm
 from sedlib.train import train_ensemble
-
-
-class TrainingDivergedError(SedlibError, FloatingPointError):
-    """A model's training loss became non-finite; the message names the model and the params key to change."""
 
 
 @dataclass

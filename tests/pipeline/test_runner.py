@@ -122,17 +122,38 @@ def test_a_failed_stage_keeps_what_was_complete(fake_stages, monkeypatch, tmp_pa
     assert (run_dir / "notebooks" / "01_cache.failed.ipynb").read_text() == '{"cells": "as far as it got"}'
 
 
-def test_failure_message_shows_sedlib_errors_as_plain_words():
+@pytest.mark.parametrize(
+    "name", ["ArtefactError", "FolderLayoutError", "ImageReadError", "TimmBackboneError", "MissingFileError"]
+)
+def test_failure_message_shows_user_errors_from_a_kernel_as_plain_words(tmp_path, name):
     from papermill.exceptions import PapermillExecutionError
 
     stage = stages.stage("03_eval_ood_gen")
-    ours = PapermillExecutionError(3, 4, "", "ArtefactError", "models/x.safetensors is missing. Stage ...", [])
-    message = runner.failure_message(stage, ours, "runs/s/notebooks/03_eval_ood_gen.failed.ipynb", "params/s.yaml")
+    ours = PapermillExecutionError(3, 4, "", name, "models/x.safetensors is missing. Stage ...", [])
+    message = runner.failure_message(stage, ours, "runs/s/notebooks/03.failed.ipynb", "params/s.yaml", tmp_path)
     assert message.splitlines()[0] == "[03_eval_ood_gen] failed: models/x.safetensors is missing. Stage ..."
-    assert "PapermillExecutionError" not in message and "cell [4]" in message
+    assert "PapermillExecutionError" not in message and "cell [4]" in message and "probably a bug" not in message
+
+
+def test_failure_message_names_other_errors_as_bugs(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
     bug = PapermillExecutionError(3, 4, "", "ZeroDivisionError", "division by zero", [])
-    message = runner.failure_message(stage, bug, "n.ipynb", "params/s.yaml")
+    message = runner.failure_message(stages.stage("03_eval_ood_gen"), bug, "n.ipynb", "params/s.yaml", tmp_path)
     assert message.startswith("[03_eval_ood_gen] failed: ZeroDivisionError: division by zero\n  This is not an error")
+
+
+def test_a_full_disk_ends_with_one_line_naming_the_device_and_the_command(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    full = PapermillExecutionError(3, 4, "", "OSError", "[Errno 28] No space left on device: 'x.h5'", [])
+    message = runner.failure_message(stages.stage("03_eval_ood_gen"), full, "n.ipynb", "params/s.yaml", tmp_path)
+    assert len(message.splitlines()) == 1 and "probably a bug" not in message
+    assert message.startswith("[03_eval_ood_gen] failed: no space left on the device mounted at /")
+    assert str(tmp_path) in message and message.endswith("`params/s.yaml` continues from here.")
+    raised_here = RuntimeError("could not save")
+    raised_here.__cause__ = OSError(28, "No space left on device")
+    assert "no space left" in runner.failure_message(stages.stage("02_train_a2d"), raised_here, "n", "c", tmp_path)
 
 
 def test_main_reports_bad_params_without_a_traceback(capsys, tmp_path):
