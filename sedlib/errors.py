@@ -76,6 +76,10 @@ class TimmBackboneError(UserError, ValueError):
     """A ``timm:`` backbone cannot be built: an unknown model, or a weights file that does not fit it."""
 
 
+class MissingWeightsError(UserError, RuntimeError):
+    """A backbone's pretrained weights are not on this machine (runs are offline); the message says how to get them."""
+
+
 # --- the run directory and its artefacts ------------------------------------------------------------
 
 

@@ -7,6 +7,10 @@ streams their text to the terminal), and every bar of `sedlib` comes from here.
 
 A worker process (stage 02 trains one model per CPU core) cannot draw into the notebook: after
 `forward_to`, its bars send their state to the parent process instead, which draws one bar for all.
+
+A cell that raises leaves its text bars open, without their closing newline, and the runner's error
+line would then start on a bar's line; so in a kernel the text bars still open are closed after every
+cell (`close_text_bars`).
 """
 
 import io
@@ -22,6 +26,7 @@ ENVIRONMENT_VARIABLE = "SED_PROGRESS"
 TEXT_REDRAW_SECONDS = 1.0
 
 _queue = None
+_closing_after_cells = False
 
 
 def forward_to(queue) -> None:
@@ -48,6 +53,7 @@ def tqdm(*args, **kwargs):
         kwargs.setdefault("mininterval", TEXT_REDRAW_SECONDS)
         return _ForwardedBar(*args, **kwargs)
     if os.environ.get(ENVIRONMENT_VARIABLE) == "text":
+        _close_after_cells()
         kwargs.setdefault("mininterval", TEXT_REDRAW_SECONDS)
         kwargs.setdefault("file", sys.stdout)  # the stream of `tqdm.write`'s messages, so the two keep their order
         return text_tqdm(*args, **kwargs)
@@ -55,3 +61,22 @@ def tqdm(*args, **kwargs):
 
 
 tqdm.write = text_tqdm.write
+
+
+def close_text_bars(*_) -> None:
+    """Close every text bar still open, innermost first, so that what is printed next starts on its own line."""
+    for bar in sorted(list(text_tqdm._instances), key=lambda bar: -abs(getattr(bar, "pos", 0))):
+        bar.close()
+
+
+def _close_after_cells() -> None:
+    """In an IPython kernel, run `close_text_bars` after every cell (once registered, it stays)."""
+    global _closing_after_cells
+    if _closing_after_cells or "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.events.register("post_run_cell", close_text_bars)
+        _closing_after_cells = True

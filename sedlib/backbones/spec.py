@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from sedlib import file_sha256
 from sedlib._compat import import_torchvision
+from sedlib.errors import MissingWeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -187,14 +188,14 @@ def hub_pretrained(timm_name: str, create_kwargs: Mapping[str, Any], advice: str
         advice: the other way to get the weights, appended to the error (starts with ``or``).
 
     Raises:
-        RuntimeError: the weights cannot be loaded (not cached and offline, or a hub error); says what to do.
+        MissingWeightsError: the weights cannot be loaded (not cached and offline, or a hub error); says what to do.
     """
     timm = import_timm()
     try:
         with torch.random.fork_rng(devices=[]):
             model = timm.create_model(timm_name, pretrained=True, **create_kwargs)
     except Exception as error:  # offline and not cached, network or hub errors: all mean "no weights here"
-        raise RuntimeError(
+        raise MissingWeightsError(
             f"cannot load the pretrained weights {timm_name} through timm ({type(error).__name__}: {error}). "
             "Either run once with network access (HF_HUB_OFFLINE unset) so that timm stores them in the "
             f"Hugging Face cache, {advice}"

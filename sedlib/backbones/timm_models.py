@@ -31,8 +31,10 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from torch import nn
 from sedlib import file_sha256
 from sedlib.backbones.spec import RANDOM_INIT_SEED, create_empty, create_random, hub_pretrained, import_timm
 from sedlib.config import TIMM_PREFIX
-from sedlib.errors import MissingFileError, TimmBackboneError
+from sedlib.errors import ConfigError, MissingFileError, MissingWeightsError, TimmBackboneError
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,14 @@ def timm_model_name(backbone: str) -> str:
     name = backbone[len(TIMM_PREFIX) :]
     timm = import_timm()
     if not timm.is_model(name):
+        architecture = name.split(".")[0]
+        nearest = difflib.get_close_matches(architecture, timm.list_models(), n=3, cutoff=0.6)
+        family = (re.match(r"[A-Za-z]+", architecture) or [architecture[:8]])[0]
         raise TimmBackboneError(
-            f"cache.backbone: {backbone!r} names no timm {timm.__version__} model; list them with "
-            f'python -c "from sedlib.backbones import import_timm; print(import_timm().list_models('
-            f"'*{name.split('.')[0][:8]}*'))\""
+            f"cache.backbone: {backbone!r} names no timm {timm.__version__} model"
+            + (f" (the nearest: {', '.join(nearest)})" if nearest else "")
+            + '; list them with python -c "from sedlib.backbones import import_timm; '
+            f"print(import_timm().list_models('*{family}*'))\""
         )
     return name
 
@@ -116,9 +122,9 @@ def load_timm_model(
 
     Raises:
         TimmBackboneError: an unknown model, or a weights file that does not fit it.
-        ValueError: ``weights`` with ``pretrained=False``.
-        FileNotFoundError: ``weights`` names no file.
-        RuntimeError: no weights file and the hub weights are not in the Hugging Face cache.
+        ConfigError: ``weights`` with ``pretrained=False``.
+        MissingFileError: ``weights`` names no file.
+        MissingWeightsError: no weights file and the hub weights are not in the Hugging Face cache.
     """
     name = timm_model_name(backbone)
     native = timm_input(backbone)
@@ -126,7 +132,7 @@ def load_timm_model(
     if native.fixed_input_size and image_size is not None and image_size != native.image_size:
         create_kwargs["img_size"] = image_size  # timm resamples the position embedding of the weights
     if weights and not pretrained:
-        raise ValueError(f"cache.weights={str(weights)!r} given with cache.pretrained: false; set one or the other")
+        raise ConfigError(f"cache.weights={str(weights)!r} given with cache.pretrained: false; set one or the other")
     if not pretrained:
         model = create_random(name, create_kwargs)
         description = f"random init (timm {name}, torch seed {RANDOM_INIT_SEED}) -- no pretrained weights"
@@ -278,8 +284,8 @@ def check_timm_backbone(backbone: str, pretrained: bool, weights: str | Path) ->
         weights: ``cache.weights`` (a resolved path, or empty for the hub's).
 
     Raises:
-        TimmBackboneError: an unknown model, a weights file that is not a checkpoint, or hub weights that are
-            not in the Hugging Face cache.
+        TimmBackboneError: an unknown model, or a weights file that is not a checkpoint.
+        MissingWeightsError: no weights file, and the hub weights are not in the Hugging Face cache.
         MissingFileError: ``weights`` names no file.
     """
     name = timm_model_name(backbone)
@@ -290,7 +296,7 @@ def check_timm_backbone(backbone: str, pretrained: bool, weights: str | Path) ->
         return
     hub_id = create_empty(name, {}).pretrained_cfg.get("hf_hub_id")
     if hub_id and not _in_hub_cache(hub_id):
-        raise TimmBackboneError(
+        raise MissingWeightsError(
             f"cache.backbone: the weights of {backbone} ({hub_id}) are not in the local Hugging Face cache, and runs "
             "are offline. Run once with network access (HF_HUB_OFFLINE unset) so that timm stores them there, or "
             f"save the weights of {name} to a file and set cache.weights to its path"

@@ -76,6 +76,8 @@ from sedlib.pipeline.splits import (
 )
 from sedlib.pipeline.stages import has_pretrained_head
 
+logger = logging.getLogger("sedlib.pipeline.cache")
+
 
 def _transform(config: RunConfig, plan: SplitPlan) -> str:
     """The `sedlib.data.imagenet` transform of a split read from image folders."""
@@ -93,6 +95,20 @@ def _model_eval(config: RunConfig):
     from sedlib.backbones.timm_models import timm_eval_transform
 
     return timm_eval_transform(config.cache.backbone, config.cache.image_size)
+
+
+def _drop_if_changed(run: RunDir, path: Path) -> None:
+    """Remove a feature file whose content changed since this run recorded it, so that it is computed again.
+
+    A file edited in place (for example through a hard link shared with another run directory) may still be a
+    valid feature file of the same manifest, and would be reused: a derived file never becomes the new truth.
+    Only this run's name of the file is removed; another link keeps its content.
+    """
+    entry = run.recorded(path)
+    current = run.content_hash(path) if entry is not None else None
+    if current is not None and current != entry.get("sha256"):
+        logger.warning("%s changed since this run wrote it: computing it again from its source", run.relative(path))
+        path.unlink(missing_ok=True)  # every rank of a distributed run may get here
 
 
 def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
@@ -344,6 +360,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
             )
             path = run.path("features", plan.name)
             started = time.perf_counter()
+            _drop_if_changed(run, path)
             if ranks.world_size == 1:
                 status = split_status(path, manifest)
                 write_split(

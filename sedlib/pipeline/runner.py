@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             written = publish(load_config(args.params_file), run)
             print(f"[publish] {len(written)} files into {written[0].parent}", flush=True)
     except KeyboardInterrupt as interrupt:
+        # The event loop's tasks that the interrupt cut short would each log a traceback as they are collected.
+        logging.getLogger("asyncio").disabled = True
+        sys.stdout.flush()
         cause = f" ({interrupt})" if str(interrupt) else ""
         print(
             f"\n[run] interrupted{cause}: the notebook kernel was stopped, and everything completed before is kept; "
@@ -482,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except UserError as error:
+        sys.stdout.flush()  # the stage's own output first
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

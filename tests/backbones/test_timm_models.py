@@ -85,3 +85,88 @@ def test_bad_names_weights_and_missing_hub_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="cannot load the pretrained weights resnet18.*set cache.weights"):
         load_backbone("timm:resnet18", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "name, content, what",
+    [
+        ("notes.pth", b"these are not weights\n", "is not a PyTorch checkpoint .* but a text file"),
+        ("photo.safetensors", b"\xff\xd8\xff\xe0" + bytes(100), "is not a safetensors file but a JPEG image"),
+        ("empty.bin", b"", "is not a PyTorch checkpoint .* but an empty file"),
+    ],
+)
+def test_a_weights_file_that_is_no_checkpoint_is_named_with_what_it_is(tmp_path, name, content, what):
+    from sedlib.backbones.timm_models import check_timm_backbone
+    from sedlib.errors import TimmBackboneError
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TimmBackboneError, match=f"cache.weights: .*{name} {what}"):
+        load_backbone(f"timm:{TINY}", weights=path)
+    with pytest.raises(TimmBackboneError, match=f"{name} {what}"):  # found before any work starts
+        check_timm_backbone(f"timm:{TINY}", True, path)
+
+
+def test_a_fine_tuned_checkpoint_gives_its_backbone_features_and_its_classifier_is_named(timm, tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        tuned = timm.create_model(TINY, pretrained=False, num_classes=4)  # what a researcher fine-tunes
+    path = tmp_path / "tuned.pth"
+    torch.save(tuned.state_dict(), path)
+    backbone = load_backbone(f"timm:{TINY}", weights=path, image_size=64)
+    assert backbone.weights.endswith("its 4-class classifier (fc.weight, fc.bias) is not used")
+    images = random_images(3, size=64)
+    model = timm.create_model(TINY, pretrained=False, num_classes=4).eval()
+    model.load_state_dict(tuned.state_dict())
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.5)  # test_resnet's data config
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.inference_mode():
+        expected = model.forward_head(model.forward_features(x), pre_logits=True)
+    np.testing.assert_allclose(extract_features(backbone, images), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_params_check_finds_an_unknown_model_and_missing_hub_weights(tmp_path, monkeypatch):
+    from sedlib.backbones.timm_models import check_timm_backbone
+    from sedlib.errors import MissingWeightsError, TimmBackboneError
+
+    with pytest.raises(TimmBackboneError, match="names no timm .* model; list them with python -c"):
+        check_timm_backbone("timm:no_such_net", True, "")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(MissingWeightsError, match=r"timm/resnet18.a1_in1k\) are not in the local Hugging Face cache"):
+        check_timm_backbone("timm:resnet18.a1_in1k", True, "")
+    check_timm_backbone("timm:resnet18.a1_in1k", False, "")  # random weights need none
+
+
+def test_the_advice_to_list_models_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from sedlib.backbones.timm_models import timm_model_name
+    from sedlib.errors import TimmBackboneError
+
+    with pytest.raises(TimmBackboneError) as error:
+        timm_model_name("timm:resnet_18")
+    command = str(error.value).split("list them with python -c ")[1].strip('"')
+    listed = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "'resnet18'" in listed.stdout and "(the nearest: resnet18" in str(error.value)
+
+
+def test_images_get_the_models_own_eval_transform(timm, tmp_path):
+    from PIL import Image
+
+    from sedlib.backbones.timm_models import timm_eval_transform
+    from sedlib.data.imagenet import FolderImages, ImageFolderSet
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    images = ImageFolderSet("folder/test", tmp_path, ("a.png",), np.zeros(1, dtype=np.int64), ("x", "y"))
+    transform, description = timm_eval_transform(f"timm:{TINY}", None)
+    served = FolderImages(images, np.array([0]), "eval", 160, model_eval=transform)[0][0]
+    # timm's own transform, with its normalisation, built directly from the model's configuration
+    config = timm.data.resolve_model_data_config(timm.create_model(TINY, pretrained=False))
+    expected = timm.data.create_transform(**config, is_training=False)(Image.open(tmp_path / "a.png").convert("RGB"))
+    mean, std = torch.tensor(config["mean"]).view(3, 1, 1), torch.tensor(config["std"]).view(3, 1, 1)
+    assert served.dtype == torch.uint8 and served.shape == (3, 160, 160)
+    torch.testing.assert_close((served.float() / 255 - mean) / std, expected, atol=1e-6, rtol=0)
+    assert config["crop_pct"] == 0.95 and description.startswith(f"timm's eval transform of {TINY}: resize 168 (")
