@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from sedlib.data.folders import FolderLayoutError, class_folder_set, folder_classes, ood_folder_set
-from sedlib.data.imagenet import FolderImages
+from sedlib.data.imagenet import FolderImages, _open_rgb
 
 
 def write_images(folder, count, size=8, start=0):
@@ -88,3 +88,53 @@ def test_an_unreadable_image_is_named_when_read(layout):
     unreadable = f"cannot read image {broken}.*corrupt or truncated. The params keys are data.train_path"
     with pytest.raises(ValueError, match=unreadable):
         images[4]
+
+
+def test_hidden_files_and_folders_are_skipped_and_counted(layout, caplog):
+    (layout / "train" / "ant" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS on shared drives
+    (layout / "train" / "ant" / ".DS_Store").write_bytes(b"\x00")
+    (layout / "train" / "ant" / "README.txt").write_text("notes")
+    write_images(layout / "train" / ".ipynb_checkpoints", 1)  # not a class
+    write_images(layout / "train" / "zebra" / ".hidden", 2)  # nor images of a class
+    write_images(layout / "ood" / ".cache", 1)
+    with caplog.at_level("INFO", logger="sedlib.data"):
+        train = class_folder_set(layout / "train", "train")
+        nested = ood_folder_set(layout / "ood", "mine")
+    assert train.class_names == ("Moth", "ant", "zebra") and len(train) == 9
+    assert len(nested) == 3 and not any("/." in f or f.startswith(".") for f in nested.files)
+    # train: .ipynb_checkpoints, the 3 files in ant/ and the 2 images in zebra/.hidden; ood: the image in .cache
+    assert f"{layout / 'train'}: skipped 6 hidden or non-image files and folders" in caplog.text
+    assert f"{layout / 'ood'}: skipped 1 hidden or non-image files and folders" in caplog.text
+
+
+def test_class_names_in_either_unicode_form_are_the_same_class(tmp_path):
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # Linux writes the first, macOS the second
+    write_images(tmp_path / "train" / composed, 2)
+    write_images(tmp_path / "train" / "tea", 2)
+    write_images(tmp_path / "test" / decomposed, 1)
+    write_images(tmp_path / "test" / "tea", 1)
+    train_classes = folder_classes(tmp_path / "train")
+    test = class_folder_set(tmp_path / "test", "test", train_classes)
+    assert train_classes == (composed, "tea") and test.labels.tolist() == [0, 1]
+    assert test.files[0] == f"{decomposed}/000.png"  # the file keeps its name on disk
+    write_images(tmp_path / "test" / composed, 1)
+    with pytest.raises(FolderLayoutError, match="differ only in their Unicode form .*merge each pair"):
+        folder_classes(tmp_path / "test")
+
+
+def test_a_single_class_is_refused(tmp_path):
+    write_images(tmp_path / "train" / "cat", 3)
+    with pytest.raises(FolderLayoutError, match=r"train folder .*train has a single class folder 'cat'.*at least two"):
+        class_folder_set(tmp_path / "train", "train")
+
+
+def test_16_bit_images_are_scaled_not_saturated(tmp_path):
+    values = np.array([[0, 257, 32896], [65535, 1000, 50000]], dtype=np.uint16)  # 257 = 65535 / 255
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert image.mode.startswith("I")  # PIL reads it as 16-bit
+    rgb = np.asarray(_open_rgb(tmp_path / "grey16.png", None))
+    expected = np.round(values / 257).astype(np.uint8)  # 255 / 65535 per step
+    assert rgb.shape == (2, 3, 3)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    np.testing.assert_array_equal(rgb[..., 2], expected)

@@ -273,3 +273,48 @@ def test_a_features_study_caches_the_given_rows_and_names_a_bad_file(tmp_path):
     np.savez(tmp_path / "test.npz", features=given["test"], labels=np.array([0, 1, 2, 3, 1]))
     with pytest.raises(FeatureFileError, match=r"test.npz: label 3 is not one of the 3 classes of the training set"):
         cache_features(config, run, progress=False)
+
+
+def test_own_data_studies_default_to_every_row_and_a_validation_fraction(tmp_path):
+    from sedlib.config import ConfigError
+    from sedlib.pipeline.splits import held_out_rows
+
+    root = own_folders(tmp_path, {split: {"b": 4, "a": 6} for split in ("train", "test")})
+    values = {"run_name": "t", "models": {"de": {"num_members": 2}}}
+    paths = {"dataset": "folder", "train_path": str(root / "train"), "test_path": str(root / "test")}
+    config = RunConfig.from_dict(merge(values, {"data": paths}))  # only the dataset and its paths
+    data = config.data
+    assert (data.train_rows, data.val_rows, data.test_rows, data.corruption_rows) == (None, None, None, None)
+    assert data.val_fraction == 0.1 and data.val_held_out
+    train, train_rows = source_images(config, SplitPlan("train", "train"))
+    _, val_rows = source_images(config, SplitPlan("val", "val"))
+    assert len(train_rows) == 10 and len(val_rows) == 1  # round(0.1 * 10)
+    assert len(training_rows(train_rows, val_rows)) == 9
+    assert [held_out_rows(config, size) for size in (2, 4, 30, 1000)] == [1, 1, 3, 100]  # at least one, one left
+    fashion = RunConfig.from_dict(values).data  # the embedded study keeps its own defaults
+    assert (fashion.train_rows, fashion.val_rows, fashion.test_rows) == (12000, 2000, 5000)
+    every_row = RunConfig.from_dict(merge(values, {"data": {**paths, "val_rows": 10}}))
+    with pytest.raises(ConfigError, match="data.val_rows=10 holds out every one of the 10 training images"):
+        source_images(every_row, SplitPlan("train", "train"))
+
+
+def test_a_feature_file_changed_in_place_is_computed_again_not_reused(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "train.npz", features=rng.normal(size=(12, 4)).astype(np.float32), labels=np.arange(12) % 2)
+    np.savez(tmp_path / "test.npz", features=rng.normal(size=(6, 4)).astype(np.float32), labels=np.arange(6) % 2)
+    config = own_config(tmp_path, dataset="features", train_path=str(tmp_path / "train.npz"),
+                        test_path=str(tmp_path / "test.npz"))  # fmt: skip
+    run = RunDir.open(config, tmp_path / "run")
+    cache_features(config, run, progress=False)
+    path = run.path("features", "test")
+    original = load_split(config, run, "test").features.copy()
+    shared = tmp_path / "other_run_test.h5"
+    shared.hardlink_to(path)  # another run directory shares the file (docs/distributed.md)
+    with h5py.File(shared, "r+") as handle:  # ... and changes it in place: still a valid file of the same manifest
+        handle["features"][0, 0, 0] = 99.0
+    with caplog.at_level("WARNING", logger="sedlib.pipeline.cache"):
+        cache_features(config, run, progress=False)
+    assert "features/test.h5 changed since this run wrote it: computing it again from its source" in caplog.text
+    np.testing.assert_array_equal(load_split(config, run, "test").features, original)
+    with h5py.File(shared, "r") as handle:
+        assert handle["features"][0, 0, 0] == 99.0  # the other run's copy is its own business
