@@ -362,6 +362,7 @@ def _run_stages(
                         os.replace(executed, failed)
                     raise
         except Exception as error:
+            run.remove_stale_staging()  # the stopped kernel's unfinished writes: space a full disk needs back
             raise StageFailedError(failure_message(step, error, failed, command, run.root)) from error
         failed.unlink(missing_ok=True)
         hashes.forget(outputs)

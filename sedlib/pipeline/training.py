@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,9 @@ _worker_progress = False
 
 def _start_worker(bars, data: _TrainingData) -> None:
     global _worker_data, _worker_progress
+    # Ctrl-C reaches every process of the terminal's group: the kernel stops the pool, and a worker would only
+    # add its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     if bars is not None:
         forward_to(bars)

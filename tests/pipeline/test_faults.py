@@ -182,6 +182,25 @@ def test_sigterm_stops_the_runner_and_its_kernel(copy):
     assert not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE
 
 
+def test_ctrl_c_in_a_terminal_ends_with_the_runners_line(copy):
+    """Ctrl-C reaches the whole process group: the runner, its kernel and the kernel's training workers."""
+    command = [sys.executable, "-m", "sedlib.run", PARAMS, "--run-dir", str(copy.root), "--no-report"]
+    started = subprocess.Popen(
+        [*command, "--force", "--stages", "02_train_a2d", "--set", "train.epochs=60"], cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    kernel = kernel_of(started)
+    time.sleep(15)  # into training, with its workers (60 epochs are enough steps for them)
+    os.killpg(started.pid, signal.SIGINT)
+    out, _ = started.communicate(timeout=60)
+    assert started.returncode == 130
+    assert out.rstrip().splitlines()[-1].startswith("[run] interrupted: the notebook kernel was stopped")
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and "Task exception" not in out
+    psutil.wait_procs([kernel], timeout=30)
+    assert not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE
+
+
 def _token(process: psutil.Process) -> str | None:
     try:
         return process.environ().get(LOCK_ENVIRONMENT_VARIABLE)
