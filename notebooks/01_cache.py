@@ -89,5 +89,5 @@ splits = cache_features(config, run)
 
 # %%
 #| label: tbl-splits
-#| tbl-cap: "Cached splits: rows, augmentation passes, what was found before this run, and the time spent now."
+#| tbl-cap: "Cached splits: rows, augmentation passes, what was found before this run, the time spent now and, for image folders, how the images that are not augmented were resized and cropped (a timm model's own eval transform, or the project's)."
 display(Markdown(splits.drop(columns=["file"]).to_markdown(index=False)))

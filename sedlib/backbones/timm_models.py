@@ -183,6 +183,10 @@ _MAGIC = (
 )
 
 
+_MAYBE_WEIGHTS = ("a zip archive", "a Python pickle", "not a checkpoint format")
+"""How `describe_file` begins for a file that may be damaged weights rather than another kind of file."""
+
+
 def _read_checkpoint(path: Path) -> dict:
     """The tensors of a weights file (unwrapped from ``state_dict`` / ``model``), naming the file when it is none.
 
@@ -197,10 +201,13 @@ def _read_checkpoint(path: Path) -> dict:
         return timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as error:  # safetensors, pickle and zip errors: all mean "not a checkpoint"
         expected = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch checkpoint (torch.save)"
+        what = describe_file(path)
+        # the reader's own words help only when the file could have been weights (a zip or a pickle)
+        detail = f" ({type(error).__name__}: {str(error)[:200]})" if what.startswith(_MAYBE_WEIGHTS) else ""
         raise TimmBackboneError(
-            f"cache.weights: {path} is not {expected} but {describe_file(path)} ({type(error).__name__}: "
-            f"{str(error)[:200]}); give the file of the model's state dict, as "
-            "safetensors.torch.save_file(model.state_dict(), ...) or torch.save(model.state_dict(), ...) writes it"
+            f"cache.weights: {path} is not {expected} but {what}{detail}; give the file of the model's state "
+            "dict, as safetensors.torch.save_file(model.state_dict(), ...) or torch.save(model.state_dict(), ...) "
+            "writes it"
         ) from error
 
 

@@ -494,7 +494,8 @@ def ood_folder(root: str | os.PathLike, name: str) -> ImageFolderSet:
     """
     root = Path(root)
     key = _dataset_key(name)
-    title = f"{_DISPLAY.get(name, name)} folder"
+    own = name.startswith(f"{OWN_FOLDERS}/")
+    title = f"OOD folder {name.split('/', 1)[1]!r} (data.ood_paths)" if own else f"{_DISPLAY.get(name, name)} folder"
     if not root.is_dir():
         problem = f"{title} {root} is not a directory" if root.exists() else f"{title} {root} does not exist"
         raise _layout_error(MissingFileError, key, problem)

@@ -381,6 +381,8 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 "seconds": round(time.perf_counter() - started, 1),
                 "file": path.name,
             }
+            # image folders: which resize and crop made the features (timm's own, or the project's)
+            | ({"transform": transform} if data.dataset in ("imagenet", "folder") else {})
         )
     if ranks.is_main:
         run.record(*(run.path("features", row["split"]) for row in rows))
