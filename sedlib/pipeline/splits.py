@@ -219,8 +219,8 @@ def check_sources(config: RunConfig) -> None:
 
     Your image folders or feature files (``data.dataset`` folder or features) are listed or read, every set
     once: missing folders and files, empty class folders, class folders that differ between the sets, a
-    single class, files that are not feature files. Then every split's rows are drawn (a row count larger
-    than its set). A ``timm:`` backbone's name and weights are checked
+    single class, files that are not feature files, features too large for ``cache.dtype: float16``. Then
+    every split's rows are drawn (a row count larger than its set). A ``timm:`` backbone's name and weights are checked
     (`sedlib.backbones.timm_models.check_timm_backbone`).
 
     Raises:
@@ -234,6 +234,15 @@ def check_sources(config: RunConfig) -> None:
             if name not in sizes:
                 sizes[name] = len(_source_set(config, plan))
             split_rows(config, plan, sizes[name])
+    if data.dataset == "features" and cache.dtype == "float16":
+        limit = float(np.finfo(np.float16).max)
+        for arrays in feature_sets(config).values():
+            largest = float(np.abs(arrays.features).max(initial=0))
+            if largest > limit:
+                raise ConfigError(
+                    f"{config.source}: {arrays.path} holds features up to {largest:.4g} in magnitude, beyond float16 "
+                    f"({limit:g}): set cache.dtype: float32"
+                )
     if cache.backbone.startswith(TIMM_PREFIX) and data.dataset != "features":
         from sedlib.backbones.timm_models import check_timm_backbone
 

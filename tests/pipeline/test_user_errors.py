@@ -128,3 +128,45 @@ def test_an_image_that_cannot_be_read_is_named_by_the_stage(study, capsys):
     assert last.startswith(f"error: [01_cache] failed: cannot read image {study.root}/train/b/empty.png")
     assert "the file is corrupt or truncated" in last and "data.train_path" in last
     assert err.splitlines()[-1].endswith("continues from here.")
+
+
+def test_features_too_large_for_float16(capsys, no_kernel, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, rows in (("train", 8), ("test", 4)):
+        features = rng.normal(size=(rows, 3)).astype(np.float32)
+        features[0, 0] = 1e5 if name == "test" else 1.0
+        np.savez(tmp_path / f"{name}.npz", features=features, labels=np.arange(rows) % 2)
+    data = {"dataset": "features", "train_path": str(tmp_path / "train.npz"), "test_path": str(tmp_path / "test.npz")}
+    params = tmp_path / "f.yaml"
+    params.write_text(yaml.safe_dump({"run_name": "f", "models": {"de": {"num_members": 2}}, "data": data}))
+    assert runner.main([str(params), "--run-dir", str(tmp_path / "run"), "--no-report"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: [01_cache] cannot run: {params}: {tmp_path / 'test.npz'} holds features up to 1e+05")
+    assert err.endswith("beyond float16 (65504): set cache.dtype: float32")
+
+
+KERNEL_MESSAGE = "cache.weights: w.pth does not load into timm's resnet18 (...); give a state dict of it"
+
+
+@pytest.mark.parametrize(
+    "raised, expected",
+    [
+        (OSError(28, "No space left on device"), "failed: no space left on the device mounted at /"),
+        ("TimmBackboneError", f"failed: {KERNEL_MESSAGE}"),  # weights of another architecture
+        ("ImageReadError", f"failed: {KERNEL_MESSAGE}"),  # a truncated JPEG
+        ("ConfigError", f"failed: {KERNEL_MESSAGE}"),  # features that overflow cache.dtype float16
+    ],
+)
+def test_errors_inside_a_stage_read_as_user_errors(study, capsys, monkeypatch, raised, expected):
+    """What a kernel reports (papermill names the class only) and what the runner's own process meets."""
+    from papermill.exceptions import PapermillExecutionError
+
+    def execute(step, *args):
+        if isinstance(raised, str):
+            raise PapermillExecutionError(1, 2, "", raised, KERNEL_MESSAGE, [])
+        raise RuntimeError("could not write evaluations.h5") from raised
+
+    monkeypatch.setattr(runner, "execute_stage", execute)
+    err = study(capsys, {"severities": []})
+    assert expected in err.splitlines()[0]
+    assert err.splitlines()[-1].endswith(f"--run-dir {study.root.parent / 'run'}` continues from here.")
