@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -147,3 +149,20 @@ def is_disk_full(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def almost_full(path: str | Path) -> bool:
+    """Whether the file system holding ``path`` has less than a mebibyte free (a process died writing there)."""
+    try:
+        return shutil.disk_usage(path).free < 1 << 20
+    except OSError:
+        return False
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system holding ``path``: the device a "no space left" message names."""
+    path = Path(path).resolve()
+    device = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == device:
+        path = path.parent
+    return path

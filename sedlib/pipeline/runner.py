@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 from sedlib import file_sha256, progress, source_hash
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
-from sedlib.errors import StageFailedError, UserError, is_disk_full, user_error_class
+from sedlib.errors import StageFailedError, UserError, almost_full, is_disk_full, mount_point, user_error_class
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
@@ -218,9 +217,10 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, command: 
     else:
         name, message, where = type(error).__name__, str(error).strip(), "the kernel"
         user, disk_full = isinstance(error, UserError), is_disk_full(error)
-    if disk_full or _no_space_left(run_root):
+    if disk_full or almost_full(run_root):
         return (
-            f"[{step.name}] failed: no space left on {_device_of(run_root)}, which holds {_shown_path(run_root)}: "
+            f"[{step.name}] failed: no space left on the device mounted at {mount_point(run_root)}, which holds "
+            f"{_shown_path(run_root)}: "
             f"free space there; everything completed before is kept, and `{command}` continues from here."
         )
     what = (
@@ -236,23 +236,6 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, command: 
         f"  The executed notebook, with the traceback in {where}, is {_shown_path(notebook)}\n"
         f"  Everything completed before is kept; after the fix, `{command}` continues from here."
     )
-
-
-def _no_space_left(path: Path) -> bool:
-    """Whether the file system holding ``path`` has less than a mebibyte free (a stage that died writing there)."""
-    try:
-        return shutil.disk_usage(path).free < 1 << 20
-    except OSError:
-        return False
-
-
-def _device_of(path: Path) -> str:
-    """The mount point of the file system holding ``path``, as ``the device mounted at /mnt/data``."""
-    path = Path(path).resolve()
-    device = path.stat().st_dev
-    while path.parent != path and path.parent.stat().st_dev == device:
-        path = path.parent
-    return f"the device mounted at {path}"
 
 
 def _shown_path(path: Path | str) -> str:
