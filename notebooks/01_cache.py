@@ -50,7 +50,7 @@ from IPython.display import Markdown, display
 
 from sedlib.config import load_config
 from sedlib.pipeline.cache import cache_features, example_inputs
-from sedlib.pipeline.plots import image_rows
+from sedlib.pipeline.input_plots import image_rows
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import plan_splits
 

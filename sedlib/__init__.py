@@ -13,7 +13,6 @@ per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed
 
 import hashlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -40,12 +39,3 @@ def fsync(path: Path, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def source_hash(root: Path, paths: Iterable[Path]) -> str:
-    """sha256 over files' paths (relative to ``root``) and contents: what a cached result was made by."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()

@@ -132,6 +132,16 @@ def staged_sources(project_root: Path | str = PROJECT_ROOT) -> list[str]:
     return [QUARTO_CONFIG, *(p.relative_to(source_dir).as_posix() for p in _report_sources(source_dir))]
 
 
+def report_files() -> list[str]:
+    """The files `render_report` writes into a run directory with pandoc + Typst.
+
+    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
+    the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
+    one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
+    """
+    return [*staged_sources(), *rendered_files()]
+
+
 def rendered_files(project_root: Path | str = PROJECT_ROOT) -> list[str]:
     """The files `render_with_pandoc` writes, relative to the run directory.
 

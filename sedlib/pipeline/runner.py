@@ -12,8 +12,9 @@ notebook (`notebooks/NN_name.py`, the jupytext source of truth) is then executed
 ``params_file``, ``run_dir`` and ``overrides`` into ``runs/<run>/notebooks/NN_name.ipynb``.
 
 A stage runs again only when it needs to (`why_run`), and the line it prints says why: it never ran,
-what it reads changed (its notebook, its params sections, the `sedlib` code, or the content of a file
-it reads, `sedlib.pipeline.stages.declared_reads`), or one of the files it writes
+what it reads changed (its own code: the notebook and the `sedlib` modules it imports, transitively,
+`sedlib.pipeline.closure`, named file by file; its params sections; or the content of a file it reads,
+`sedlib.pipeline.stages.declared_reads`), or one of the files it writes
 (`sedlib.pipeline.stages.declared_outputs`) is missing or changed since it wrote them. What a stage ran with
 and wrote is recorded in ``runs/<run>/stages/NN_name.json`` when it completes.
 
@@ -37,9 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-from sedlib import file_sha256, progress, source_hash
+from sedlib import progress
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
 from sedlib.errors import SedlibError, user_error_names
+from sedlib.pipeline.closure import changed_files, code_fingerprint, import_closure
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
@@ -53,9 +55,13 @@ def notebook_source(stage_name: str) -> Path:
     return PROJECT_ROOT / "notebooks" / f"{stage_name}.py"
 
 
-def library_hash() -> str:
-    """Hash of the `sedlib` sources: a change to the library reruns the stages that use it."""
-    return source_hash(PROJECT_ROOT, sorted((PROJECT_ROOT / "sedlib").rglob("*.py")))
+def stage_code(stage_name: str) -> dict[str, str]:
+    """A stage's code: its notebook and the `sedlib` modules it imports, transitively (`sedlib.pipeline.closure`).
+
+    Returns:
+        ``{file: sha256}``, e.g. ``{"notebooks/01_cache.py": ..., "sedlib/features/store.py": ..., ...}``.
+    """
+    return code_fingerprint(import_closure(notebook_source(stage_name)))
 
 
 def _digest(value) -> str:
@@ -79,19 +85,18 @@ class _Hashes:
             self.known.pop(relative, None)
 
 
-def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes, library: str) -> dict:
+def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes) -> dict:
     """Everything a stage's results depend on, in parts that `why_run` can name.
 
-    The params enter through the sections the stage reads (plus ``device`` and ``run_name``); what it
-    reads of earlier stages enters through the content hashes of the files it reads; ``library`` is
-    `library_hash`, computed once per run of the runner.
+    The stage's own code enters file by file (`stage_code`); the params through the sections the stage
+    reads (plus ``device`` and ``run_name``); what it reads of earlier stages through the content hashes
+    of the files it reads.
     """
     resolved = config.to_dict()
     sections = list(resolved) if step.sections == ("all",) else ["run_name", "device", *step.sections]
     return {
-        "notebook": file_sha256(notebook_source(step.name)),
+        "code": stage_code(step.name),
         "params": {section: _digest(resolved[section]) for section in sections},
-        "library": library,
         "files": {relative: hashes(relative) for relative in declared_reads(config, step.name)},
     }
 
@@ -112,16 +117,14 @@ def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: 
     previous = record.get("inputs", {})
     if previous != inputs:
         changed = []
-        if previous.get("notebook") != inputs["notebook"]:
-            changed.append(f"notebooks/{step.name}.py")
+        if "code" not in previous:
+            changed.append("its record predates per-stage code fingerprints")
+        else:
+            changed += _few(changed_files(previous["code"], inputs["code"]), "files of its code")
         sections = [s for s in inputs["params"] if previous.get("params", {}).get(s) != inputs["params"][s]]
         if sections:
             changed.append(f"params {', '.join(sections)}")
-        if previous.get("library") != inputs["library"]:
-            changed.append("the sedlib code")
-        files = [f for f in inputs["files"] if previous.get("files", {}).get(f) != inputs["files"][f]]
-        if files:
-            changed.append(", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else ""))
+        changed += _few([f for f in inputs["files"] if previous.get("files", {}).get(f) != inputs["files"][f]], "files")
         return f"changed since it last ran: {'; '.join(changed) or 'what it reads'}"
     recorded = record.get("outputs", {})
     for relative in outputs:
@@ -133,6 +136,13 @@ def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: 
         if current != recorded[relative]:
             return f"{relative} changed since the stage wrote it"
     return None
+
+
+def _few(names: list[str], what: str) -> list[str]:
+    """At most three names and how many more, as one entry of `why_run`'s list (none for no names)."""
+    if not names:
+        return []
+    return [", ".join(names[:3]) + (f" and {len(names) - 3} more {what}" if len(names) > 3 else "")]
 
 
 #: What the terminal shows while a stage runs (`execute_stage`).
@@ -322,9 +332,9 @@ def _run_stages(
     command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
-    hashes, library = _Hashes(run), library_hash()
+    hashes = _Hashes(run)
     for step in chosen:
-        inputs = stage_inputs(config, step, hashes, library)
+        inputs = stage_inputs(config, step, hashes)
         outputs = declared_outputs(config, step.name)
         reason = why_run(run, step, inputs, outputs, hashes)
         if reason is None and not force:

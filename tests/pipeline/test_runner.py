@@ -3,9 +3,10 @@ import os
 
 import pytest
 
+from sedlib import PROJECT_ROOT
 from sedlib.config import ConfigError, load_config
+from sedlib.pipeline import closure, stages
 from sedlib.pipeline import runner as runner
-from sedlib.pipeline import stages
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, declared_outputs
 
@@ -56,6 +57,34 @@ def test_unchanged_stages_are_skipped_and_changes_propagate(fake_stages, tmp_pat
     overrides["eval"] = {"batch_size": 7}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
     assert fake_stages == ["03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+
+
+@pytest.mark.parametrize(
+    "edited, reruns",
+    [
+        # by hand, from the notebooks' imports: stage 01 draws its figure with input_plots, the others with plots
+        ("sedlib/pipeline/plots.py", ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]),
+        ("sedlib/pipeline/input_plots.py", list(STAGE_NAMES)),  # plots.py draws its notes with it
+        # training imports the losses (stage 02 on); stage 01 imports neither training nor the scores
+        ("sedlib/losses.py", ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]),
+        ("sedlib/features/store.py", list(STAGE_NAMES)),  # every stage reads features
+        ("sedlib/pipeline/findings.py", ["05_tables"]),
+        ("notebooks/03_eval_ood_gen.py", ["03_eval_ood_gen"]),
+    ],
+)
+def test_an_edit_reruns_exactly_the_stages_whose_code_holds_it(
+    fake_stages, tmp_path, capsys, monkeypatch, edited, reruns
+):
+    run_dir = str(tmp_path / "run")
+    runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
+    fake_stages.clear()
+    capsys.readouterr()
+    real = closure.file_sha256
+    target = (PROJECT_ROOT / edited).resolve()
+    monkeypatch.setattr(closure, "file_sha256", lambda path: "edited" if path.resolve() == target else real(path))
+    runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
+    assert fake_stages == reruns
+    assert f"[{reruns[0]}] running: changed since it last ran: {edited}" in lines(capsys)
 
 
 @pytest.mark.parametrize(
