@@ -39,7 +39,16 @@ import time
 from pathlib import Path
 
 from sedlib import progress
-from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
+from sedlib.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    RunConfig,
+    format_overrides,
+    from_working_directory,
+    load_config,
+    parse_overrides,
+    resolve_path,
+)
 from sedlib.errors import SedlibError, user_error_names
 from sedlib.pipeline.closure import changed_files, code_fingerprint, import_closure
 from sedlib.pipeline.rundir import RunDir
@@ -160,7 +169,6 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
     import papermill
 
     notebook = jupytext.read(notebook_source(step.name))
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     with _text_progress():
         papermill.execute_notebook(
             notebook,
@@ -177,6 +185,27 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
             # mid-cycle. A cell's errors reach the runner through the notebook, not through this log.
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
+    _record_paths(output, notebook_source(step.name), run.path("notebook", step.name))
+
+
+def _record_paths(executed: Path, source: Path, final: Path) -> None:
+    """Name the real notebook source and the executed notebook's final place in its papermill metadata.
+
+    papermill records what it was given: the notebook read by jupytext (no path: it would store the whole
+    JSON) and the temporary file that `RunDir.writing` moves into place.
+    """
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata.papermill["input_path"] = _project_path(source)
+    notebook.metadata.papermill["output_path"] = _project_path(final)
+    nbformat.write(notebook, executed)
+
+
+def _project_path(path: Path | str) -> str:
+    """A path relative to the project root when it lies under it (as a notebook parameter takes it), else absolute."""
+    path = resolve_path(path)
+    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 @contextlib.contextmanager
@@ -200,19 +229,9 @@ def rerun_command(params_file: str, run_dir: str | None = None, overrides: dict 
         >>> rerun_command("params/smoke.yaml", "runs/x", {"train": {"lr": 0.001}, "models": {"de": {"lam": 0}}})
         'python -m sedlib.run params/smoke.yaml --run-dir runs/x --set train.lr=0.001 --set models.de.lam=0'
     """
-
-    def assignments(values: dict, prefix: str = "") -> list[str]:
-        flat = []
-        for key, value in values.items():
-            if isinstance(value, dict):
-                flat += assignments(value, f"{prefix}{key}.")
-            else:
-                flat.append(f"--set {prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}")
-        return flat
-
-    parts = ["python -m sedlib.run", str(params_file)]
-    parts += [f"--run-dir {run_dir}"] if run_dir else []
-    return " ".join(parts + assignments(overrides or {}))
+    parts = ["python -m sedlib.run", _shown_path(params_file)]
+    parts += [f"--run-dir {_shown_path(run_dir)}"] if run_dir else []
+    return " ".join(parts + [f"--set {assignment}" for assignment in format_overrides(overrides or {})])
 
 
 def failure_message(step: Stage, error: BaseException, notebook: Path, command: str) -> str:
@@ -270,11 +289,13 @@ def run_study(
     is refused, and the notebooks executed here work under this lock.
 
     Args:
-        params_file: the run's YAML file (relative to the project root or absolute).
+        params_file: the run's YAML file (relative to the project root or absolute; `main` makes a path typed
+            on the command line absolute from the working directory).
         stages: names of the stages to consider (all by default); the others are not run, and the
             files of theirs that a chosen stage reads must be in place.
         overrides: nested mapping merged over the params file (passed on to every notebook).
-        run_dir: the run directory (``runs/<run_name>`` by default).
+        run_dir: the run directory (by default ``runs/<run_name>``, or with overrides their own
+            ``runs/<run_name>+<overrides>``, `sedlib.pipeline.rundir.RunDir.locate`).
         force: run the chosen stages even when they need not run.
         report: render ``report/index.html`` and ``index.pdf`` after the stages.
         engine: report engine, ``auto``, ``quarto`` or ``pandoc`` (see `sedlib.pipeline.report`).
@@ -295,11 +316,12 @@ def run_study(
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; the stages are {list(STAGE_NAMES)}")
     command = rerun_command(params_file, run_dir, overrides)
-    with RunDir.locate(config, run_dir).lock(command):
-        run = RunDir.open(config, run_dir)
-        chosen = [step for step in STAGES if stages is None or step.name in stages]
-        _check_unchosen_inputs(config, run, chosen, command)
-        _run_stages(config, run, str(params_file), chosen, overrides, force, terminal, command)
+    located = RunDir.locate(config, run_dir, overrides)
+    chosen = [step for step in STAGES if stages is None or step.name in stages]
+    _check_unchosen_inputs(config, located, chosen, command)  # before anything is created
+    with located.lock(command):
+        run = RunDir.open(config, run_dir, overrides)
+        _run_stages(config, run, _project_path(params_file), chosen, overrides, force, terminal, command)
         _note_undeclared(config, run)
         if report:
             _render_report(config, run, engine)
@@ -332,10 +354,15 @@ def _run_stages(
     command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
-    hashes = _Hashes(run)
+    hashes, base = _Hashes(run), run.base()
     for step in chosen:
         inputs = stage_inputs(config, step, hashes)
         outputs = declared_outputs(config, step.name)
+        if base is not None and not force and _take_over(base, run, step, inputs, outputs, hashes):
+            print(
+                f"[{step.name}] skipped: taken over from {_shown_path(base.root)} (the same code, settings and inputs)"
+            )
+            continue
         reason = why_run(run, step, inputs, outputs, hashes)
         if reason is None and not force:
             print(f"[{step.name}] skipped: up to date", flush=True)
@@ -369,6 +396,24 @@ def _run_stages(
             {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
         print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _take_over(base: RunDir, run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: _Hashes) -> bool:
+    """In a variant that has not run a stage: take its outputs from the base run when they would be the same.
+
+    They would be when the base run's stage ran with exactly these inputs (code, params sections and the
+    content of what it read). Its outputs come in by hard link with their recorded hashes
+    (`sedlib.pipeline.rundir.RunDir.adopt`), and must hash as the stage recorded them.
+    """
+    record = base.stage_record(step.name)
+    if run.stage_record(step.name) is not None or record is None or record.get("inputs") != inputs:
+        return False
+    taken = run.adopt(base, outputs)
+    hashes.forget(outputs)
+    if taken != sorted(outputs) or any(hashes(r) != record.get("outputs", {}).get(r) for r in outputs):
+        return False
+    run.write_stage_record(step.name, record)
+    return True
 
 
 def _check_source_data(config: RunConfig, step: Stage) -> None:
@@ -423,9 +468,11 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sedlib.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("params_file", help="e.g. params/default.yaml")
+    parser.add_argument("params_file", help="e.g. params/default.yaml (from the working directory)")
     parser.add_argument("--stages", nargs="+", metavar="STAGE", help=f"among {list(STAGE_NAMES)}")
-    parser.add_argument("--run-dir", help="run directory (default runs/<run_name>)")
+    parser.add_argument(
+        "--run-dir", help="run directory, from the working directory (default runs/<run_name>, with --set its own)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params value, e.g. --set train.lr=1e-3 (YAML value)")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="rerun the chosen stages even if up to date")
@@ -444,22 +491,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--publish copies the results of the params file as it is; run it without --set")
     _stop_on_sigterm()
     logging.basicConfig(format="[run] %(message)s")
+    params_file = from_working_directory(args.params_file)
+    run_dir = from_working_directory(args.run_dir) if args.run_dir else None
     try:
+        if not Path(params_file).is_file():
+            available = sorted(path.name for path in PROJECT_ROOT.glob("params/*.yaml"))
+            raise FileNotFoundError(
+                f"params file {args.params_file} not found from the working directory {Path.cwd()}; the project's "
+                f"are in {_shown_path(PROJECT_ROOT / 'params')}: {available}"
+            )
         overrides = parse_overrides(args.set)
         run = run_study(
-            args.params_file, args.stages, overrides, args.run_dir, args.force, not args.no_report, args.engine,
-            args.terminal,
-        )  # fmt: skip
+            params_file, args.stages, overrides, run_dir, args.force, not args.no_report, args.engine, args.terminal
+        )
         if args.publish:
             from sedlib.pipeline.publish import publish
 
-            written = publish(load_config(args.params_file), run)
+            written = publish(load_config(params_file), run)
             print(f"[publish] {len(written)} files into {written[0].parent}", flush=True)
     except KeyboardInterrupt as interrupt:
         cause = f" ({interrupt})" if str(interrupt) else ""
         print(
             f"\n[run] interrupted{cause}: the notebook kernel was stopped, and everything completed before is kept; "
-            f"`{rerun_command(args.params_file, args.run_dir, parse_overrides(args.set))}` continues from here.",
+            f"`{rerun_command(params_file, run_dir, parse_overrides(args.set))}` continues from here.",
             file=sys.stderr,
         )
         return 130
