@@ -23,6 +23,8 @@ def test_every_stage_wrote_its_results(smoke_run):
         assert notebook.metadata["papermill"]["exception"] is None
         parameters = notebook.metadata["papermill"]["parameters"]
         assert parameters["params_file"] == "params/smoke.yaml"
+        assert notebook.metadata["papermill"]["input_path"] == f"notebooks/{stage}.py"  # not the notebook's JSON
+        assert notebook.metadata["papermill"]["output_path"] == str(smoke_run.path("notebook", stage))
     with h5py.File(smoke_run.path("features", "train")) as handle:
         assert handle["features"].shape == (2, 300, 1280)
     ood_gen = pd.read_csv(smoke_run.path("ood_gen"))
