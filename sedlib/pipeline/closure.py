@@ -27,7 +27,6 @@ import ast
 import hashlib
 import json
 from collections.abc import Iterable
-from functools import cache
 from pathlib import Path
 
 from sedlib import PROJECT_ROOT, file_sha256
@@ -102,15 +101,13 @@ def _with_parents(name: str) -> list[str]:
 def import_closure(path: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """The file plus every package module it imports, transitively; sorted, the file itself included.
 
+    Read afresh on every call (no cache): a kernel that outlives an edit adding an import still sees it.
+
     Args:
         path: a notebook source (``notebooks/NN_name.py``) or a module of the package.
         package_dir: the package followed (`sedlib` by default; tests pass a synthetic one).
     """
-    return sorted(_closure(Path(path).resolve(), package_dir.resolve()))
-
-
-@cache
-def _closure(path: Path, package_dir: Path) -> frozenset[Path]:
+    path, package_dir = Path(path).resolve(), package_dir.resolve()
     seen: set[Path] = set()
     pending = [path]
     own = module_name(path, package_dir)
@@ -126,7 +123,7 @@ def _closure(path: Path, package_dir: Path) -> frozenset[Path]:
                 found = module_file(module, package_dir)
                 if found is not None and found not in seen:
                     pending.append(found)
-    return frozenset(seen)
+    return sorted(seen)
 
 
 def shown_name(path: Path) -> str:
