@@ -1,4 +1,5 @@
-# make setup   find (as root: install) the Fashion-MNIST files, create .venv and install the pinned environment (Python 3.11)
+# make setup   find (as root: install) the Fashion-MNIST files, create .venv and install the pinned environment (Python 3.11),
+#              and the git filter that strips outputs from committed notebooks (nbstripout, .gitattributes)
 # make test    run the test suite (sets up .venv first when missing)
 # make test-fast  the unit tests only, without the papermill and torchrun runs (under a minute)
 # make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
@@ -16,9 +17,14 @@ STAMP := $(VENV)/.installed
 # JupyterLab reads this environment's overrides.json: .py files open with jupytext's notebook view
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup data test test-fast lint report results smoke smoke-imagenet own-data-example bench lab
+.PHONY: setup data hooks test test-fast lint report results smoke smoke-imagenet own-data-example bench lab
 
-setup: data $(STAMP)
+setup: data $(STAMP) hooks
+
+# A notebook saved in JupyterLab keeps its outputs on disk; the filter strips them from what git stores (outside a git
+# checkout, as in an unpacked release, there is nothing to set up).
+hooks: $(STAMP)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .gitattributes; fi
 
 # Standard library only, so it runs (and stops, with the commands to run) before anything is installed.
 data:

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -41,22 +41,20 @@
 # feature), or copies the rows of feature files you already have (`data.dataset: features`, no backbone).
 
 # %% tags=["parameters"]
-params_file = "params/default.yaml"
-run_dir = None
-overrides = {}
+params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
+run_dir: str = ""  # where it writes; empty: runs/<run_name>, or with overrides runs/<run_name>+<overrides>
+overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epochs": 1}}; or that as YAML/JSON text
 
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.config import load_config
 from sedlib.pipeline.cache import cache_features, example_inputs
-from sedlib.pipeline.plots import image_rows
-from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.input_plots import image_rows
+from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.splits import plan_splits
 
-config = load_config(params_file, overrides)
-run = RunDir.open(config, run_dir)
-print(f"run directory: {run.root}\nsplits to cache: {len(plan_splits(config))}")
+config, run = open_stage(params_file, run_dir, overrides, globals())
+print(f"splits to cache: {len(plan_splits(config))}")
 
 # %% [markdown]
 # ## The inputs

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -47,22 +47,20 @@
 # update), and the learning rate follows the published cosine schedule.
 
 # %% tags=["parameters"]
-params_file = "params/default.yaml"
-run_dir = None
-overrides = {}
+params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
+run_dir: str = ""  # where it writes; empty: runs/<run_name>, or with overrides runs/<run_name>+<overrides>
+overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epochs": 1}}; or that as YAML/JSON text
 
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.config import load_config
 from sedlib.pipeline.hardness import alpha_classes, alpha_gallery, alpha_overview
+from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.plots import alpha_distribution, image_grid, training_curves
-from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.tables import markdown_table
 from sedlib.pipeline.training import main_logs, train_models, training_overview
 
-config = load_config(params_file, overrides)
-run = RunDir.open(config, run_dir)
+config, run = open_stage(params_file, run_dir, overrides, globals())
 
 # %%
 models = train_models(config, run)

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -33,17 +33,16 @@
 # per-sample results are kept in `results/evaluations.h5` for notebook 04.
 
 # %% tags=["parameters"]
-params_file = "params/default.yaml"
-run_dir = None
-overrides = {}
+params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
+run_dir: str = ""  # where it writes; empty: runs/<run_name>, or with overrides runs/<run_name>+<overrides>
+overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epochs": 1}}; or that as YAML/JSON text
 
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.config import load_config
 from sedlib.pipeline.evaluation import evaluate_models, store_evaluations
+from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.plots import corruption_breakdown
-from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.tables import (
     calibration_table,
     calibration_wide,
@@ -55,8 +54,7 @@ from sedlib.pipeline.tables import (
 )
 from sedlib.pipeline.training import load_models
 
-config = load_config(params_file, overrides)
-run = RunDir.open(config, run_dir)
+config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)
 
 # %%

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -35,18 +35,17 @@
 # reports AUROC, FPR at 95 % TPR and AUPR, as the paper's Table 3 does.
 
 # %% tags=["parameters"]
-params_file = "params/default.yaml"
-run_dir = None
-overrides = {}
+params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
+run_dir: str = ""  # where it writes; empty: runs/<run_name>, or with overrides runs/<run_name>+<overrides>
+overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epochs": 1}}; or that as YAML/JSON text
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sedlib.config import load_config
 from sedlib.pipeline.evaluation import detector_table, save_detector_scores, stored_evaluations
+from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.plots import roc_curves, score_histograms
-from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import plan_splits
 from sedlib.pipeline.tables import (
     detection_table,
@@ -59,8 +58,7 @@ from sedlib.pipeline.tables import (
 )
 from sedlib.pipeline.training import load_models
 
-config = load_config(params_file, overrides)
-run = RunDir.open(config, run_dir)
+config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)
 
 # %%

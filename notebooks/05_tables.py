@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -25,16 +25,15 @@
 # short summary. Every number in these texts is read from those files.
 
 # %% tags=["parameters"]
-params_file = "params/default.yaml"
-run_dir = None
-overrides = {}
+params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
+run_dir: str = ""  # where it writes; empty: runs/<run_name>, or with overrides runs/<run_name>+<overrides>
+overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epochs": 1}}; or that as YAML/JSON text
 
 # %%
 import time
 
 from IPython.display import Markdown, display
 
-from sedlib.config import load_config
 from sedlib.pipeline.evaluation import stored_detector_scores, stored_evaluations
 from sedlib.pipeline.findings import (
     abstract,
@@ -44,8 +43,8 @@ from sedlib.pipeline.findings import (
     sweep_logs,
     value_intervals,
 )
+from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.plots import summary_figure, sweep_figure
-from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import plan_splits
 from sedlib.pipeline.summary import method_comparison, results_summary
 from sedlib.pipeline.tables import (
@@ -62,8 +61,7 @@ from sedlib.pipeline.tables import (
     table3,
 )
 
-config = load_config(params_file, overrides)
-run = RunDir.open(config, run_dir)
+config, run = open_stage(params_file, run_dir, overrides, globals())
 ood_gen, ood_det, diversity = run.read_csv("ood_gen"), run.read_csv("ood_det"), run.read_csv("diversity")
 
 # %% [markdown]

@@ -13,13 +13,31 @@ per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed
 
 import hashlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: The checkout the package lives in (an editable install): params/, notebooks/, runs/, _quarto.yml.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def is_checkout(folder: Path) -> bool:
+    """Whether a folder is a project checkout: it holds the notebooks and the params files."""
+    return (folder / "notebooks" / "01_cache.py").is_file() and (folder / "params").is_dir()
+
+
+def find_project_root() -> Path:
+    """The checkout whose params/, notebooks/ and runs/ the commands use.
+
+    An editable install (``make setup``) lives in its checkout. An installed copy (``pip install .``) does not:
+    then the checkout is the working directory or the nearest folder above it that is one.
+    """
+    package_parent = Path(__file__).resolve().parent.parent
+    if is_checkout(package_parent):
+        return package_parent
+    here = Path.cwd().resolve()
+    return next((folder for folder in (here, *here.parents) if is_checkout(folder)), package_parent)
+
+
+#: The checkout: params/, notebooks/, runs/, _quarto.yml (`find_project_root`).
+PROJECT_ROOT = find_project_root()
 
 
 def file_sha256(path: Path) -> str:
@@ -40,12 +58,3 @@ def fsync(path: Path, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def source_hash(root: Path, paths: Iterable[Path]) -> str:
-    """sha256 over files' paths (relative to ``root``) and contents: what a cached result was made by."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()

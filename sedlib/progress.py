@@ -5,6 +5,10 @@ executes has no front end to draw them, so its stored outputs (and ``python -m s
 would show no progress. The runner therefore sets ``SED_PROGRESS=text`` for its kernels (and
 streams their text to the terminal), and every bar of `sedlib` comes from here.
 
+A widget bar stores its text form only as it was when first shown (0 %), which is all that a notebook
+run outside Lab (``papermill`` directly, ``jupyter nbconvert --execute``) keeps, and what GitHub and Quarto
+show; `sedlib`'s widget bars therefore update that text when they close (`_widget_bar`).
+
 A worker process (stage 02 trains one model per CPU core) cannot draw into the notebook: after
 `forward_to`, its bars send their state to the parent process instead, which draws one bar for all.
 
@@ -13,6 +17,7 @@ line would then start on a bar's line; so in a kernel the text bars still open a
 cell (`close_text_bars`).
 """
 
+import functools
 import io
 import os
 import sys
@@ -47,6 +52,32 @@ class _ForwardedBar(text_tqdm):
         return True
 
 
+@functools.cache
+def _widget_bar() -> type | None:
+    """`tqdm.auto`'s widget bar, whose stored text form ends as the bar ends; None where bars are text."""
+    from tqdm.notebook import tqdm_notebook
+
+    if not issubclass(auto_tqdm, tqdm_notebook):
+        return None
+    from IPython.display import display
+
+    class WidgetBar(auto_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "display": False})
+            self.handle = None
+            if not self.disable and self.delay <= 0:
+                self.handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self):
+            super().close()
+            if self.handle is not None:  # the widget stays; its text form becomes the final line
+                self.handle.update(self.container)
+                self.handle = None
+
+    return WidgetBar
+
+
 def tqdm(*args, **kwargs):
     """A tqdm bar: forwarded in a worker (`forward_to`), plain text when ``SED_PROGRESS=text``, else `tqdm.auto`'s."""
     if _queue is not None:
@@ -57,7 +88,7 @@ def tqdm(*args, **kwargs):
         kwargs.setdefault("mininterval", TEXT_REDRAW_SECONDS)
         kwargs.setdefault("file", sys.stdout)  # the stream of `tqdm.write`'s messages, so the two keep their order
         return text_tqdm(*args, **kwargs)
-    return auto_tqdm(*args, **kwargs)
+    return (_widget_bar() or auto_tqdm)(*args, **kwargs)
 
 
 tqdm.write = text_tqdm.write

@@ -105,9 +105,9 @@ def _paths(text: str) -> list[str]:
 @cache
 def _run_directory() -> tuple[set[str], set[str]]:
     """The fixed file names and the folders of a run directory, from its declaration."""
-    from sedlib.pipeline import stages
+    from sedlib.pipeline import report, stages
 
-    files = {*stages.BOOKKEEPING, *stages.report_files()}
+    files = {*stages.BOOKKEEPING, *report.report_files()}
     templates = [artefact.template for artefact in stages.ARTEFACTS.values()] + [stages.record_path("x"), *files]
     folders = {f"{parent}/" for template in templates for parent in map(str, PurePosixPath(template).parents)}
     return files, folders - {"./"}

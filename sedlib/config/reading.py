@@ -8,6 +8,7 @@ values are read with `ParamsLoader`, whose floats follow YAML 1.2: ``1e-3``, ``5
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,6 +85,51 @@ def parse_overrides(assignments: list[str]) -> dict:
     return overrides
 
 
+def format_overrides(overrides: Mapping, prefix: str = "") -> list[str]:
+    """The ``KEY=VALUE`` assignments of a nested mapping of overrides: the inverse of `parse_overrides`.
+
+    Example:
+        >>> format_overrides({"train": {"lr": 0.001}, "models": {"sed_a2d": {"lam": 0.7, "name": "x"}}})
+        ['train.lr=0.001', 'models.sed_a2d.lam=0.7', 'models.sed_a2d.name=x']
+    """
+    flat = []
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and value:
+            flat += format_overrides(value, f"{prefix}{key}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            flat.append(f"{prefix}{key}={text}")
+    return flat
+
+
+def read_overrides(overrides: Mapping | str | None) -> dict:
+    """Overrides as a notebook's ``overrides`` parameter may hold them: a mapping, or its YAML/JSON text.
+
+    ``papermill -p overrides '{"train": {"epochs": 1}}'`` passes a string; Lab and the runner pass a mapping.
+
+    Example:
+        >>> read_overrides('{"train": {"epochs": 1}}'), read_overrides("train: {lr: 1e-3}"), read_overrides("")
+        ({'train': {'epochs': 1}}, {'train': {'lr': 0.001}}, {})
+
+    Raises:
+        ConfigError: the text is not YAML, or not a mapping.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        try:
+            overrides = yaml.load(overrides, Loader=ParamsLoader) or {}
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or error
+            raise ConfigError(f"overrides: not valid YAML or JSON ({problem})") from None
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"overrides: expected a mapping such as {{train: {{epochs: 1}}}}, got {type(overrides).__name__} "
+            f"{overrides!r}"
+        )
+    return dict(overrides)
+
+
 def merge(base: Mapping, overrides: Mapping) -> dict:
     """Deep-merge ``overrides`` into a copy of ``base`` (nested mappings merge, other values replace)."""
     merged = copy.deepcopy(dict(base))
@@ -96,6 +142,21 @@ def merge(base: Mapping, overrides: Mapping) -> dict:
 
 
 def resolve_path(path: str | Path) -> Path:
-    """An absolute path as is; a relative one relative to the project root (notebooks run from anywhere)."""
+    """An absolute path as is; a relative one relative to the project root (notebooks run from anywhere).
+
+    This is the rule for paths inside params files and notebook parameters. Paths typed on a command line
+    are taken from the working directory instead (`from_working_directory`).
+    """
     path = Path(path)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def from_working_directory(path: str | Path) -> str:
+    """A path typed on a command line, made absolute from the working directory (where the user stands).
+
+    Example:
+        >>> import os
+        >>> from_working_directory("params/smoke.yaml") == os.path.join(os.getcwd(), "params/smoke.yaml")
+        True
+    """
+    return str(Path.cwd() / path)

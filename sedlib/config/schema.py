@@ -14,7 +14,7 @@ import json
 import sys
 
 from sedlib.config.entries import SWEEP_ENTRIES
-from sedlib.config.reading import ConfigError
+from sedlib.config.reading import ConfigError, from_working_directory
 from sedlib.config.study import ParamsFile, load_config
 
 SCHEMA_FILE = "params/params.schema.json"
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--schema", action="store_true", help=f"print the JSON Schema of a params file ({SCHEMA_FILE})")
     action.add_argument(
-        "--check", nargs="+", metavar="FILE", help="check params files (relative to the project root); 1 on problems"
+        "--check", nargs="+", metavar="FILE", help="check params files (from the working directory); 1 on problems"
     )
     args = parser.parse_args(argv)
     if args.schema:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name in args.check:
         try:
-            load_config(name)
+            load_config(from_working_directory(name))
         except (ConfigError, FileNotFoundError) as error:
             print(error, file=sys.stderr)
             failed = True

@@ -56,7 +56,7 @@ import pandas as pd
 import torch
 
 from sedlib.backbones import FrozenBackbone, extract_features, load_backbone
-from sedlib.config import RunConfig, load_config, parse_overrides
+from sedlib.config import RunConfig, from_working_directory, load_config, parse_overrides
 from sedlib.data import corrupt_images
 from sedlib.data.transforms import augment, to_model_input
 from sedlib.device import resolve_device
@@ -506,12 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         prefix = f"[rank {ranks.rank} of {ranks.world_size}] " if ranks.world_size > 1 else ""
         logging.basicConfig(format=f"{prefix}%(message)s")
         logging.getLogger("sedlib").setLevel(logging.INFO)  # what is reused, resumed, rebuilt or written
-        config = load_config(args.params_file, parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        config = load_config(from_working_directory(args.params_file), overrides)
+        run_dir = from_working_directory(args.run_dir) if args.run_dir else None
         with process_group(ranks, config.cache.rank_timeout_minutes):
-            located = RunDir.locate(config, args.run_dir)
+            located = RunDir.locate(config, run_dir, overrides)
             launcher = f"torchrun x{ranks.world_size}: " if ranks.world_size > 1 else ""
             with run_lock(located, ranks, f"{launcher}python -m sedlib.cache {args.params_file}"):
-                run = ranks.from_main(lambda: RunDir.open(config, args.run_dir))
+                run = ranks.from_main(lambda: RunDir.open(config, run_dir, overrides))
                 splits = cache_features(config, run, progress=not args.no_progress, ranks=ranks)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError, OSError) as error:
         print(f"{prefix}error: {error}", file=sys.stderr)

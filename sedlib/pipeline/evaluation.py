@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sedlib import file_sha256, source_hash
+from sedlib import file_sha256
 from sedlib.config import PRETRAINED_HEAD_MODEL, RunConfig
 from sedlib.device import resolve_device
 from sedlib.evaluate import (
@@ -29,6 +29,7 @@ from sedlib.evaluate import (
     save_evaluations,
     stored_splits,
 )
+from sedlib.pipeline.closure import module_code_hash
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import load_split, plan_splits, training_data
 from sedlib.pipeline.training import TrainedModel
@@ -95,13 +96,9 @@ def evaluate_models(
     return results
 
 
-EVALUATION_CODE = ("ensemble.py", "evaluate.py", "metrics.py", "protocols.py", "scores.py")
-
-
 def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) -> str:
     """Hash of what an evaluation depends on: the model files, the splits' settings, the eval settings and code."""
-    package = Path(__file__).parents[1]  # the sedlib package
-    digest = hashlib.sha256(source_hash(package, [package / name for name in EVALUATION_CODE]).encode())
+    digest = hashlib.sha256(module_code_hash(Path(__file__)).encode())  # this module's import closure
     payload = {"eval": config.to_dict()["eval"], "protocol": config.protocol, "splits": {}}
     for split in splits:
         payload["splits"][split] = load_split(config, run, split, lazy=True).manifest.params_hash

@@ -1,8 +1,9 @@
-"""Figures of the report: training curves, hardness weights, corruption breakdown, ROC curves, scores, sweeps, summary.
+"""Figures of stages 02-05: training curves, hardness weights, corruption breakdown, ROC curves, scores, sweeps.
 
 Each function returns a matplotlib Figure and leaves showing or saving it to the caller
 (`sedlib.pipeline.rundir.RunDir.save_figure` writes it into the run directory), so a notebook cell both
-displays and keeps it.
+displays and keeps it. Stage 01's figure of the inputs is `sedlib.pipeline.input_plots.image_rows`, apart, so that
+an edit here does not rerun stage 01 (`sedlib.pipeline.closure`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from sklearn.metrics import roc_curve
 
+from sedlib.pipeline.input_plots import note_figure
 from sedlib.pipeline.tables import (
     AGGREGATIONS,
     SUMMARY_KEYS,
@@ -26,14 +28,6 @@ from sedlib.pipeline.tables import (
     seed_means,
 )
 from sedlib.scores import SCORES
-
-
-def _note(text: str) -> Figure:
-    """A small figure that only says ``text`` (a figure with nothing to draw)."""
-    figure, axis = plt.subplots(figsize=(6, 0.8))
-    axis.set_axis_off()
-    axis.text(0.5, 0.5, text, ha="center", va="center")
-    return figure
 
 
 def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
@@ -59,7 +53,7 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
 def corruption_breakdown(per_corruption: pd.DataFrame, aggregation: str = "ensemble") -> Figure:
     """Accuracy per corruption, one panel per severity, one bar per model."""
     if per_corruption.empty:
-        return _note("no corruption splits in this study (data.severities is empty, or data.dataset is features)")
+        return note_figure("no corruption splits in this study (data.severities is empty, or data.dataset is features)")
     chosen, _, _ = over_seeds(per_corruption[per_corruption["aggregation"] == aggregation], ["corruption", "severity"])
     severities = sorted(chosen["severity"].unique())
     figure, axes = plt.subplots(len(severities), 1, figsize=(12, 2.8 * len(severities)), layout="constrained")
@@ -205,27 +199,6 @@ def summary_figure(
     return figure
 
 
-def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
-    """One row of images per entry (title -> ``(K, H, W, 3)`` uint8), titles on the left.
-
-    With no rows (features imported, images absent) the figure says so instead.
-    """
-    if not rows:
-        return _note("no images available: the features were imported or given as files (data.dataset: features)")
-    count = max(len(images) for images in rows.values())
-    figure, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows)), squeeze=False)
-    for axis_row, (title, images) in zip(axes, rows.items()):
-        for k, axis in enumerate(axis_row):
-            axis.set_xticks([])
-            axis.set_yticks([])
-            axis.set_frame_on(False)
-            if k < len(images):
-                axis.imshow(images[k])
-        axis_row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    figure.subplots_adjust(wspace=0.05, hspace=0.08, left=0.16)
-    return figure
-
-
 def alpha_distribution(records: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -> Figure:
     """How SED's hardness weights alpha are spread: quantiles per epoch, and the last epoch's histogram.
 
@@ -234,7 +207,7 @@ def alpha_distribution(records: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -
             (with its ``alpha_q*`` columns) and the ``(N,)`` alpha of the last epoch's rows.
     """
     if not records:
-        return _note("no model of this run was trained with hardness weights")
+        return note_figure("no model of this run was trained with hardness weights")
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = {"alpha_q50": ":", "alpha_q90": "-.", "alpha_q99": "--", "alpha_max": "-"}
@@ -265,7 +238,7 @@ def alpha_distribution(records: Mapping[str, tuple[pd.DataFrame, np.ndarray]]) -
 def image_grid(images: np.ndarray | None, captions: list[str], columns: int = 8, title: str = "") -> Figure:
     """Images (``(K, H, W, 3)`` uint8) in a grid with a caption above each; a note when there are none."""
     if images is None or not len(images):
-        return _note("no images available: the training images are not at hand")
+        return note_figure("no images available: the training images are not at hand")
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(1.35 * columns, 1.6 * rows), squeeze=False)
     for k, axis in enumerate(axes.flat):
@@ -288,7 +261,7 @@ def sweep_figure(sweeps: pd.DataFrame, reference: pd.DataFrame | None = None) ->
             labelled markers in the Pareto panel; None for none.
     """
     if sweeps.empty:
-        return _note("this run has no sweeps (sweeps: in the params file)")
+        return note_figure("this run has no sweeps (sweeps: in the params file)")
     names = list(dict.fromkeys(sweeps["sweep"]))
     figure, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6), layout="constrained")
     axes = np.atleast_1d(axes)

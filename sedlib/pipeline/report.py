@@ -1,8 +1,10 @@
 """The report: a run's executed notebooks rendered into a paper-style HTML page and PDF.
 
-The report is a Quarto *manuscript* (https://quarto.org/docs/manuscripts/components.html): the project
-root holds the templates ``_quarto.yml`` and ``report/index.qmd`` (the article, plus the files it needs),
-whose relative paths are valid inside a run directory ``runs/<run>/``. :func:`stage_report_sources` copies
+The report is a Quarto *manuscript* (https://quarto.org/docs/manuscripts/components.html): the project's
+``report/`` folder holds the templates ``_quarto.yml`` and ``index.qmd`` (the article, plus the files it needs),
+whose relative paths are valid inside a run directory ``runs/<run>/``. (The project root's own ``_quarto.yml``
+only stops a ``quarto render`` there, `sedlib.pipeline.quarto_root`: Quarto empties a manuscript's output
+folder first, and at the root that folder would be ``report/``, the sources.) :func:`stage_report_sources` copies
 them there, and the article pulls each labelled notebook cell's stored outputs in with Quarto's embed
 shortcode ``{{< embed notebooks/NN_name.ipynb#label >}}``
 (https://quarto.org/docs/authoring/notebook-embed.html). papermill executes, the report only renders:
@@ -73,13 +75,13 @@ _QUARTO_ONLY_KEYS = frozenset({"format", "execute", "jupyter", "engine", "crossr
 def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[Path]:
     """Copy the report templates into a run directory, where their relative paths are valid.
 
-    ``<project_root>/_quarto.yml`` goes to ``<run_dir>/_quarto.yml`` and every file under
-    ``<project_root>/report/`` to the same relative path under ``<run_dir>/`` (so the article becomes
-    ``<run_dir>/index.qmd``). Staged copies are not results: they are overwritten on every render, so
-    edit the templates in the project root, never the copies.
+    Every file under ``<project_root>/report/`` goes to the same relative path under ``<run_dir>/`` (so the
+    article becomes ``<run_dir>/index.qmd`` and the manuscript's configuration ``<run_dir>/_quarto.yml``).
+    Staged copies are not results: they are overwritten on every render, so edit the templates in the
+    project's ``report/``, never the copies.
 
     Args:
-        project_root: the checkout holding ``_quarto.yml`` and ``report/``.
+        project_root: the checkout holding ``report/`` (with ``_quarto.yml`` and ``index.qmd``).
         run_dir: ``runs/<run>``, holding the executed notebooks under ``notebooks/``.
 
     Returns:
@@ -90,7 +92,8 @@ def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[
         ReportError: a file under ``report/`` would land in one of the run's result folders.
     """
     project_root, run_dir = Path(project_root), Path(run_dir)
-    config, source_dir = project_root / QUARTO_CONFIG, project_root / SOURCE_DIR
+    source_dir = project_root / SOURCE_DIR
+    config = source_dir / QUARTO_CONFIG
     for needed in (config, source_dir / ARTICLE):
         if not needed.is_file():
             raise MissingFileError(f"report template {needed} is missing; pass the project root that holds it")
@@ -105,7 +108,7 @@ def stage_report_sources(project_root: Path | str, run_dir: Path | str) -> list[
                 f"move it out of {SOURCE_DIR}/{relative.parts[0]}/"
             )
     staged = [_copy_atomic(config, run_dir / QUARTO_CONFIG)]
-    staged += [_copy_atomic(source, run_dir / source.relative_to(source_dir)) for source in sources]
+    staged += [_copy_atomic(source, run_dir / source.relative_to(source_dir)) for source in sources if source != config]
     return staged
 
 
@@ -130,7 +133,18 @@ def _is_hidden(relative: Path) -> bool:
 def staged_sources(project_root: Path | str = PROJECT_ROOT) -> list[str]:
     """The files `stage_report_sources` puts into a run directory, relative to it (``_quarto.yml`` first)."""
     source_dir = Path(project_root) / SOURCE_DIR
-    return [QUARTO_CONFIG, *(p.relative_to(source_dir).as_posix() for p in _report_sources(source_dir))]
+    others = [p.relative_to(source_dir).as_posix() for p in _report_sources(source_dir)]
+    return [QUARTO_CONFIG, *(name for name in others if name != QUARTO_CONFIG)]
+
+
+def report_files() -> list[str]:
+    """The files `render_report` writes into a run directory with pandoc + Typst.
+
+    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
+    the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
+    one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
+    """
+    return [*staged_sources(), *rendered_files()]
 
 
 def rendered_files(project_root: Path | str = PROJECT_ROOT) -> list[str]:
@@ -320,7 +334,7 @@ def render_report(
 
     Args:
         run_dir: ``runs/<run>`` with the executed notebooks under ``notebooks/``.
-        project_root: the checkout with ``_quarto.yml`` and ``report/``; default: this package's checkout.
+        project_root: the checkout with ``report/``; default: the project's checkout (`sedlib.PROJECT_ROOT`).
         engine: ``"auto"`` (Quarto when ``quarto`` is on the PATH, else pandoc + Typst), ``"quarto"`` or
             ``"pandoc"``.
         formats: any of ``"html"``, ``"pdf"``.
@@ -354,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="run directory, e.g. runs/default")
     parser.add_argument("--engine", choices=ENGINES, default="auto")
     parser.add_argument("--format", dest="formats", action="append", choices=FORMATS, help="repeatable; default both")
-    parser.add_argument("--project-root", type=Path, default=None, help="checkout with _quarto.yml and report/")
+    parser.add_argument("--project-root", type=Path, default=None, help="checkout with report/ (the templates)")
     args = parser.parse_args(argv)
     try:
         rendered = render_report(args.run_dir, args.project_root, args.engine, args.formats or FORMATS)

@@ -3,7 +3,8 @@
 ::
 
     runs/<run>/
-        run.json            which params file made this directory (checked on every open)
+        run.json            which params file made this directory (checked on every open), and a
+                            variant's overrides and the run it started from (``base``)
         params.yaml         the resolved configuration (defaults filled in)
         artefacts.json      the content hash (sha256) of every artefact, recorded when it was written
         stages/<stage>.json what each stage last ran with and wrote (`sedlib.pipeline.runner`)
@@ -29,6 +30,12 @@ whole-file hash would only re-read gigabytes; their hashes are still recorded, f
 **Nothing completed is lost.** A failed or interrupted write leaves the earlier file and its record
 as they were; a temporary folder an interrupted write left behind is removed by the next run.
 
+**Variants never overwrite a run.** A run with overrides (``--set``, a notebook's or papermill's
+``overrides``) goes to its own directory, ``runs/<run_name>+<key>=<value>...`` (`variant_name`), so
+``runs/<run_name>`` changes only when its params file does. A new variant starts from that run: its
+feature files and trained models are hard-linked in with their recorded hashes (`RunDir.adopt`), and
+the runner takes over whole stages whose code, settings and inputs are unchanged.
+
 **One writer at a time.** A directory made by one params file is never reused by another:
 `RunDir.open` refuses it. Two runs of the same study cannot write it at once either: `RunDir.lock`
 (`sedlib.pipeline.lock`) keeps them apart, and stops what a killed run left running.
@@ -37,13 +44,15 @@ as they were; a temporary folder an interrupted write left behind is removed by 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +60,7 @@ from pathlib import Path
 import yaml
 
 from sedlib import file_sha256, fsync
-from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, resolve_path
+from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, format_overrides, parse_overrides, resolve_path
 from sedlib.errors import ArtefactError, RunDirError
 from sedlib.pipeline.lock import alive, lock_holder, run_lock
 from sedlib.pipeline.stages import ARTEFACTS, fixed_names, kind_of, owner, record_path
@@ -59,6 +68,7 @@ from sedlib.pipeline.stages import ARTEFACTS, fixed_names, kind_of, owner, recor
 LEDGER_FILE = "artefacts.json"
 LEDGER_FORMAT = "sedlib.artefacts/1"
 STAGING_DIR = ".staging"
+RUNS_DIR = "runs"  # under the project root: the default run directories
 
 logger = logging.getLogger("sedlib.pipeline.rundir")
 
@@ -125,28 +135,49 @@ class RunDir:
     # --- opening ----------------------------------------------------------------------------------------
 
     @classmethod
-    def locate(cls, config: RunConfig, run_dir: str | Path | None = None) -> RunDir:
+    def locate(cls, config: RunConfig, run_dir: str | Path | None = None, overrides: Mapping | None = None) -> RunDir:
         """The run directory of ``config``, neither created nor checked (`open` does both).
 
         Args:
             config: the run's configuration.
-            run_dir: the directory; ``runs/<run_name>`` under the project root when None. A relative
-                path is taken relative to the project root.
+            run_dir: the directory; when None, ``runs/<run_name>`` under the project root, or with overrides
+                their own ``runs/<run_name>+<key>=<value>...`` (`variant_name`). A relative path is taken
+                relative to the project root (the rule for notebook parameters; command lines make their
+                paths absolute from the working directory first).
+            overrides: what was merged over the params file (``--set``, a notebook's ``overrides``).
+
+        Raises:
+            RunDirError: ``run_dir`` is the params file's own ``runs/<run_name>`` and there are overrides.
         """
-        return cls(resolve_path(run_dir if run_dir is not None else Path("runs") / config.run_name))
+        canonical = resolve_path(Path(RUNS_DIR) / config.run_name)
+        if run_dir is None:
+            return cls(canonical.with_name(variant_name(config.run_name, overrides)) if overrides else canonical)
+        root = resolve_path(run_dir)
+        if overrides and root.resolve() == canonical.resolve():
+            raise RunDirError(
+                f"{root} is the run of {config.source} as the file stands; a run with overrides "
+                f"({' '.join(format_overrides(overrides))}) goes to its own directory, "
+                f"runs/{variant_name(config.run_name, overrides)}: leave out the run directory"
+            )
+        return cls(root)
 
     @classmethod
-    def open(cls, config: RunConfig, run_dir: str | Path | None = None) -> RunDir:
+    def open(cls, config: RunConfig, run_dir: str | Path | None = None, overrides: Mapping | None = None) -> RunDir:
         """Create or reopen the run directory of ``config``, refusing one made by another params file.
+
+        A variant (overrides, no ``run_dir``) created here starts from the params file's own run: its
+        feature files and trained models are hard-linked in with their records (`adopt`), and the stages
+        reuse what their settings still match.
 
         Args:
             config: the run's configuration (``config.source`` names its params file).
             run_dir: the directory (see `locate`).
+            overrides: what was merged over the params file (see `locate`).
 
         Raises:
             RunDirError: ``run.json`` names another params file or run name, or cannot be read.
         """
-        root = cls.locate(config, run_dir).root
+        root = cls.locate(config, run_dir, overrides).root
         record_file = root / "run.json"
         params_file = resolve_path(config.source)
         if params_file.is_relative_to(PROJECT_ROOT):
@@ -165,6 +196,12 @@ class RunDir:
                     "to start over."
                 )
         else:
+            if overrides:
+                record["overrides"] = format_overrides(overrides)
+            base = cls.locate(config)
+            if run_dir is None and overrides and base._made_by(record):
+                record["base"] = base.root.name
+                cls(root).adopt(base, [r for r in base._read_ledger() if r.startswith(("features/", "models/"))])
             _write_json(record_file, record)
         params = yaml.dump(config.to_dict(), Dumper=ParamsDumper, sort_keys=False)
         params_path = root / "params.yaml"
@@ -174,6 +211,55 @@ class RunDir:
             os.replace(temporary, params_path)
         return cls(root)
 
+    def _made_by(self, record: dict) -> bool:
+        """Whether this directory exists and was made by the run name and params file of ``record``."""
+        try:
+            existing = json.loads((self.root / "run.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(existing, dict) and all(
+            existing.get(key) == record[key] for key in ("run_name", "params_file")
+        )
+
+    def base(self) -> RunDir | None:
+        """The params file's own run that this variant started from (``run.json``'s ``base``), or None."""
+        try:
+            base = json.loads((self.root / "run.json").read_text()).get("base")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return RunDir(self.root.parent / base) if isinstance(base, str) and (self.root.parent / base).is_dir() else None
+
+    def adopt(self, source: RunDir, relatives: list[str]) -> list[str]:
+        """Take files of another run directory in, by hard link (a copy across file systems), with their records.
+
+        Only files whose size and modification time are still those ``source`` recorded are taken; their
+        content hash comes with them, so every read verifies them as it verifies this run's own
+        (`verified`). Every writer replaces a file through a rename (`writing`), never in place, so a later
+        write here leaves ``source``'s file as it is.
+
+        Returns:
+            The files taken (relative paths).
+        """
+        ledger, taken = source._read_ledger(), {}
+        for relative in relatives:
+            origin, entry = source.root / relative, ledger.get(relative)
+            if entry is None or not origin.is_file():
+                continue
+            stat = origin.stat()
+            if (entry.get("bytes"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+                continue
+            target = self.root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(origin, target)
+            except OSError:
+                shutil.copy2(origin, target)
+            taken[relative] = {**entry, "mtime_ns": target.stat().st_mtime_ns}
+        if taken:
+            self._update_ledger(taken)
+        return sorted(taken)
+
     def params_file(self) -> str:
         """The params file that made this directory, as ``run.json`` names it (for the commands in messages)."""
         try:
@@ -182,17 +268,24 @@ class RunDir:
             return "params/<run>.yaml"
 
     def command(self) -> str:
-        """The command that runs this directory's study: ``python -m sedlib.run <params file>`` (+ ``--run-dir``).
+        """The command that runs this directory's study: ``python -m sedlib.run <params file>`` (+ ``--set``).
 
-        ``--run-dir`` is given only when the directory is not the default ``runs/<run_name>``.
+        ``--run-dir`` is given only when the directory is not the default ``runs/<run_name>`` (or the
+        variant's own, for a run with overrides).
         """
         try:
             run_name = json.loads((self.root / "run.json").read_text())["run_name"]
         except (OSError, ValueError, KeyError, TypeError):
             run_name = None
-        default = PROJECT_ROOT / "runs" / str(run_name)
+        try:
+            overrides = json.loads((self.root / "run.json").read_text()).get("overrides", [])
+        except (OSError, ValueError, AttributeError):
+            overrides = []
+        sets = "".join(f" --set {assignment}" for assignment in overrides)
+        default = resolve_path(Path(RUNS_DIR) / str(run_name))
+        default = default.with_name(variant_name(str(run_name), parse_overrides(overrides))) if overrides else default
         where = "" if self.root.resolve() == default.resolve() else f" --run-dir {self.root}"
-        return f"python -m sedlib.run {self.params_file()}{where}"
+        return f"python -m sedlib.run {self.params_file()}{where}{sets}"
 
     # --- the record of content hashes ----------------------------------------------------------------
 
@@ -423,6 +516,30 @@ class RunDir:
     def lock(self, holder: str):
         """Hold the run directory's lock while a ``with`` block runs (`sedlib.pipeline.lock.run_lock`)."""
         return run_lock(self.root, holder, before=self.remove_stale_staging)
+
+
+#: The longest variant directory name kept readable; a longer one ends in a hash of the overrides instead.
+VARIANT_NAME_MAX = 120
+
+
+def variant_name(run_name: str, overrides: Mapping | None) -> str:
+    """The folder name of a run with overrides: the run name and each ``KEY=VALUE``, joined by ``+``.
+
+    Characters other than letters, digits and ``._=,-`` become ``_``; a name longer than `VARIANT_NAME_MAX`
+    is cut and ends in a hash of the overrides, so different overrides never share a name by accident.
+
+    Example:
+        >>> variant_name("default", {"models": {"sed_a2d": {"lam": 0.7}}})
+        'default+models.sed_a2d.lam=0.7'
+        >>> variant_name("smoke", {"train": {"epochs": 1}, "seeds": [0, 1]})
+        'smoke+train.epochs=1+seeds=_0,1_'
+    """
+    assignments = format_overrides(overrides or {})
+    name = re.sub(r"[^\w.=,+-]", "_", "+".join([run_name, *assignments]))
+    if len(name) > VARIANT_NAME_MAX:
+        digest = hashlib.sha256(json.dumps(assignments).encode()).hexdigest()[:12]
+        name = f"{name[: VARIANT_NAME_MAX - 13]}~{digest}"
+    return name
 
 
 def _entry(path: Path, sha256: str | None = None) -> dict:

@@ -12,8 +12,9 @@ notebook (`notebooks/NN_name.py`, the jupytext source of truth) is then executed
 ``params_file``, ``run_dir`` and ``overrides`` into ``runs/<run>/notebooks/NN_name.ipynb``.
 
 A stage runs again only when it needs to (`why_run`), and the line it prints says why: it never ran,
-what it reads changed (its notebook, its params sections, the `sedlib` code, or the content of a file
-it reads, `sedlib.pipeline.stages.declared_reads`), or one of the files it writes
+what it reads changed (its own code: the notebook and the `sedlib` modules it imports, transitively,
+`sedlib.pipeline.closure`, named file by file; its params sections; or the content of a file it reads,
+`sedlib.pipeline.stages.declared_reads`), or one of the files it writes
 (`sedlib.pipeline.stages.declared_outputs`) is missing or changed since it wrote them. What a stage ran with
 and wrote is recorded in ``runs/<run>/stages/NN_name.json`` when it completes.
 
@@ -38,9 +39,19 @@ import sys
 import time
 from pathlib import Path
 
-from sedlib import file_sha256, progress, source_hash
-from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
+from sedlib import progress
+from sedlib.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    RunConfig,
+    format_overrides,
+    from_working_directory,
+    load_config,
+    parse_overrides,
+    resolve_path,
+)
 from sedlib.errors import StageFailedError, UserError, almost_full, is_disk_full, mount_point, user_error_class
+from sedlib.pipeline.closure import changed_files, code_fingerprint, import_closure
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
@@ -50,9 +61,13 @@ def notebook_source(stage_name: str) -> Path:
     return PROJECT_ROOT / "notebooks" / f"{stage_name}.py"
 
 
-def library_hash() -> str:
-    """Hash of the `sedlib` sources: a change to the library reruns the stages that use it."""
-    return source_hash(PROJECT_ROOT, sorted((PROJECT_ROOT / "sedlib").rglob("*.py")))
+def stage_code(stage_name: str) -> dict[str, str]:
+    """A stage's code: its notebook and the `sedlib` modules it imports, transitively (`sedlib.pipeline.closure`).
+
+    Returns:
+        ``{file: sha256}``, e.g. ``{"notebooks/01_cache.py": ..., "sedlib/features/store.py": ..., ...}``.
+    """
+    return code_fingerprint(import_closure(notebook_source(stage_name)))
 
 
 def _digest(value) -> str:
@@ -76,19 +91,18 @@ class _Hashes:
             self.known.pop(relative, None)
 
 
-def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes, library: str) -> dict:
+def stage_inputs(config: RunConfig, step: Stage, hashes: _Hashes) -> dict:
     """Everything a stage's results depend on, in parts that `why_run` can name.
 
-    The params enter through the sections the stage reads (plus ``device`` and ``run_name``); what it
-    reads of earlier stages enters through the content hashes of the files it reads; ``library`` is
-    `library_hash`, computed once per run of the runner.
+    The stage's own code enters file by file (`stage_code`); the params through the sections the stage
+    reads (plus ``device`` and ``run_name``); what it reads of earlier stages through the content hashes
+    of the files it reads.
     """
     resolved = config.to_dict()
     sections = list(resolved) if step.sections == ("all",) else ["run_name", "device", *step.sections]
     return {
-        "notebook": file_sha256(notebook_source(step.name)),
+        "code": stage_code(step.name),
         "params": {section: _digest(resolved[section]) for section in sections},
-        "library": library,
         "files": {relative: hashes(relative) for relative in declared_reads(config, step.name)},
     }
 
@@ -109,16 +123,14 @@ def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: 
     previous = record.get("inputs", {})
     if previous != inputs:
         changed = []
-        if previous.get("notebook") != inputs["notebook"]:
-            changed.append(f"notebooks/{step.name}.py")
+        if "code" not in previous:
+            changed.append("its record predates per-stage code fingerprints")
+        else:
+            changed += _few(changed_files(previous["code"], inputs["code"]), "files of its code")
         sections = [s for s in inputs["params"] if previous.get("params", {}).get(s) != inputs["params"][s]]
         if sections:
             changed.append(f"params {', '.join(sections)}")
-        if previous.get("library") != inputs["library"]:
-            changed.append("the sedlib code")
-        files = [f for f in inputs["files"] if previous.get("files", {}).get(f) != inputs["files"][f]]
-        if files:
-            changed.append(", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else ""))
+        changed += _few([f for f in inputs["files"] if previous.get("files", {}).get(f) != inputs["files"][f]], "files")
         return f"changed since it last ran: {'; '.join(changed) or 'what it reads'}"
     recorded = record.get("outputs", {})
     for relative in outputs:
@@ -130,6 +142,13 @@ def why_run(run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: 
         if current != recorded[relative]:
             return f"{relative} changed since the stage wrote it"
     return None
+
+
+def _few(names: list[str], what: str) -> list[str]:
+    """At most three names and how many more, as one entry of `why_run`'s list (none for no names)."""
+    if not names:
+        return []
+    return [", ".join(names[:3]) + (f" and {len(names) - 3} more {what}" if len(names) > 3 else "")]
 
 
 #: What the terminal shows while a stage runs (`execute_stage`).
@@ -147,7 +166,6 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
     import papermill
 
     notebook = jupytext.read(notebook_source(step.name))
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     with _text_progress():
         papermill.execute_notebook(
             notebook,
@@ -164,6 +182,27 @@ def execute_stage(step: Stage, run: RunDir, params_file: str, overrides: dict, o
             # mid-cycle. A cell's errors reach the runner through the notebook, not through this log.
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
+    _record_paths(output, notebook_source(step.name), run.path("notebook", step.name))
+
+
+def _record_paths(executed: Path, source: Path, final: Path) -> None:
+    """Name the real notebook source and the executed notebook's final place in its papermill metadata.
+
+    papermill records what it was given: the notebook read by jupytext (no path: it would store the whole
+    JSON) and the temporary file that `RunDir.writing` moves into place.
+    """
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata.papermill["input_path"] = _project_path(source)
+    notebook.metadata.papermill["output_path"] = _project_path(final)
+    nbformat.write(notebook, executed)
+
+
+def _project_path(path: Path | str) -> str:
+    """A path relative to the project root when it lies under it (as a notebook parameter takes it), else absolute."""
+    path = resolve_path(path)
+    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 @contextlib.contextmanager
@@ -187,19 +226,9 @@ def rerun_command(params_file: str, run_dir: str | None = None, overrides: dict 
         >>> rerun_command("params/smoke.yaml", "runs/x", {"train": {"lr": 0.001}, "models": {"de": {"lam": 0}}})
         'python -m sedlib.run params/smoke.yaml --run-dir runs/x --set train.lr=0.001 --set models.de.lam=0'
     """
-
-    def assignments(values: dict, prefix: str = "") -> list[str]:
-        flat = []
-        for key, value in values.items():
-            if isinstance(value, dict):
-                flat += assignments(value, f"{prefix}{key}.")
-            else:
-                flat.append(f"--set {prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}")
-        return flat
-
-    parts = ["python -m sedlib.run", str(params_file)]
-    parts += [f"--run-dir {run_dir}"] if run_dir else []
-    return " ".join(parts + assignments(overrides or {}))
+    parts = ["python -m sedlib.run", _shown_path(params_file)]
+    parts += [f"--run-dir {_shown_path(run_dir)}"] if run_dir else []
+    return " ".join(parts + [f"--set {assignment}" for assignment in format_overrides(overrides or {})])
 
 
 def failure_message(step: Stage, error: BaseException, notebook: Path, command: str, run_root: Path) -> str:
@@ -260,11 +289,13 @@ def run_study(
     is refused, and the notebooks executed here work under this lock.
 
     Args:
-        params_file: the run's YAML file (relative to the project root or absolute).
+        params_file: the run's YAML file (relative to the project root or absolute; `main` makes a path typed
+            on the command line absolute from the working directory).
         stages: names of the stages to consider (all by default); the others are not run, and the
             files of theirs that a chosen stage reads must be in place.
         overrides: nested mapping merged over the params file (passed on to every notebook).
-        run_dir: the run directory (``runs/<run_name>`` by default).
+        run_dir: the run directory (by default ``runs/<run_name>``, or with overrides their own
+            ``runs/<run_name>+<overrides>``, `sedlib.pipeline.rundir.RunDir.locate`).
         force: run the chosen stages even when they need not run.
         report: render ``report/index.html`` and ``index.pdf`` after the stages.
         engine: report engine, ``auto``, ``quarto`` or ``pandoc`` (see `sedlib.pipeline.report`).
@@ -285,11 +316,12 @@ def run_study(
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; the stages are {list(STAGE_NAMES)}")
     command = rerun_command(params_file, run_dir, overrides)
-    with RunDir.locate(config, run_dir).lock(command):
-        run = RunDir.open(config, run_dir)
-        chosen = [step for step in STAGES if stages is None or step.name in stages]
-        _check_unchosen_inputs(config, run, chosen, command)
-        _run_stages(config, run, str(params_file), chosen, overrides, force, terminal, command)
+    located = RunDir.locate(config, run_dir, overrides)
+    chosen = [step for step in STAGES if stages is None or step.name in stages]
+    _check_unchosen_inputs(config, located, chosen, command)  # before anything is created
+    with located.lock(command):
+        run = RunDir.open(config, run_dir, overrides)
+        _run_stages(config, run, _project_path(params_file), chosen, overrides, force, terminal, command)
         _note_undeclared(config, run)
         if report:
             _render_report(config, run, engine)
@@ -322,10 +354,15 @@ def _run_stages(
     command: str,
 ) -> None:
     """The stage loop of `run_study`, under the run directory's lock."""
-    hashes, library = _Hashes(run), library_hash()
+    hashes, base = _Hashes(run), run.base()
     for step in chosen:
-        inputs = stage_inputs(config, step, hashes, library)
+        inputs = stage_inputs(config, step, hashes)
         outputs = declared_outputs(config, step.name)
+        if base is not None and not force and _take_over(base, run, step, inputs, outputs, hashes):
+            print(
+                f"[{step.name}] skipped: taken over from {_shown_path(base.root)} (the same code, settings and inputs)"
+            )
+            continue
         reason = why_run(run, step, inputs, outputs, hashes)
         if reason is None and not force:
             print(f"[{step.name}] skipped: up to date", flush=True)
@@ -360,6 +397,24 @@ def _run_stages(
             {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
         print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _take_over(base: RunDir, run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: _Hashes) -> bool:
+    """In a variant that has not run a stage: take its outputs from the base run when they would be the same.
+
+    They would be when the base run's stage ran with exactly these inputs (code, params sections and the
+    content of what it read). Its outputs come in by hard link with their recorded hashes
+    (`sedlib.pipeline.rundir.RunDir.adopt`), and must hash as the stage recorded them.
+    """
+    record = base.stage_record(step.name)
+    if run.stage_record(step.name) is not None or record is None or record.get("inputs") != inputs:
+        return False
+    taken = run.adopt(base, outputs)
+    hashes.forget(outputs)
+    if taken != sorted(outputs) or any(hashes(r) != record.get("outputs", {}).get(r) for r in outputs):
+        return False
+    run.write_stage_record(step.name, record)
+    return True
 
 
 def _check_source_data(config: RunConfig, step: Stage) -> None:
@@ -425,9 +480,11 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sedlib.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("params_file", help="e.g. params/default.yaml")
+    parser.add_argument("params_file", help="e.g. params/default.yaml (from the working directory)")
     parser.add_argument("--stages", nargs="+", metavar="STAGE", help=f"among {list(STAGE_NAMES)}")
-    parser.add_argument("--run-dir", help="run directory (default runs/<run_name>)")
+    parser.add_argument(
+        "--run-dir", help="run directory, from the working directory (default runs/<run_name>, with --set its own)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params value, e.g. --set train.lr=1e-3 (YAML value)")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="rerun the chosen stages even if up to date")
@@ -446,16 +503,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--publish copies the results of the params file as it is; run it without --set")
     _stop_on_sigterm()
     logging.basicConfig(format="[run] %(message)s")
+    params_file = from_working_directory(args.params_file)
+    run_dir = from_working_directory(args.run_dir) if args.run_dir else None
     try:
+        if not Path(params_file).is_file():
+            available = sorted(path.name for path in PROJECT_ROOT.glob("params/*.yaml"))
+            raise FileNotFoundError(
+                f"params file {args.params_file} not found from the working directory {Path.cwd()}; the project's "
+                f"are in {_shown_path(PROJECT_ROOT / 'params')}: {available}"
+            )
         overrides = parse_overrides(args.set)
         run = run_study(
-            args.params_file, args.stages, overrides, args.run_dir, args.force, not args.no_report, args.engine,
-            args.terminal,
-        )  # fmt: skip
+            params_file, args.stages, overrides, run_dir, args.force, not args.no_report, args.engine, args.terminal
+        )
         if args.publish:
             from sedlib.pipeline.publish import publish
 
-            written = publish(load_config(args.params_file), run)
+            written = publish(load_config(params_file), run)
             print(f"[publish] {len(written)} files into {written[0].parent}", flush=True)
     except KeyboardInterrupt as interrupt:
         # The event loop's tasks that the interrupt cut short would each log a traceback as they are collected.
@@ -464,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         cause = f" ({interrupt})" if str(interrupt) else ""
         print(
             f"\n[run] interrupted{cause}: the notebook kernel was stopped, and everything completed before is kept; "
-            f"`{rerun_command(args.params_file, args.run_dir, parse_overrides(args.set))}` continues from here.",
+            f"`{rerun_command(params_file, run_dir, parse_overrides(args.set))}` continues from here.",
             file=sys.stderr,
         )
         return 130

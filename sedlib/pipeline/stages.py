@@ -184,7 +184,7 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 REPORT = "report"
-"""The step after the stages: `sedlib.pipeline.report` renders the executed notebooks (`report_files`)."""
+"""The step after the stages: `sedlib.pipeline.report` renders the executed notebooks (`report_files` there)."""
 
 BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock")
 """The run directory's own files (`sedlib.pipeline.rundir`), besides each stage's record ``stages/<stage>.json``."""
@@ -271,37 +271,22 @@ def declared_reads(config: RunConfig, stage_name: str) -> list[str]:
     return [path for kind in stage(stage_name).reads for path in artefact_paths(config, kind)]
 
 
-def declared_files(config: RunConfig, report: bool = True) -> set[str]:
-    """Every file the run directory of ``config`` holds after a complete run (`sedlib.pipeline.runner.run_study`).
+def declared_files(config: RunConfig) -> set[str]:
+    """Every file the stages leave in the run directory of ``config`` (`sedlib.pipeline.runner.run_study`).
 
-    Args:
-        config: the run.
-        report: include the report's files (`report_files`; rendered with pandoc + Typst).
+    The report adds its own (`sedlib.pipeline.report.report_files`), declared there so that the stages' code
+    (`sedlib.pipeline.closure`) does not hold the report's.
     """
     files = set(BOOKKEEPING)
     for writer in STAGES:
         files.update(declared_outputs(config, writer.name))
         files.add(record_path(writer.name))
-    if report:
-        files.update(report_files())
     return files
 
 
 def record_path(stage_name: str) -> str:
     """Where the runner records what a stage last ran with and wrote."""
     return f"stages/{stage_name}.json"
-
-
-def report_files() -> list[str]:
-    """The files `sedlib.pipeline.report.render_report` writes into a run directory with pandoc + Typst.
-
-    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
-    the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
-    one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
-    """
-    from sedlib.pipeline.report import rendered_files, staged_sources
-
-    return [*staged_sources(), *rendered_files()]
 
 
 @cache

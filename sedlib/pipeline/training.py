@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sedlib import source_hash
 from sedlib.config import PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
 from sedlib.device import cpu_cores, resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import TrainingDivergedError
+from sedlib.pipeline.closure import module_code_hash
 from sedlib.pipeline.rundir import ArtefactError, RunDir
 from sedlib.pipeline.splits import (
     DISAGREEMENT_SPLIT,
@@ -67,13 +67,9 @@ def head_config(config: RunConfig, spec: ModelSpec, feature_dim: int, num_classe
     )
 
 
-TRAINING_CODE = ("ensemble.py", "losses.py", "optim.py", "schedules.py", "train.py")
-
-
 def training_code_hash() -> str:
-    """Hash of the modules that determine a trained model: a change to them retrains, not reuses."""
-    package = Path(__file__).parents[1]  # the sedlib package
-    return source_hash(package, [package / name for name in TRAINING_CODE])[:16]
+    """Hash of this module's import closure (`sedlib.pipeline.closure`): a change to it retrains, not reuses."""
+    return module_code_hash(Path(__file__))
 
 
 def _training_record(
@@ -415,7 +411,7 @@ def load_models(config: RunConfig, run: RunDir) -> dict[str, TrainedModel]:
         if record.get("code") != training_code_hash():
             raise ArtefactError(
                 f"{run.relative(run.path('model', name))} was trained by another version of the training code "
-                f"({', '.join(TRAINING_CODE)}). {run.remedy(record_path)}"
+                f"(sedlib.pipeline.training and the modules it imports). {run.remedy(record_path)}"
             )
         ensemble = HeadEnsemble.load(run.path("model", name), expected=HeadConfig(**record["heads"]), device=device)
         models[name] = TrainedModel(spec, ensemble, None, reused=True)

@@ -21,6 +21,7 @@ from sedlib.data.own_data_example import (
 )
 from sedlib.features import read_split
 from sedlib.pipeline import runner
+from sedlib.pipeline.report import report_files
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import declared_files
 
@@ -88,7 +89,7 @@ def given_features(example, tmp_path_factory):
 def test_the_example_runs_every_stage_on_its_folders(example):
     overrides, run = example
     config = load_config(PARAMS, overrides)
-    assert files_of(run) == declared_files(config)
+    assert files_of(run) == declared_files(config) | set(report_files())
     train = read_split(run.path("features", "train"))
     assert train.features.shape == (2, 120, 1280)  # 4 classes x 30 images, two augmented passes
     assert "timm:tf_efficientnet_lite0 [file tf_efficientnet_lite0.safetensors sha256:" in train.manifest.backbone
@@ -107,7 +108,7 @@ def test_a_study_on_given_features_runs_without_backbone_or_corruptions(given_fe
     overrides, run, example_split = given_features
     config = load_config(PARAMS, overrides)
     assert config.data.severities == ()
-    assert files_of(run) == declared_files(config, report=False)
+    assert files_of(run) == declared_files(config)
     test = read_split(run.path("features", "test"))
     np.testing.assert_array_equal(test.features, example_split["test"].features)  # copied as given
     assert test.manifest.backbone.startswith("none: features given")

@@ -91,7 +91,7 @@ def png() -> bytes:
 
 def make_project(root: Path, article: str = ARTICLE) -> Path:
     (root / "report").mkdir(parents=True)
-    (root / "_quarto.yml").write_text(yaml.safe_dump(CONFIG))
+    (root / "report" / "_quarto.yml").write_text(yaml.safe_dump(CONFIG))
     (root / "report" / "index.qmd").write_text(article)
     shutil.copy(ROOT / "report" / "paper.css", root / "report" / "paper.css")
     return root
@@ -133,7 +133,7 @@ def test_real_article_embeds_cells_and_cites_each_figure_and_table():
 
 
 def test_real_quarto_config_is_a_manuscript_that_never_executes():
-    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    config = yaml.safe_load((ROOT / "report" / "_quarto.yml").read_text())
     assert config["project"]["type"] == "manuscript"
     assert config["project"]["output-dir"] == report.OUTPUT_DIR
     assert config["execute"]["enabled"] is False
@@ -263,7 +263,7 @@ def test_pandoc_fallback_renders_html_and_pdf(project, run_dir):
 
 def test_pandoc_fallback_uses_the_typst_options_of_quarto_config(project, run_dir):
     config = dict(CONFIG, format={"typst": {"papersize": "us-letter", "include-in-header": "extra.typ"}})
-    (project / "_quarto.yml").write_text(yaml.safe_dump(config))
+    (project / "report" / "_quarto.yml").write_text(yaml.safe_dump(config))
     (project / "report" / "extra.typ").write_text("#show table: set text(size: 7pt)\n")
     rendered = report.render_report(run_dir, project, engine="pandoc", formats=("pdf",))
     assert set(rendered) == {"pdf"}
@@ -364,7 +364,7 @@ def test_pandoc_fallback_renders_tex_math_as_mathml_and_typst_math(tmp_path, run
 
 
 def test_real_quarto_config_renders_math_as_mathml_like_the_fallback():
-    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    config = yaml.safe_load((ROOT / "report" / "_quarto.yml").read_text())
     assert config["format"]["html"]["html-math-method"] == "mathml"  # Quarto's default, MathJax, needs a CDN
 
 

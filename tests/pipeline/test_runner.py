@@ -3,9 +3,10 @@ import os
 
 import pytest
 
+from sedlib import PROJECT_ROOT
 from sedlib.config import ConfigError, load_config
+from sedlib.pipeline import closure, stages
 from sedlib.pipeline import runner as runner
-from sedlib.pipeline import stages
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, declared_outputs
 
@@ -56,6 +57,34 @@ def test_unchanged_stages_are_skipped_and_changes_propagate(fake_stages, tmp_pat
     overrides["eval"] = {"batch_size": 7}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
     assert fake_stages == ["03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+
+
+@pytest.mark.parametrize(
+    "edited, reruns",
+    [
+        # by hand, from the notebooks' imports: stage 01 draws its figure with input_plots, the others with plots
+        ("sedlib/pipeline/plots.py", ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]),
+        ("sedlib/pipeline/input_plots.py", list(STAGE_NAMES)),  # plots.py draws its notes with it
+        # training imports the losses (stage 02 on); stage 01 imports neither training nor the scores
+        ("sedlib/losses.py", ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]),
+        ("sedlib/features/store.py", list(STAGE_NAMES)),  # every stage reads features
+        ("sedlib/pipeline/findings.py", ["05_tables"]),
+        ("notebooks/03_eval_ood_gen.py", ["03_eval_ood_gen"]),
+    ],
+)
+def test_an_edit_reruns_exactly_the_stages_whose_code_holds_it(
+    fake_stages, tmp_path, capsys, monkeypatch, edited, reruns
+):
+    run_dir = str(tmp_path / "run")
+    runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
+    fake_stages.clear()
+    capsys.readouterr()
+    real = closure.file_sha256
+    target = (PROJECT_ROOT / edited).resolve()
+    monkeypatch.setattr(closure, "file_sha256", lambda path: "edited" if path.resolve() == target else real(path))
+    runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
+    assert fake_stages == reruns
+    assert f"[{reruns[0]}] running: changed since it last ran: {edited}" in lines(capsys)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +205,7 @@ def test_run_directory_of_another_params_file_is_refused(fake_stages, tmp_path):
 
 def test_publish_refuses_overridden_params(capsys):
     with pytest.raises(SystemExit) as stopped:
-        runner.main(["params/smoke.yaml", "--publish", "--set", "train.epochs=1"])
+        runner.main(["params/smoke.yaml", "--publish", "--set", "train.epochs=3"])
     assert stopped.value.code == 2
     assert "--publish copies the results of the params file as it is" in capsys.readouterr().err
 
@@ -205,3 +234,64 @@ def test_kernels_get_text_bars_and_the_runner_process_keeps_its_own_setting(monk
     with runner._text_progress():
         assert os.environ[progress.ENVIRONMENT_VARIABLE] == "text"
     assert os.environ.get(progress.ENVIRONMENT_VARIABLE) == before
+
+
+@pytest.fixture
+def runs_in(tmp_path, monkeypatch):
+    """Default run directories (``runs/<run_name>``) under tmp_path instead of the checkout."""
+    from sedlib.pipeline import rundir
+
+    monkeypatch.setattr(rundir, "RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def test_a_variant_gets_its_own_directory_takes_over_what_it_can_and_leaves_the_run_as_it_was(
+    fake_stages, runs_in, capsys
+):
+    runner.run_study("params/smoke.yaml", report=False)
+    canonical = runs_in / "smoke"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in canonical.rglob("*") if p.is_file()}
+    fake_stages.clear()
+    capsys.readouterr()
+    overrides = {"models": {"sed_a2d": {"kappa": 2.0}}}
+    run = runner.run_study("params/smoke.yaml", overrides=overrides, report=False)
+    assert run.root == runs_in / "smoke+models.sed_a2d.kappa=2.0"
+    assert fake_stages == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+    assert lines(capsys)[0] == f"[01_cache] skipped: taken over from {canonical} (the same code, settings and inputs)"
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in canonical.rglob("*") if p.is_file()} == before
+    feature = "features/test.h5"
+    assert (run.root / feature).stat().st_ino == (canonical / feature).stat().st_ino  # a hard link, not a copy
+    assert run.verified(feature).read_bytes() == (canonical / feature).read_bytes()
+    model = "models/sed_a2d.safetensors"
+    assert (run.root / model).read_text() != (canonical / model).read_text()  # retrained here, there as it was
+    assert json.loads((run.root / "run.json").read_text())["base"] == "smoke"
+    assert run.command() == "python -m sedlib.run params/smoke.yaml --set models.sed_a2d.kappa=2.0"
+    fake_stages.clear()
+    runner.run_study("params/smoke.yaml", overrides=overrides, report=False)
+    assert fake_stages == []
+
+
+def test_overrides_into_the_params_files_own_run_directory_are_refused(fake_stages, runs_in):
+    from sedlib.pipeline.rundir import RunDirError
+
+    with pytest.raises(RunDirError, match=r"goes to its own directory, runs/smoke\+train.epochs=3"):
+        runner.run_study("params/smoke.yaml", overrides={"train": {"epochs": 3}}, run_dir=str(runs_in / "smoke"))
+    assert fake_stages == [] and not runs_in.exists()
+
+
+def test_command_line_paths_are_taken_from_the_working_directory(fake_stages, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(PROJECT_ROOT / "notebooks")
+    assert runner.main(["../params/smoke.yaml", "--run-dir", os.path.relpath(tmp_path / "x"), "--no-report"]) == 0
+    assert (tmp_path / "x" / "stages" / "05_tables.json").is_file()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert runner.main(["params/smoke.yaml", "--run-dir", "y", "--no-report"]) == 1
+    assert capsys.readouterr().err.startswith("error: params file params/smoke.yaml not found from the working dir")
+    assert not (tmp_path / "y").exists()
+
+
+def test_a_run_directory_is_not_created_for_a_run_that_cannot_start(fake_stages, tmp_path, capsys):
+    params = str(PROJECT_ROOT / "params" / "smoke.yaml")
+    assert runner.main([params, "--run-dir", str(tmp_path / "new"), "--stages", "03_eval_ood_gen"]) == 1
+    assert "cannot run: it reads" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

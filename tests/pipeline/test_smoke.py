@@ -9,6 +9,7 @@ import pytest
 from sedlib.bootstrap import VERDICTS
 from sedlib.config import PROJECT_ROOT, load_config
 from sedlib.pipeline.findings import CLAIMS
+from sedlib.pipeline.report import report_files
 from sedlib.pipeline.stages import STAGE_NAMES, declared_files, declared_outputs
 from sedlib.pipeline.tables import AGGREGATIONS
 
@@ -22,6 +23,8 @@ def test_every_stage_wrote_its_results(smoke_run):
         assert notebook.metadata["papermill"]["exception"] is None
         parameters = notebook.metadata["papermill"]["parameters"]
         assert parameters["params_file"] == "params/smoke.yaml"
+        assert notebook.metadata["papermill"]["input_path"] == f"notebooks/{stage}.py"  # not the notebook's JSON
+        assert notebook.metadata["papermill"]["output_path"] == str(smoke_run.path("notebook", stage))
     with h5py.File(smoke_run.path("features", "train")) as handle:
         assert handle["features"].shape == (2, 300, 1280)
     ood_gen = pd.read_csv(smoke_run.path("ood_gen"))
@@ -91,7 +94,7 @@ def test_the_report_opens_with_the_key_findings(smoke_run):
 
 def test_the_run_directory_holds_exactly_the_declared_files(smoke_run):
     found = {path.relative_to(smoke_run.root).as_posix() for path in smoke_run.root.rglob("*") if path.is_file()}
-    declared = declared_files(load_config("params/smoke.yaml"))
+    declared = declared_files(load_config("params/smoke.yaml")) | set(report_files())
     assert found - declared == set(), "written but not declared in sedlib.pipeline.stages"
     assert declared - found == set(), "declared in sedlib.stages but not written"
 
