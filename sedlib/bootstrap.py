@@ -49,8 +49,6 @@ LEVEL = 0.95
 BETTER, WORSE, EQUIVALENT, UNDETERMINED = "better", "worse", "equivalent", "undetermined"
 VERDICTS = (BETTER, WORSE, EQUIVALENT, UNDETERMINED)
 
-_CELLS_PER_CHUNK = 1 << 22  # resamples x rows (or distinct scores) held at once by `resampled_auroc`
-
 
 def cluster_counts(clusters: int, resamples: int, generator: np.random.Generator) -> np.ndarray:
     """How often each cluster is drawn in each of ``resamples`` bootstrap resamples of ``clusters`` clusters.
@@ -61,13 +59,14 @@ def cluster_counts(clusters: int, resamples: int, generator: np.random.Generator
         generator: the source of randomness (seed it for reproducible intervals).
 
     Returns:
-        ``(B, K)`` int64 counts, each row summing to K.
+        ``(B, K)`` counts, each row summing to K, as float64 (the weights of matrix products).
     """
     if clusters < 1 or resamples < 1:
         raise ValueError(f"need at least one cluster and one resample, got {clusters} and {resamples}")
     drawn = generator.integers(0, clusters, size=(resamples, clusters))
     offsets = np.arange(resamples)[:, None] * clusters
-    return np.bincount((drawn + offsets).ravel(), minlength=resamples * clusters).reshape(resamples, clusters)
+    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * clusters)
+    return counts.reshape(resamples, clusters).astype(np.float64)
 
 
 def seed_draws(seeds: int, resamples: int, generator: np.random.Generator) -> np.ndarray:
@@ -81,17 +80,22 @@ def resampled_mean(values: np.ndarray, clusters: np.ndarray, counts: np.ndarray)
     """The mean of per-row values over each resample, every row weighted by how often its cluster was drawn.
 
     Args:
-        values: ``(N,)`` one value per row (1.0 where a prediction is right, a row's PDS, ...).
+        values: ``(N,)`` one value per row (1.0 where a prediction is right, a row's PDS, ...), or
+            ``(N, C)``: C columns of values (e.g. one per seed) on the same rows, in one pass over ``counts``.
         clusters: ``(N,)`` each row's cluster, in ``[0, K)``.
         counts: ``(B, K)`` `cluster_counts`.
 
     Returns:
-        ``(B,)`` the weighted mean of each resample (on ``counts`` of all ones: ``values.mean()``).
+        ``(B,)`` (or ``(B, C)``) the weighted mean of each resample (on counts of all ones: the mean).
     """
+    values = np.asarray(values, dtype=np.float64)
+    columns = values.reshape(len(values), -1)
     width = counts.shape[1]
-    sums = np.bincount(clusters, weights=np.asarray(values, dtype=np.float64), minlength=width)
+    sums = np.stack([np.bincount(clusters, weights=column, minlength=width) for column in columns.T], axis=1)
     sizes = np.bincount(clusters, minlength=width).astype(np.float64)
-    return (counts @ sums) / (counts @ sizes)
+    totals = counts @ np.column_stack([sums, sizes])  # (B, C + 1): one pass over the counts
+    means = totals[:, :-1] / totals[:, -1:]
+    return means[:, 0] if values.ndim == 1 else means
 
 
 def resampled_auroc(
@@ -102,48 +106,53 @@ def resampled_auroc(
     id_counts: np.ndarray,
     ood_counts: np.ndarray,
 ) -> np.ndarray:
-    """AUROC of separating OOD (positive, higher scores) from ID rows on each resample, ties counting one half.
+    """AUROC of separating OOD (positive, higher scores) from ID rows on each resample, to first order.
 
-    The AUROC of a resample is the weighted Mann-Whitney statistic: over pairs of an OOD and an ID
-    row, each weighted by the product of the rows' weights (how often their clusters were drawn),
-    the share in which the OOD row scores higher, plus half the ties. Each score is replaced by its
-    rank among the distinct scores once; a resample then only sums its ID weights per rank, so
-    nothing is sorted per resample. ID and OOD rows may share clusters (the clean test split and its
-    corrupted copies): pass the same ``counts`` for both.
+    The AUROC is a two-sample U-statistic; its first-order (Hájek) projection is the mean of the
+    placement values of DeLong et al. (1988): each OOD row's share of ID rows it outscores, and each
+    ID row's share of OOD rows that outscore it (ties counting one half). On a resample, with each
+    row weighted by how often its cluster was drawn, the AUROC is then
+    ``mean_w(OOD placements) + mean_w(ID placements) - AUROC``: two weighted means, the cost of an
+    accuracy. What it leaves out, the degenerate second-order term, shrinks as 1 / (N_id N_ood)
+    against the 1 / N of what it keeps (a test measures both against the exact weighted AUROC). ID
+    and OOD rows may share clusters (the clean test split and its corrupted copies): pass the same
+    ``counts`` for both.
 
     Args:
-        id_scores: ``(N_id,)`` the score of every ID row (higher = more OOD).
-        ood_scores: ``(N_ood,)`` the score of every OOD row.
+        id_scores: ``(N_id,)`` the score of every ID row (higher = more OOD), or ``(N_id, C)``: C
+            scores (e.g. one per seed) of the same rows.
+        ood_scores: ``(N_ood,)`` (or ``(N_ood, C)``) the score of every OOD row.
         id_clusters: ``(N_id,)`` each ID row's cluster.
         ood_clusters: ``(N_ood,)`` each OOD row's cluster.
         id_counts: ``(B, K_id)`` `cluster_counts` of the ID clusters.
         ood_counts: ``(B, K_ood)`` of the OOD clusters.
 
     Returns:
-        ``(B,)`` the AUROC of each resample (``sklearn.metrics.roc_auc_score`` with the rows' weights).
+        ``(B,)`` (or ``(B, C)``) the AUROC of each resample; on counts of all ones, the AUROC of all rows.
     """
-    scores = np.concatenate([np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)])
-    if not np.isfinite(scores).all():
+    id_scores, ood_scores = np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)
+    if not (np.isfinite(id_scores).all() and np.isfinite(ood_scores).all()):
         raise ValueError("scores contain NaN or inf; check the logits they were computed from")
     if id_counts.shape[0] != ood_counts.shape[0]:
         raise ValueError(f"ID and OOD counts need the same resamples, got {id_counts.shape} and {ood_counts.shape}")
-    distinct, rank = np.unique(scores, return_inverse=True)
-    id_rank, ood_rank = rank[: len(id_scores)], rank[len(id_scores) :]
-    width = len(distinct)
-    result = np.empty(id_counts.shape[0])
-    step = max(1, _CELLS_PER_CHUNK // max(width, len(id_scores), len(ood_scores)))
-    for start in range(0, id_counts.shape[0], step):
-        chunk = slice(start, start + step)
-        id_weights = id_counts[chunk][:, id_clusters].astype(np.float64)  # (b, N_id)
-        ood_weights = ood_counts[chunk][:, ood_clusters].astype(np.float64)  # (b, N_ood)
-        offsets = np.arange(id_weights.shape[0])[:, None] * width
-        per_rank = np.bincount(
-            (id_rank[None, :] + offsets).ravel(), weights=id_weights.ravel(), minlength=offsets.size * width
-        ).reshape(-1, width)  # (b, U): ID weight per distinct score
-        credit = np.cumsum(per_rank, axis=1) - 0.5 * per_rank  # ID weight strictly below, plus half the ties
-        paired = (credit[:, ood_rank] * ood_weights).sum(axis=1)
-        result[chunk] = paired / (id_weights.sum(axis=1) * ood_weights.sum(axis=1))
-    return result
+    id_columns, ood_columns = id_scores.reshape(len(id_scores), -1), ood_scores.reshape(len(ood_scores), -1)
+    ood_placement = np.column_stack(
+        [_below(np.sort(i), o) / len(i) for i, o in zip(id_columns.T, ood_columns.T, strict=True)]
+    )
+    id_placement = np.column_stack(
+        [1 - _below(np.sort(o), i) / len(o) for i, o in zip(id_columns.T, ood_columns.T, strict=True)]
+    )
+    resampled = (
+        resampled_mean(ood_placement, ood_clusters, ood_counts)
+        + resampled_mean(id_placement, id_clusters, id_counts)
+        - ood_placement.mean(axis=0)
+    )
+    return resampled[:, 0] if id_scores.ndim == 1 else resampled
+
+
+def _below(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each value, how many of ``ordered`` (sorted) lie below it, ties counting one half."""
+    return (np.searchsorted(ordered, values, "left") + np.searchsorted(ordered, values, "right")) / 2
 
 
 @dataclass(frozen=True)

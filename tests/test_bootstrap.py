@@ -39,32 +39,47 @@ def test_resampled_mean_weights_each_row_by_its_clusters_draws():
     assert resampled_mean(values, clusters, counts)[1] == pytest.approx(5 / 5)
 
 
-def test_resampled_auroc_is_sklearns_weighted_auroc():
+def test_resampled_auroc_is_sklearns_weighted_auroc_to_first_order():
     generator = np.random.default_rng(0)
-    # rounded scores: many ties, which count one half; 60 ID and 45 OOD rows in shared clusters of 3
-    id_scores = np.round(generator.normal(0.0, 1.0, 60), 1)
-    ood_scores = np.round(generator.normal(0.7, 1.0, 45), 1)
-    id_clusters, ood_clusters = np.arange(60) // 3, np.arange(45) // 3
-    counts = cluster_counts(20, 20, generator)
+    # rounded scores: many ties, which count one half; 600 ID and 450 OOD rows in shared clusters of 3
+    id_scores = np.round(generator.normal(0.0, 1.0, 600), 1)
+    ood_scores = np.round(generator.normal(0.7, 1.0, 450), 1)
+    id_clusters, ood_clusters = np.arange(600) // 3, np.arange(450) // 3
+    counts = cluster_counts(200, 200, generator)
     resampled = resampled_auroc(id_scores, ood_scores, id_clusters, ood_clusters, counts, counts)
-    for b in (0, 7, 19):
-        weights = np.r_[counts[b, id_clusters], counts[b, ood_clusters]]
-        truth = np.r_[np.zeros(60), np.ones(45)]
-        expected = roc_auc_score(truth, np.r_[id_scores, ood_scores], sample_weight=weights)
-        assert resampled[b] == pytest.approx(expected, abs=1e-12)
-
-
-def test_resampled_auroc_counts_by_hand():
-    # ID {0, 1}, OOD {1, 2}: pairs (OOD > ID) = 1 (1>0) + 0.5 (1=1) + 1 (2>0) + 1 (2>1) = 3.5 of 4
-    rows, ones = np.arange(2), np.ones((1, 2), dtype=int)
-    assert resampled_auroc(np.array([0.0, 1.0]), np.array([1.0, 2.0]), rows, rows, ones, ones)[0] == 0.875
-    # ID row 1 and OOD row 2 drawn twice each: every pair is 2 > 1
-    assert (
-        resampled_auroc(np.array([0.0, 1.0]), np.array([1.0, 2.0]), rows, rows, np.array([[0, 2]]), np.array([[0, 2]]))[
-            0
-        ]
-        == 1
+    truth = np.r_[np.zeros(600), np.ones(450)]
+    scores = np.r_[id_scores, ood_scores]
+    exact = np.array(
+        [roc_auc_score(truth, scores, sample_weight=np.r_[row[id_clusters], row[ood_clusters]]) for row in counts]
     )
+    # the left-out second-order term is small against the spread over resamples (about 0.015 here)
+    assert np.abs(resampled - exact).max() < 0.003
+    assert resampled.std() == pytest.approx(exact.std(), rel=0.05)
+    ones = np.ones((1, 200))
+    everything = resampled_auroc(id_scores, ood_scores, id_clusters, ood_clusters, ones, ones)[0]
+    assert everything == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)  # all rows once: exact
+
+
+def test_resampled_auroc_by_hand():
+    # ID {0, 1}, OOD {1, 2}: pairs (OOD > ID) = 1 (1>0) + 0.5 (1=1) + 1 (2>0) + 1 (2>1) = 3.5 of 4
+    rows, ones = np.arange(2), np.ones((1, 2))
+    assert resampled_auroc(np.array([0.0, 1.0]), np.array([1.0, 2.0]), rows, rows, ones, ones)[0] == 0.875
+    # placements: OOD 1 outscores 1.5 of 2 ID rows, OOD 2 both; ID 0 is outscored by both, ID 1 by 1.5.
+    # ID row 1 and OOD row 2 drawn twice: OOD mean 1, ID mean 0.75, so 1 + 0.75 - 0.875 (exactly: 1)
+    twice = np.array([[0.0, 2.0]])
+    assert resampled_auroc(np.array([0.0, 1.0]), np.array([1.0, 2.0]), rows, rows, twice, twice)[0] == 0.875
+
+
+def test_columns_are_resampled_in_one_call():
+    generator = np.random.default_rng(2)
+    id_scores, ood_scores, values = generator.random((50, 3)), generator.random((40, 3)), generator.random((50, 3))
+    id_clusters, ood_clusters, counts = np.arange(50) // 2, np.arange(40) // 2, cluster_counts(25, 30, generator)
+    together = resampled_auroc(id_scores, ood_scores, id_clusters, ood_clusters, counts, counts)
+    means = resampled_mean(values, id_clusters, counts)
+    for c in range(3):
+        alone = resampled_auroc(id_scores[:, c], ood_scores[:, c], id_clusters, ood_clusters, counts, counts)
+        assert together[:, c] == pytest.approx(alone)
+        assert means[:, c] == pytest.approx(resampled_mean(values[:, c], id_clusters, counts))
 
 
 def test_identical_models_give_a_difference_of_exactly_zero():

@@ -272,20 +272,16 @@ def _detection_values(evaluations, detector_scores, replica: str, score: str, sp
 
 def _means(values: list[np.ndarray], rows: tuple[np.ndarray, np.ndarray]) -> _Measured:
     """Per seed, the mean of per-row values on all rows and on every resample of ``rows`` (`_Draws.rows`)."""
-    ids, counts = rows
-    return _Measured(np.array([v.mean() for v in values]), np.stack([resampled_mean(v, ids, counts) for v in values]))
+    stacked = np.column_stack(values)  # (N, S)
+    return _Measured(stacked.mean(axis=0), resampled_mean(stacked, *rows).T)
 
 
 def _aurocs(values: list[tuple[np.ndarray, np.ndarray]], id_rows: tuple, ood_rows: tuple) -> _Measured:
     """Per seed, the AUROC of ``(id_values, ood_values)`` (higher = more OOD) on all rows and every resample."""
+    id_values, ood_values = (np.column_stack([pair[side] for pair in values]) for side in (0, 1))
     return _Measured(
-        np.array([auroc(id_values, ood_values, True) for id_values, ood_values in values]),
-        np.stack(
-            [
-                resampled_auroc(id_values, ood_values, id_rows[0], ood_rows[0], id_rows[1], ood_rows[1])
-                for id_values, ood_values in values
-            ]
-        ),
+        np.array([auroc(i, o, True) for i, o in values]),
+        resampled_auroc(id_values, ood_values, id_rows[0], ood_rows[0], id_rows[1], ood_rows[1]).T,
     )
 
 
@@ -483,7 +479,10 @@ def value_intervals(
 
 
 def claim_verdicts(evidence: pd.DataFrame) -> dict[str, ClaimCount]:
-    """Claim -> on how many of its splits it holds and is contradicted (`sedlib.bootstrap.claim_count`), in `CLAIMS` order."""
+    """Claim -> on how many of its splits it holds and is contradicted (`sedlib.bootstrap.claim_count`).
+
+    In `CLAIMS` order, the claims ``evidence`` judges.
+    """
     counted = {}
     for claim in CLAIMS:
         rows = evidence[evidence["claim"] == claim]

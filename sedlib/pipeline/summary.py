@@ -27,7 +27,10 @@ def _pct(value: float) -> str:
 
 
 def judged_text(evidence: pd.DataFrame, claim: str) -> str:
-    """``<claim>: holds on k of n, contradicted on m (C-1 better; ...)``: a claim's verdicts as the key findings state them."""
+    """``<claim>: holds on k of n, contradicted on m (C-1 better; ...)``: a claim's verdicts as the key findings say.
+
+    Empty when ``evidence`` does not judge the claim.
+    """
     counted = claim_verdicts(evidence).get(claim)
     if counted is None:
         return ""

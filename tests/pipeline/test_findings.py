@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sedlib.bootstrap import BETTER, EQUIVALENT, UNDETERMINED, WORSE, ClaimCount
+from sedlib.bootstrap import BETTER, EQUIVALENT, WORSE, ClaimCount
 from sedlib.config import RunConfig
 from sedlib.evaluate import SplitEvaluation
 from sedlib.pipeline.evaluation import FEATURE_DETECTORS_MODEL, detector_key
