@@ -64,9 +64,10 @@ def cluster_counts(clusters: int, resamples: int, generator: np.random.Generator
     if clusters < 1 or resamples < 1:
         raise ValueError(f"need at least one cluster and one resample, got {clusters} and {resamples}")
     drawn = generator.integers(0, clusters, size=(resamples, clusters))
-    offsets = np.arange(resamples)[:, None] * clusters
-    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * clusters)
-    return counts.reshape(resamples, clusters).astype(np.float64)
+    counts = np.empty((resamples, clusters))
+    for row, draw in enumerate(drawn):
+        counts[row] = np.bincount(draw, minlength=clusters)
+    return counts
 
 
 def seed_draws(seeds: int, resamples: int, generator: np.random.Generator) -> np.ndarray:

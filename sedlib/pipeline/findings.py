@@ -51,7 +51,6 @@ from sedlib.bootstrap import (
 )
 from sedlib.config import RunConfig
 from sedlib.detectors import DETECTORS
-from sedlib.metrics import auroc
 from sedlib.pipeline.evaluation import FEATURE_DETECTORS_MODEL, detector_key
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import load_split, plan_splits
@@ -279,8 +278,9 @@ def _means(values: list[np.ndarray], rows: tuple[np.ndarray, np.ndarray]) -> _Me
 def _aurocs(values: list[tuple[np.ndarray, np.ndarray]], id_rows: tuple, ood_rows: tuple) -> _Measured:
     """Per seed, the AUROC of ``(id_values, ood_values)`` (higher = more OOD) on all rows and every resample."""
     id_values, ood_values = (np.column_stack([pair[side] for pair in values]) for side in (0, 1))
+    once = (np.ones((1, id_rows[1].shape[1])), np.ones((1, ood_rows[1].shape[1])))  # every row once: exact
     return _Measured(
-        np.array([auroc(i, o, True) for i, o in values]),
+        resampled_auroc(id_values, ood_values, id_rows[0], ood_rows[0], *once)[0],
         resampled_auroc(id_values, ood_values, id_rows[0], ood_rows[0], id_rows[1], ood_rows[1]).T,
     )
 
@@ -563,6 +563,11 @@ _DATASETS = {"fashion_mnist": "Fashion-MNIST", "imagenet": "ImageNet-1k", "folde
 _BACKBONES = {"efficientnet_lite0": "EfficientNet-Lite0", "deit3_base": "DeiT III Base"}
 
 
+def _listed(items: list[str]) -> str:
+    """``1, 2 and 5``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else items[0]
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -580,7 +585,7 @@ def abstract(evidence: pd.DataFrame, config: RunConfig) -> str:
     severities = config.data.severities
     shift = (
         f"{_count(len(config.data.corruptions) or 15, 'corruption')} at "
-        f"severit{'y' if len(severities) == 1 else 'ies'} {', '.join(str(s) for s in severities)}, and "
+        f"severit{'y' if len(severities) == 1 else 'ies'} {_listed([str(s) for s in severities])}, and "
         if severities
         else ""
     )
