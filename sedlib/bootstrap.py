@@ -30,7 +30,7 @@ Example:
     >>> generator = np.random.default_rng(0)
     >>> counts = cluster_counts(4, 3, generator)
     >>> counts.shape, counts.sum(axis=1).tolist()
-    ((3, 4), [4, 4, 4])
+    ((3, 4), [4.0, 4.0, 4.0])
     >>> same = np.zeros((1, 3))
     >>> verdict(difference(np.array([0.0]), np.array([0.0]), same, same, seed_draws(1, 3, generator)), margin=0.01)
     'equivalent'
