@@ -215,6 +215,18 @@ def cluster_ids(config: RunConfig, clusters: Mapping[str, np.ndarray]) -> dict[s
     return result
 
 
+def _checked(clusters: Mapping[str, np.ndarray], evaluations: Evaluations) -> Mapping[str, np.ndarray]:
+    """``clusters``, after checking that each split has as many row positions as evaluated rows."""
+    evaluated = {split: len(evaluation.samples) for (_, split), evaluation in evaluations.items()}
+    for split, positions in clusters.items():
+        if split in evaluated and len(positions) != evaluated[split]:
+            raise ValueError(
+                f"split {split}: the feature file has {len(positions)} rows, its evaluation {evaluated[split]}; "
+                "rerun from notebooks/03_eval_ood_gen"
+            )
+    return clusters
+
+
 @dataclass
 class _Draws:
     """The resamples of one study: the seeds each resample draws, and the cluster counts of each universe.
@@ -325,7 +337,7 @@ def claim_evidence(
             f"the key findings compare PDS and BMA, but {config.source} leaves {sorted(missing)} out of eval.scores; "
             "add them (or leave eval.scores empty for every score) and rerun from notebooks/03_eval_ood_gen"
         )
-    draws = _Draws(config.eval.bootstrap_resamples, len(ours), cluster_ids(config, clusters))
+    draws = _Draws(config.eval.bootstrap_resamples, len(ours), cluster_ids(config, _checked(clusters, evaluations)))
     rows = []
 
     def add(claim: str, split: str, names: tuple[str, str], measured: tuple[_Measured, _Measured]) -> None:
@@ -443,7 +455,8 @@ def value_intervals(
         ``num_unique``), ``split``, ``low``, ``high``.
     """
     sets = ood_sets(config)
-    draws = _Draws(config.eval.bootstrap_resamples, len(config.seeds) or 1, cluster_ids(config, clusters))
+    ids = cluster_ids(config, _checked(clusters, evaluations))
+    draws = _Draws(config.eval.bootstrap_resamples, len(config.seeds) or 1, ids)
     accuracy_sets = {id_split: [id_split], **{n: s for n, s in sets.items() if n.startswith("C-")}}
     accuracy_sets.update({name: [name] for name in config.data.subset_sets})
     rows = []

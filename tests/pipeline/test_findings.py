@@ -230,3 +230,10 @@ def test_two_runs_of_a_study_give_the_same_text():
         evidence = claim_evidence(evaluations(run, 0.8, 0.7), {}, CLUSTERS, NO_DETECTION, run)
         texts.append((abstract(evidence, run), key_findings(evidence, run), evidence.to_csv()))
     assert texts[0] == texts[1]
+
+
+def test_row_positions_must_match_the_evaluated_rows():
+    run = config()
+    short = {**CLUSTERS, "fog-1": np.arange(ROWS - 1)}
+    with pytest.raises(ValueError, match="split fog-1: the feature file has 399 rows, its evaluation 400"):
+        claim_evidence(evaluations(run, 0.8, 0.7), {}, short, NO_DETECTION, run)
