@@ -515,7 +515,10 @@ def interval_text(row: pd.Series, percent: bool) -> str:
 
 
 def _improvement(row: pd.Series) -> str:
-    return f"P(better) {row['improvement']:.2f} [{row['improvement_low']:.2f}, {row['improvement_high']:.2f}]"
+    """``0.80 [0.40, 1.00]``: P(better) over pairs of seeds with its interval; a dash with one seed (no pairs)."""
+    if row["seeds"] < 2:
+        return "\u2013"
+    return f"{row['improvement']:.2f} [{row['improvement_low']:.2f}, {row['improvement_high']:.2f}]"
 
 
 def _margins(config: RunConfig) -> str:
@@ -550,8 +553,9 @@ def key_findings(evidence: pd.DataFrame, config: RunConfig) -> str:
     lines = [
         f"{labels[sed]} is judged against {labels[reference]}. Each difference is {labels[sed]} minus the other, "
         f"in points for percentages, with its {100 * LEVEL:.0f}\u00a0% interval {over} (a corrupted copy of a "
-        f"test image is resampled with it; {config.eval.bootstrap_resamples} resamples), and the probability that "
-        f"{labels[sed]} is better, P(better), over pairs of seeds. A split reads **better** or **worse** where "
+        f"test image is resampled with it; {config.eval.bootstrap_resamples} resamples)"
+        + (f", and the probability that {labels[sed]} is better, P(better), over pairs of seeds" if seeds > 1 else "")
+        + ". A split reads **better** or **worse** where "
         f"the interval lies above or below zero, **equivalent** where it lies inside ± the smallest difference "
         f"that matters ({_margins(config)}; `eval.margins`), **undetermined** otherwise. A claim holds on the "
         f"splits where the difference is above zero after Holm's correction over its splits, and is "
@@ -564,7 +568,8 @@ def key_findings(evidence: pd.DataFrame, config: RunConfig) -> str:
         if claim == "pds_vs_detectors":
             compared = f"{rows['ours'].iloc[0]} vs the strongest post-hoc detector, chosen in every resample"
         parts = [
-            f"{row['split']} {interval_text(row, spec.percent)} {row['verdict']} ({_improvement(row)})"
+            f"{row['split']} {interval_text(row, spec.percent)} {row['verdict']}"
+            + (f" (P(better) {_improvement(row)})" if seeds > 1 else "")
             for _, row in rows.iterrows()
         ]
         detail = f"{spec.measure[0].upper()}{spec.measure[1:]}, {compared}: " + "; ".join(parts)
@@ -668,7 +673,7 @@ def evidence_table(evidence: pd.DataFrame) -> pd.DataFrame:
                 "Compared": f"{row['ours']} / {row['theirs']}",
                 "Values": f"{scale * row['ours_value']:.{digits}f} / {scale * row['theirs_value']:.{digits}f}",
                 "Difference [95 % CI]": interval_text(row, spec.percent),
-                "P(better) [95 % CI]": _improvement(row).removeprefix("P(better) "),
+                "P(better) [95 % CI]": _improvement(row),
                 "Verdict": row["verdict"] + (f" (± {scale * row['margin']:g})" if row["verdict"] == EQUIVALENT else ""),
             }
         )
