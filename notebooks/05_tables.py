@@ -18,11 +18,11 @@
 #
 # This notebook only reads the results the earlier stages wrote (`results/ood_gen.csv`,
 # `results/ood_det.csv`, `results/diversity.csv`, the per-sample evaluations `results/evaluations.h5`
-# and detector scores `results/detector_scores.npz`, the training logs of the M sweep), each checked
-# against the content hash recorded when it was written. It judges the paper's claims on them, with a
-# paired bootstrap interval on every difference, lays the results out as the paper's tables, saves
-# them as Markdown and CSV under `results/tables/`, and writes the abstract, the key findings and a
-# short summary. Every number in these texts is read from those files.
+# and detector scores `results/detector_scores.npz`, the row positions in the cached feature files),
+# each checked against the content hash recorded when it was written. It judges the paper's claims on
+# them, with an interval over seeds and rows on every difference, lays the results out as the paper's
+# tables, saves them as Markdown and CSV under `results/tables/`, and writes the abstract, the key
+# findings and a short summary. Every number in these texts is read from those files.
 
 # %% tags=["parameters"]
 params_file: str = "params/default.yaml"  # the study's params file, relative to the project root (or absolute)
@@ -40,7 +40,7 @@ from sedlib.pipeline.findings import (
     claim_evidence,
     evidence_table,
     key_findings,
-    sweep_logs,
+    split_clusters,
     value_intervals,
 )
 from sedlib.pipeline.notebook import open_stage
@@ -68,17 +68,20 @@ ood_gen, ood_det, diversity = run.read_csv("ood_gen"), run.read_csv("ood_det"), 
 # ## The paper's claims, judged
 #
 # Each claim rests on differences between SED and the deep ensemble (or between two scores of SED),
-# measured on the evaluated samples. Every difference gets a paired bootstrap 95 % interval: the ID
-# rows and the OOD rows are resampled with replacement (`eval.bootstrap_resamples` times, seeded), and
-# both sides of a difference are recomputed on the same resampled rows. With several seeds the
-# difference is averaged over seeds and its standard deviation over seeds shown too. A claim holds
-# only where the interval (and the seed spread) is clear of zero in its direction.
+# measured per training seed on the evaluated samples and averaged over seeds. Every difference gets a
+# 95 % interval over seeds (the training run is the unit of replication) and rows: the rows are
+# resampled with replacement (`eval.bootstrap_resamples` times, seeded), a corrupted copy of a test
+# image together with that image, and both sides of a difference are recomputed on the same
+# resampled rows; beside it, the probability that SED is better over pairs of seeds. Each split reads
+# better, worse, equivalent (inside ± `eval.margins`) or undetermined; a claim reads "holds on k of n
+# splits, contradicted on m" (Holm's correction over its splits).
 
 # %%
 splits = [plan.name for plan in plan_splits(config) if plan.kind in ("test", "corruption", "ood", "subset")]
 evaluations = stored_evaluations(config, run, splits)  # computed by 03, checked against the models and features
 started = time.perf_counter()
-evidence = claim_evidence(evaluations, stored_detector_scores(run), sweep_logs(config, run), ood_det, config)
+clusters = split_clusters(config, run, splits)  # each row's test image, read from the verified feature files
+evidence = claim_evidence(evaluations, stored_detector_scores(run), clusters, ood_det, config)
 print(
     f"{config.eval.bootstrap_resamples} bootstrap resamples of every difference in {time.perf_counter() - started:.1f} s"
 )
@@ -96,7 +99,7 @@ display(Markdown(key_findings(evidence, config)))
 
 # %%
 #| label: tbl-evidence
-#| tbl-cap: "The evidence behind the key findings: each difference (SED minus the other; points for percentages) with its paired bootstrap 95 % interval and verdict."
+#| tbl-cap: "The evidence behind the key findings: each difference (SED minus the other; points for percentages) with its 95 % interval over seeds and rows, the probability that SED is better over pairs of seeds, and the verdict."
 display(Markdown(markdown_table(evidence_table(evidence))))
 
 # %%
@@ -156,19 +159,19 @@ saved = run.save_figure("sweeps", figure)
 
 # %%
 #| label: method-comparison
-comparison = method_comparison(ood_gen, ood_det, config)
+comparison = method_comparison(ood_gen, ood_det, evidence, config)
 run.save_text("method_comparison", comparison)
 display(Markdown(comparison))
 
 # %%
 #| label: fig-summary
-#| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split; error bars: bootstrap 95 % intervals over the evaluated samples."
-intervals = value_intervals(evaluations, config)  # 95 % bootstrap intervals, drawn as error bars
+#| fig-cap: "The study at a glance: ensemble accuracy on the clean and corrupted test splits, detection AUROC of BMA and PDS, and member disagreement (#unique) per split; error bars: 95 % intervals over seeds and the evaluated samples."
+intervals = value_intervals(evaluations, clusters, config)  # 95 % intervals over seeds and rows, drawn as error bars
 figure = summary_figure(main_gen, main_det, main_rows(diversity, config), intervals)
 saved = run.save_figure("summary", figure)
 
 # %%
 #| label: summary
-summary = results_summary(ood_gen, ood_det, diversity, config)
+summary = results_summary(ood_gen, ood_det, diversity, evidence, config)
 run.save_text("summary", summary)
 display(Markdown(summary))

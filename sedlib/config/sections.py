@@ -294,6 +294,25 @@ class HeadSettings:
 
 
 @checked_dataclass(frozen=True, config=CHECKED)
+class MarginConfig:
+    """The smallest difference that matters, per measure, behind the verdicts of stage 05 (`sedlib.bootstrap.verdict`).
+
+    A difference whose 95 % interval lies inside ``± margin`` reads *equivalent*: whatever its sign, it is
+    smaller than what matters. Fractions: 0.01 is one point of accuracy or AUROC.
+
+    Attributes:
+        accuracy: of accuracy (a fraction, 0 to 1), the accuracy claims.
+        auroc: of detection AUROC (a fraction, 0 to 1), the detection claims.
+        pds: of the increase of mean PDS from the clean test split to an OOD set (the diversity claim); PDS
+            counts classes, from 1 to the number of members.
+    """
+
+    accuracy: number(float, ge=0, le=1) = 0.01
+    auroc: number(float, ge=0, le=1) = 0.01
+    pds: number(float, ge=0) = 0.05
+
+
+@checked_dataclass(frozen=True, config=CHECKED)
 class EvalConfig:
     """Evaluation (stages 03-04).
 
@@ -314,6 +333,8 @@ class EvalConfig:
         bootstrap_resamples: resamples of the evaluated rows behind the 95 % interval of every
             difference the key findings judge (stage 05, `sedlib.bootstrap`), from 100 (rough
             interval ends) to 100000; seeded, so a run gives the same intervals every time.
+        margins: the smallest differences that matter, per measure (`MarginConfig`): ``accuracy``,
+            ``auroc``, ``pds``.
     """
 
     batch_size: Count = 2048
@@ -325,6 +346,7 @@ class EvalConfig:
     knn_k: Count = 50
     knn_train_rows: Count | None = None
     bootstrap_resamples: number(int, ge=100, le=100_000) = 1000
+    margins: MarginConfig = field(default_factory=MarginConfig)
 
     def __post_init__(self) -> None:
         if self.knn_train_rows is not None and self.knn_train_rows < self.knn_k:

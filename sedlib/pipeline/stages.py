@@ -173,7 +173,6 @@ STAGES = (
         reads=(
             *FEATURE_FILES,
             *MODEL_FILES,
-            "model_log",
             "evaluations",
             "ood_gen",
             "ood_det",

@@ -1,15 +1,16 @@
 """The generated prose of stage 05: the results summary and "which method wins where".
 
 Every number in these texts is read from the result tables (`sedlib.pipeline.tables`); the texts only
-say what the numbers are and how they compare.
+say what the numbers are. Whether a claim holds is said only with the key findings' verdicts
+(`sedlib.pipeline.findings`), in the same words and the same rounding.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from sedlib.config import RunConfig
+from sedlib.pipeline.findings import CLAIMS, claim_verdicts, judged_models, split_verdicts
 from sedlib.pipeline.tables import (
     AGGREGATIONS,
     DIVERSITY_SCORES,
@@ -25,14 +26,32 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
-def results_summary(
-    summary: pd.DataFrame, detection: pd.DataFrame, diversity: pd.DataFrame, config: RunConfig, id_split: str = "test"
-) -> str:
-    """A short Markdown results section whose every number is read from the three result tables.
+def judged_text(evidence: pd.DataFrame, claim: str) -> str:
+    """``<claim>: holds on k of n, contradicted on m (C-1 better; ...)``: a claim's verdicts as the key findings say.
 
-    It states plainly whether the paper's qualitative signature appears: each diversified model's
-    members disagree more (#unique, PDS) than the reference model's (``eval.reference_model``, the
-    deep ensemble) on the OOD sets, and how PDS compares with BMA as a detector.
+    Empty when ``evidence`` does not judge the claim.
+    """
+    counted = claim_verdicts(evidence).get(claim)
+    if counted is None:
+        return ""
+    splits = "; ".join(f"{split} {judged}" for split, judged in split_verdicts(evidence, claim).items())
+    return f"{CLAIMS[claim].title}: {counted} ({splits})"
+
+
+def results_summary(
+    summary: pd.DataFrame,
+    detection: pd.DataFrame,
+    diversity: pd.DataFrame,
+    evidence: pd.DataFrame,
+    config: RunConfig,
+    id_split: str = "test",
+) -> str:
+    """A short Markdown results section whose every number is read from the result tables and the evidence.
+
+    It lays out the accuracies, each diversified model's disagreement (#unique, PDS) beside the
+    reference model's (``eval.reference_model``, the deep ensemble) and PDS beside BMA as a detector;
+    whether the paper's claims hold is said only with the key findings' verdicts
+    (`sedlib.pipeline.findings.claim_evidence`), in their words.
     """
     frames = (main_rows(frame, config) for frame in (summary, detection, diversity))
     summary, detection, diversity, seeds = seed_means(*frames)
@@ -41,6 +60,7 @@ def results_summary(
     # one-member models (a single model, the pretrained head) have no disagreement to compare
     diverse = set(detection.loc[detection["score"] == "pds", "model"])
     trained = {name: label for name, label in labels.items() if name in config.models and name in diverse}
+    judged, _ = judged_models(config)
     ensemble = summary[summary["aggregation"] == "ensemble"].set_index("model")
     severities = [c for c in summary.columns if c.startswith("C-")]
     over = f" (means over {seeds} seeds)" if seeds > 1 else ""
@@ -55,43 +75,24 @@ def results_summary(
             continue
         ours = diversity[diversity["model"] == name].set_index("split")
         base = diversity[diversity["model"] == reference].set_index("split")
-        higher = [s for s in sets if ours.loc[s, "num_unique"] > base.loc[s, "num_unique"]]
-        pds_higher = [s for s in sets if ours.loc[s, "pds"] > base.loc[s, "pds"]]
-        holds = len(higher) == len(sets) and len(pds_higher) == len(sets)
-        verdict = "appears" if holds else "does not fully appear"
-        lines.append("")
-        lines.append(
-            f"**Diversity signature ({label} vs {labels[reference]}).** The paper's signature (members that "
-            f"disagree more off-distribution) {verdict}: mean #unique is higher on {len(higher)} of {len(sets)} "
-            f"OOD sets and mean PDS on {len(pds_higher)} of {len(sets)}. On the clean test split: #unique "
-            f"{ours.loc[id_split, 'num_unique']:.2f} vs {base.loc[id_split, 'num_unique']:.2f}, PDS "
-            f"{ours.loc[id_split, 'pds']:.2f} vs {base.loc[id_split, 'pds']:.2f}."
-        )
-        auroc_of = detection.set_index(["model", "score", "ood_set"])["auroc"]
-        better = [s for s in sets if auroc_of[name, "pds", s] > auroc_of[reference, "pds", s]]
-        lines.append(
-            f"Whether that disagreement separates OOD from ID better is a separate question: {label}'s PDS has "
-            f"the higher AUROC on {len(better)} of {len(sets)} OOD sets"
-            + (f" ({', '.join(better)})." if better else ".")
-        )
-        lines.append("")
-        for s in sets:
+        lines += ["", f"**Disagreement ({label} vs {labels[reference]}).** Mean #unique and mean PDS{over}:", ""]
+        for s in [id_split, *sets]:
             lines.append(
                 f"- {s}: #unique {ours.loc[s, 'num_unique']:.2f} vs {base.loc[s, 'num_unique']:.2f}; "
                 f"PDS {ours.loc[s, 'pds']:.2f} vs {base.loc[s, 'pds']:.2f}."
             )
+        verdicts = [judged_text(evidence, claim) for claim in ("diversity", "pds_vs_reference")]
+        if name == judged and any(verdicts):
+            lines += ["", "The key findings' verdicts: " + "; ".join(v for v in verdicts if v) + "."]
     lines.append("")
-    lines.append("**Detection.** AUROC of PDS against BMA (ID = clean test split; OOD positive):")
+    lines.append(f"**Detection.** AUROC of PDS against BMA (ID = clean test split; OOD positive){over}:")
     lines.append("")
     auroc_of = detection.set_index(["model", "score", "ood_set"])["auroc"]
     for name, label in trained.items():
-        parts = []
-        wins = 0
-        for s in sets:
-            pds_value, bma_value = auroc_of[name, "pds", s], auroc_of[name, "bma", s]
-            wins += pds_value > bma_value
-            parts.append(f"{s} {_pct(pds_value)} vs {_pct(bma_value)}")
-        lines.append(f"- {label}: PDS beats BMA on {wins} of {len(sets)} sets ({'; '.join(parts)}).")
+        parts = [f"{s} {_pct(auroc_of[name, 'pds', s])} vs {_pct(auroc_of[name, 'bma', s])}" for s in sets]
+        verdict = judged_text(evidence, "pds_vs_bma") if name == judged else ""
+        verdict = f" {verdict}." if verdict else ""
+        lines.append(f"- {label}: {'; '.join(parts)}.{verdict}")
     return "\n".join(lines)
 
 
@@ -99,19 +100,31 @@ def _method(row: pd.Series) -> str:
     return f"{row['label']} [{AGGREGATIONS[row['aggregation']].lower()}]"
 
 
-def _spread_note(gap: float, spread: float, seeds: int) -> str:
-    if seeds < 2 or np.isnan(spread):
-        return "one seed, so no spread to compare with"
-    verdict = "beyond" if gap > spread else "within"
-    return f"{verdict} the seed spread (largest std of the two: {100 * spread:.1f} points)"
+_ACCURACY_CLAIMS = {"accuracy_ensemble": "prediction ensemble", "accuracy_soup": "weight soup"}
+_DETECTION_CLAIMS = {
+    "pds_vs_bma": "PDS vs BMA",
+    "pds_vs_reference": "PDS vs the deep ensemble's PDS",
+    "pds_vs_detectors": "PDS vs the strongest post-hoc detector",
+}
 
 
-def method_comparison(summary: pd.DataFrame, detection: pd.DataFrame, config: RunConfig) -> str:
+def _verdicts_on(evidence: pd.DataFrame, split: str, claims: dict[str, str]) -> str:
+    """``; the key findings: prediction ensemble worse, ...``: the verdicts of ``claims`` on one split, if judged."""
+    found = [
+        f"{words} {split_verdicts(evidence, claim)[split]}"
+        for claim, words in claims.items()
+        if split in split_verdicts(evidence, claim)
+    ]
+    return f"; key findings ({', '.join(found)})" if found else ""
+
+
+def method_comparison(summary: pd.DataFrame, detection: pd.DataFrame, evidence: pd.DataFrame, config: RunConfig) -> str:
     """Markdown: which method and aggregation wins each split, and which score wins each OOD set.
 
     Every number is read from the two result tables (the main models only; sweep points are left
-    out). A lead is called beyond the seed spread only when it exceeds the larger standard deviation
-    over seeds of the two entries compared.
+    out). A lead is only stated here; whether SED beats the deep ensemble on a split is said with the
+    key findings' verdict for that split (``evidence``, `sedlib.pipeline.findings.claim_evidence`), so
+    the report speaks with one voice.
     """
     summary, detection = main_rows(summary, config), main_rows(detection, config)
     mean, std, seeds = over_seeds(summary, ["aggregation"])
@@ -128,13 +141,9 @@ def method_comparison(summary: pd.DataFrame, detection: pd.DataFrame, config: Ru
         text = f"- {SPLIT_TITLES.get(split, split)}: {_method(mean.loc[best])}, {_pct(mean.loc[best, split])}"
         if rival is not None:
             gap = mean.loc[best, split] - mean.loc[rival, split]
-            spread = np.fmax(std.loc[best, split], std.loc[rival, split])  # NaN with one seed, without a warning
             lead = f"a lead of {100 * gap:.1f} points" if round(100 * gap, 1) > 0 else "a tie at this precision"
-            text += (
-                f"; the best other model is {_method(mean.loc[rival])}, {_pct(mean.loc[rival, split])}: "
-                f"{lead}, {_spread_note(gap, spread, seeds)}"
-            )
-        lines.append(text + ".")
+            text += f"; the best other model is {_method(mean.loc[rival])}, {_pct(mean.loc[rival, split])}: {lead}"
+        lines.append(text + _verdicts_on(evidence, SPLIT_TITLES.get(split, split), _ACCURACY_CLAIMS) + ".")
     det_mean, det_std, _ = over_seeds(detection, ["score", "score_label", "ood_set"])
     lines += ["", f"**Which method wins where: detection** (AUROC, ID = clean test split){over}:", ""]
     for ood_set in dict.fromkeys(det_mean["ood_set"]):
@@ -149,5 +158,5 @@ def method_comparison(summary: pd.DataFrame, detection: pd.DataFrame, config: Ru
                 f"; the best disagreement score is {top['label']}, {top['score_label']} ({_pct(top['auroc'])}), "
                 f"rank {rank} of {len(rows)}"
             )
-        lines.append(text + ".")
+        lines.append(text + _verdicts_on(evidence, ood_set, _DETECTION_CLAIMS) + ".")
     return "\n".join(lines)

@@ -277,6 +277,8 @@ def test_a_set_section_given_a_scalar_names_the_section():
     [
         ({"eval": {"batch_size": 0}}, "eval.batch_size: must be >= 1, got 0"),
         ({"eval": {"bootstrap_resamples": 50}}, "eval.bootstrap_resamples: must lie in [100, 100000], got 50"),
+        ({"eval": {"margins": {"auroc": 2}}}, "eval.margins.auroc: must lie in [0, 1], got 2.0"),
+        ({"eval": {"margins": {"pds": -0.1}}}, "eval.margins.pds: must be >= 0, got -0.1"),
         ({"head": {"hidden_dim": -5}}, "head.hidden_dim: must be >= 1, got -5"),
         ({"head": {"hidden_dim": 0}}, "head.hidden_dim: must be >= 1, got 0"),
         ({"head": {"norm_eps": 0.0}}, "head.norm_eps: must be > 0, got 0.0"),

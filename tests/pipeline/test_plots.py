@@ -50,7 +50,9 @@ def test_summary_figure_draws_the_intervals_as_error_bars():
     evaluations = fake_evaluations(0.5)
     summary, _ = generalisation_tables(evaluations, CONFIG)
     frames = (summary, detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG))
-    intervals = value_intervals(evaluations, CONFIG)
+    # every split's rows at the start of its source set: a corrupted row is a copy of the test row at its position
+    clusters = {split: np.arange(len(evaluation.samples)) for (model, split), evaluation in evaluations.items()}
+    intervals = value_intervals(evaluations, clusters, CONFIG)
     plain, with_bars = summary_figure(*frames), summary_figure(*frames, intervals)
     bars = [[c for c in axis.collections if isinstance(c, LineCollection)] for axis in with_bars.axes[:3]]
     assert not any(isinstance(c, LineCollection) for axis in plain.axes for c in axis.collections)

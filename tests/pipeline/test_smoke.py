@@ -12,6 +12,7 @@ from sedlib.pipeline.findings import CLAIMS
 from sedlib.pipeline.report import report_files
 from sedlib.pipeline.stages import STAGE_NAMES, declared_files, declared_outputs
 from sedlib.pipeline.tables import AGGREGATIONS
+from sedlib.pipeline.verdicts import run_verdicts, verdict_differences
 
 pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
 
@@ -82,9 +83,10 @@ def test_report_holds_the_tables_and_figures(smoke_run):
 
 def test_the_report_opens_with_the_key_findings(smoke_run):
     evidence = pd.read_csv(smoke_run.path("evidence"))
-    # every claim: smoke.yaml has an M sweep (the step cost) and post-hoc detectors
+    # every claim: smoke.yaml has post-hoc detectors
     assert set(evidence["claim"]) == set(CLAIMS)
     assert set(evidence["verdict"]) <= set(VERDICTS) and (evidence["low"] <= evidence["high"]).all()
+    assert evidence["improvement"].between(0, 1).all() and "holds on" in smoke_run.path("key_findings").read_text()
     html = (smoke_run.report / "index.html").read_text()
     assert html.index("Key findings") < html.index("Introduction") and "@tbl-" not in html
     typst = (smoke_run.report / "index.typ").read_text()
@@ -104,3 +106,10 @@ def test_every_artefact_verifies_against_its_recorded_hash(smoke_run):
     recorded = {path for stage in STAGE_NAMES for path in declared_outputs(config, stage)}
     for relative in sorted(recorded):
         assert smoke_run.problem(relative) is None, relative
+
+
+def test_the_committed_smoke_verdicts_are_what_the_code_produces(smoke_run):
+    # after a change that moves a verdict on purpose, rewrite them (module docstring of sedlib.pipeline.verdicts):
+    # python -m sedlib.pipeline.verdicts params/smoke.yaml --write results/smoke/verdicts.csv
+    committed = pd.read_csv(PROJECT_ROOT / "results" / "smoke" / "verdicts.csv")
+    assert verdict_differences(run_verdicts(smoke_run), committed) == []

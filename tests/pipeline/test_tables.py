@@ -5,6 +5,7 @@ import torch
 
 from sedlib.config import RunConfig
 from sedlib.evaluate import SplitEvaluation, evaluate_split
+from sedlib.pipeline.findings import EVIDENCE_COLUMNS
 from sedlib.pipeline.summary import method_comparison, results_summary
 from sedlib.pipeline.tables import (
     calibration_table,
@@ -29,6 +30,18 @@ CONFIG = RunConfig.from_dict(
         "eval": {"reference_model": "de"},
     }
 )
+
+
+def hand_evidence(verdicts: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """Evidence rows by hand: (claim, split) -> verdict, with p-values that Holm's count reads the same way."""
+    rows = []
+    for (claim, split), verdict in verdicts.items():
+        p_better = {"better": 1e-6, "worse": 1 - 1e-6}.get(verdict, 0.5)
+        rows.append({"claim": claim, "split": split, "verdict": verdict, "p_better": p_better, "p_worse": 1 - p_better})
+    return pd.DataFrame(rows).reindex(columns=EVIDENCE_COLUMNS)
+
+
+NO_EVIDENCE = pd.DataFrame(columns=EVIDENCE_COLUMNS)
 
 
 def evaluation(labels, ensemble, soup, members, pds, unique, bma):
@@ -113,21 +126,27 @@ def test_diversity_and_summary_report_the_signature():
     assert diversity.loc[("sed", "C-1"), "num_unique"] == pytest.approx(2.5)
     assert diversity.loc[("sed", "digits"), "pds"] == pytest.approx(1.65)
     summary, _ = generalisation_tables(evaluations, CONFIG)
-    text = results_summary(summary, detection_table(evaluations, CONFIG), diversity.reset_index(), CONFIG)
-    assert "SED vs DE" in text and "appears" in text and "does not" not in text
-    assert "test 75.0 %" in text
-    assert "higher on 3 of 3 OOD sets" in text
-    # SED's digits PDS AUROC is 1.0 against the deep ensemble's 0.5; C-1/C-5 tie at 1.0
-    assert "PDS has the higher AUROC on 1 of 3 OOD sets (digits)" in text
-    assert "PDS beats BMA on 1 of 3 sets" in text  # DE: digits 50 % > 0 %; C-1/C-5 tie at 100 %
+    evidence = hand_evidence(
+        {("diversity", "C-1"): "better", ("diversity", "digits"): "worse", ("pds_vs_bma", "digits"): "undetermined"}
+    )
+    text = results_summary(summary, detection_table(evaluations, CONFIG), diversity.reset_index(), evidence, CONFIG)
+    assert "Disagreement (SED vs DE)" in text and "test 75.0 %" in text
+    assert "- digits: #unique" in text and "PDS 1.65 vs" in text
+    # whether the claims hold is said only in the key findings' words
+    assert (
+        "Members disagree more off-distribution than a deep ensemble's: holds on 1 of 2, contradicted on 1 "
+        "(C-1 better; digits worse)" in text
+    )
+    assert "PDS detects OOD inputs better than the ensemble's confidence (BMA): holds on 0 of 1" in text
+    assert "appears" not in text and "beats" not in text
 
 
-def test_summary_says_plainly_when_the_signature_is_missing():
-    evaluations = fake_evaluations(-0.1)  # SED disagrees less than the deep ensemble off-distribution
+def test_summary_without_evidence_states_numbers_only():
+    evaluations = fake_evaluations(-0.1)
     summary, _ = generalisation_tables(evaluations, CONFIG)
-    text = results_summary(summary, detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG), CONFIG)
-    assert "does not fully appear" in text
-    assert "higher on 0 of 3 OOD sets" in text
+    detection, diversity = detection_table(evaluations, CONFIG), diversity_table(evaluations, CONFIG)
+    text = results_summary(summary, detection, diversity, NO_EVIDENCE, CONFIG)
+    assert "Disagreement (SED vs DE)" in text and "holds on" not in text and "verdicts" not in text
 
 
 def test_detection_wide_joins_metrics_per_cell():
@@ -170,7 +189,7 @@ def test_seeds_are_averaged_with_their_spread():
     detection = detection_table(evaluations, config)
     auroc = detection_wide(detection, ("auroc",)).set_index(["Model", "Score"])
     assert " ± " in auroc.loc[("DE", "PDS"), "digits"]
-    assert "means over 2 seeds" in results_summary(summary, detection, diversity, config)
+    assert "means over 2 seeds" in results_summary(summary, detection, diversity, NO_EVIDENCE, config)
 
 
 def test_seeds_must_be_distinct():
@@ -200,8 +219,8 @@ def test_summary_leaves_one_member_models_out_of_the_disagreement_comparisons():
     detection = detection_table(fake_evaluations(0.5), CONFIG)
     detection = detection[~((detection["model"] == "sed") & (detection["score"] == "pds"))]  # as for M = 1
     summary, _ = generalisation_tables(fake_evaluations(0.5), CONFIG)
-    text = results_summary(summary, detection, diversity_table(fake_evaluations(0.5), CONFIG), CONFIG)
-    assert "- SED: test" in text and "Diversity signature (SED" not in text and "- SED: PDS beats" not in text
+    text = results_summary(summary, detection, diversity_table(fake_evaluations(0.5), CONFIG), NO_EVIDENCE, CONFIG)
+    assert "- SED: test" in text and "Disagreement (SED" not in text and "- SED: C-1" not in text
 
 
 SWEEP_CONFIG = RunConfig.from_dict(
@@ -253,19 +272,31 @@ def test_main_rows_leave_the_sweep_points_out():
     assert set(main_rows(summary, SWEEP_CONFIG)["model"]) == {"de", "sed"}
 
 
-def test_method_comparison_names_the_winners_and_weighs_the_seed_spread():
+def test_method_comparison_names_the_winners_and_quotes_the_key_findings():
     config = RunConfig.from_dict(
         {**{k: v for k, v in SWEEP_CONFIG.to_dict().items() if k != "sweeps"}, "seeds": [0, 1]}
     )
-    # DE leads on test by 2 points; with a spread of 5 points that lead is within the noise
     summary, detection = hand_frames(
         {"de": (0.80, 0.40, 0.60), "sed": (0.78, 0.50, 0.70)}, stds={"de": 0.05}, seeds=(0, 1)
     )
-    text = method_comparison(summary, detection, config)
+    evidence = hand_evidence(
+        {
+            ("accuracy_ensemble", "C-5"): "undetermined",
+            ("accuracy_soup", "C-5"): "better",
+            ("pds_vs_reference", "digits"): "equivalent",
+        }
+    )
+    text = method_comparison(summary, detection, evidence, config)
     test_line = next(line for line in text.splitlines() if line.startswith("- Test"))
     assert test_line.startswith("- Test: DE [ensemble (mean logits)], 80.0 %")
-    assert "SED [ensemble (mean logits)], 78.0 %: a lead of 2.0 points, within the seed spread" in test_line
+    # the test split is judged by no claim: the lead is stated, no verdict
+    assert test_line.endswith("SED [ensemble (mean logits)], 78.0 %: a lead of 2.0 points.")
     shifted = next(line for line in text.splitlines() if line.startswith("- C-5"))
-    assert shifted.startswith("- C-5: SED [") and "a lead of 10.0 points, beyond the seed spread" in shifted
-    assert "oracle" not in text and "mean single" not in text
-    assert "- digits: best is SED, PDS (70.0 %); the best disagreement score is SED, PDS (70.0 %), rank 1 of 4" in text
+    assert shifted.startswith("- C-5: SED [") and "a lead of 10.0 points" in shifted
+    # a 10-point lead, but the key findings call it undetermined for the ensemble: the text says so, not "beyond"
+    assert shifted.endswith("; key findings (prediction ensemble undetermined, weight soup better).")
+    assert "oracle" not in text and "mean single" not in text and "spread" not in text
+    assert (
+        "- digits: best is SED, PDS (70.0 %); the best disagreement score is SED, PDS (70.0 %), rank 1 of 4; "
+        "key findings (PDS vs the deep ensemble's PDS equivalent)." in text
+    )
