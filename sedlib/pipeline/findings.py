@@ -51,6 +51,7 @@ from sedlib.bootstrap import (
 )
 from sedlib.config import RunConfig
 from sedlib.detectors import DETECTORS
+from sedlib.errors import ConfigError, StaleEvaluationsError
 from sedlib.pipeline.evaluation import FEATURE_DETECTORS_MODEL, detector_key
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import load_split, plan_splits
@@ -220,7 +221,7 @@ def _checked(clusters: Mapping[str, np.ndarray], evaluations: Evaluations) -> Ma
     evaluated = {split: len(evaluation.samples) for (_, split), evaluation in evaluations.items()}
     for split, positions in clusters.items():
         if split in evaluated and len(positions) != evaluated[split]:
-            raise ValueError(
+            raise StaleEvaluationsError(
                 f"split {split}: the feature file has {len(positions)} rows, its evaluation {evaluated[split]}; "
                 "rerun from notebooks/03_eval_ood_gen"
             )
@@ -333,7 +334,7 @@ def claim_evidence(
     ours, theirs = replicas(config, sed), replicas(config, reference)
     missing = {"pds", "bma"} - set(evaluations[ours[0], id_split].samples.columns)
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"the key findings compare PDS and BMA, but {config.source} leaves {sorted(missing)} out of eval.scores; "
             "add them (or leave eval.scores empty for every score) and rerun from notebooks/03_eval_ood_gen"
         )

@@ -50,7 +50,15 @@ from sedlib.config import (
     parse_overrides,
     resolve_path,
 )
-from sedlib.errors import StageFailedError, UserError, almost_full, is_disk_full, mount_point, user_error_class
+from sedlib.errors import (
+    MissingFileError,
+    StageFailedError,
+    UserError,
+    almost_full,
+    is_disk_full,
+    mount_point,
+    user_error_class,
+)
 from sedlib.pipeline.closure import changed_files, code_fingerprint, import_closure
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
@@ -508,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(params_file).is_file():
             available = sorted(path.name for path in PROJECT_ROOT.glob("params/*.yaml"))
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"params file {args.params_file} not found from the working directory {Path.cwd()}; the project's "
                 f"are in {_shown_path(PROJECT_ROOT / 'params')}: {available}"
             )

@@ -4,6 +4,7 @@ import pytest
 
 from sedlib.bootstrap import BETTER, EQUIVALENT, WORSE, ClaimCount
 from sedlib.config import RunConfig
+from sedlib.errors import StaleEvaluationsError
 from sedlib.evaluate import SplitEvaluation
 from sedlib.pipeline.evaluation import FEATURE_DETECTORS_MODEL, detector_key
 from sedlib.pipeline.findings import (
@@ -239,5 +240,5 @@ def test_two_runs_of_a_study_give_the_same_text():
 def test_row_positions_must_match_the_evaluated_rows():
     run = config()
     short = {**CLUSTERS, "fog-1": np.arange(ROWS - 1)}
-    with pytest.raises(ValueError, match="split fog-1: the feature file has 399 rows, its evaluation 400"):
+    with pytest.raises(StaleEvaluationsError, match="split fog-1: the feature file has 399 rows, its evaluation 400"):
         claim_evidence(evaluations(run, 0.8, 0.7), {}, short, NO_DETECTION, run)
