@@ -243,7 +243,8 @@ def _from_file(name: str, path: Path, create_kwargs: dict[str, Any]) -> tuple[nn
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (RuntimeError, KeyError, ValueError, OSError) as error:
         raise TimmBackboneError(
-            f"cache.weights: {path} does not load into timm's {name} ({type(error).__name__}: {str(error)[:600]}); "
+            f"cache.weights: {path} does not load into timm's {name} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]} {_key_differences(create_empty(name, kwargs).state_dict(), state)}); "
             "give a state dict of that architecture (as timm.create_model(...).state_dict() saves it), or set "
             "cache.backbone to the timm model the file was saved from"
         ) from error
@@ -251,6 +252,23 @@ def _from_file(name: str, path: Path, create_kwargs: dict[str, Any]) -> tuple[nn
     if classes is not None:
         description += f"; its {classes}-class classifier ({', '.join(head_keys)}) is not used"
     return model, description
+
+
+def _key_differences(expected: dict, state: dict) -> str:
+    """How a checkpoint's tensors differ from a model's, in a few words (the first names of each kind)."""
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [key for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key].shape)]
+    parts = [
+        f"{len(keys)} {what}: {some(keys)}"
+        for what, keys in (("missing", missing), ("not in the model", unexpected), ("of other shapes", shapes))
+        if keys
+    ]
+    return f"the model has {len(expected)} tensors and the file {len(state)}: " + "; ".join(parts or ["same names"])
 
 
 @functools.cache  # built once per process; the transform keeps no state

@@ -61,7 +61,7 @@ from sedlib.data import corrupt_images
 from sedlib.data.transforms import augment, to_model_input
 from sedlib.device import resolve_device
 from sedlib.ensemble import HeadEnsemble
-from sedlib.features import SplitManifest, split_status, write_split
+from sedlib.features import SplitManifest, reusable, split_status, write_split
 from sedlib.pipeline.distributed import Ranks, process_group, run_lock, write_sharded
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.splits import (
@@ -97,16 +97,17 @@ def _model_eval(config: RunConfig):
     return timm_eval_transform(config.cache.backbone, config.cache.image_size)
 
 
-def _drop_if_changed(run: RunDir, path: Path) -> None:
-    """Remove a feature file whose content changed since this run recorded it, so that it is computed again.
+def _drop_if_changed(run: RunDir, path: Path, manifest: SplitManifest, rebuild: bool) -> None:
+    """Remove a valid feature file whose content changed since this run recorded it, so that it is computed again.
 
     A file edited in place (for example through a hard link shared with another run directory) may still be a
     valid feature file of the same manifest, and would be reused: a derived file never becomes the new truth.
-    Only this run's name of the file is removed; another link keeps its content.
+    A damaged or stale one is refused as before (`sedlib.features.reusable`, unless ``rebuild``). Only this
+    run's name of the file is removed; another link keeps its content.
     """
     entry = run.recorded(path)
     current = run.content_hash(path) if entry is not None else None
-    if current is not None and current != entry.get("sha256"):
+    if current is not None and current != entry.get("sha256") and reusable(path, manifest, rebuild):
         logger.warning("%s changed since this run wrote it: computing it again from its source", run.relative(path))
         path.unlink(missing_ok=True)  # every rank of a distributed run may get here
 
@@ -360,7 +361,7 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
             )
             path = run.path("features", plan.name)
             started = time.perf_counter()
-            _drop_if_changed(run, path)
+            _drop_if_changed(run, path, manifest, cache.rebuild)
             if ranks.world_size == 1:
                 status = split_status(path, manifest)
                 write_split(

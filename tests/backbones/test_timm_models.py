@@ -170,3 +170,17 @@ def test_images_get_the_models_own_eval_transform(timm, tmp_path):
     assert served.dtype == torch.uint8 and served.shape == (3, 160, 160)
     torch.testing.assert_close((served.float() / 255 - mean) / std, expected, atol=1e-6, rtol=0)
     assert config["crop_pct"] == 0.95 and description.startswith(f"timm's eval transform of {TINY}: resize 168 (")
+
+
+def test_weights_of_another_architecture_are_summarised(timm, tmp_path):
+    from sedlib.errors import TimmBackboneError
+
+    vit = timm.create_model("test_vit", pretrained=False).state_dict()
+    torch.save(vit, tmp_path / "vit.pth")
+    ours = len(timm.create_model(TINY, pretrained=False).state_dict())
+    with pytest.raises(TimmBackboneError) as error:
+        load_backbone(f"timm:{TINY}", weights=tmp_path / "vit.pth")
+    message = str(error.value)
+    assert f"the model has {ours} tensors and the file {len(vit)}: {ours} missing: conv1.0.weight" in message
+    assert f"{len(vit)} not in the model: cls_token, pos_embed" in message and "\n" not in message
+    assert message.endswith("or set cache.backbone to the timm model the file was saved from")

@@ -124,9 +124,9 @@ def test_a_typo_in_a_model_name_given_with_set(capsys, no_kernel, tmp_path):
 def test_an_image_that_cannot_be_read_is_named_by_the_stage(study, capsys):
     (study.root / "train" / "b" / "empty.png").write_bytes(b"")  # a zero-byte file, as an interrupted copy leaves
     err = study(capsys, {"severities": []}, arguments=["--stages", "01_cache"])
-    last = err.splitlines()[0]
-    assert last.startswith(f"error: [01_cache] failed: cannot read image {study.root}/train/b/empty.png")
-    assert "the file is corrupt or truncated" in last and "data.train_path" in last
+    first = err.splitlines()[0]
+    assert first.startswith(f"error: [01_cache] failed: cannot read image {study.root}/train/b/empty.png")
+    assert "the file is corrupt or truncated" in first and "data.train_path" in first
     assert err.splitlines()[-1].endswith("continues from here.")
 
 
