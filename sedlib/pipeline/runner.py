@@ -275,6 +275,16 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, command: 
     )
 
 
+def _within_project(path: str) -> str:
+    """An absolute path under the project root as relative to it (as params files are named in messages), else as is.
+
+    Example:
+        >>> _within_project(str(PROJECT_ROOT / "params" / "smoke.yaml"))
+        'params/smoke.yaml'
+    """
+    return Path(path).relative_to(PROJECT_ROOT).as_posix() if Path(path).is_relative_to(PROJECT_ROOT) else path
+
+
 def _shown_path(path: Path | str) -> str:
     """A path relative to the working directory when it lies under it (shorter to read and to copy)."""
     path = Path(path)
@@ -511,10 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--publish copies the results of the params file as it is; run it without --set")
     _stop_on_sigterm()
     logging.basicConfig(format="[run] %(message)s")
-    params_file = from_working_directory(args.params_file)
+    params_file = _within_project(from_working_directory(args.params_file))
     run_dir = from_working_directory(args.run_dir) if args.run_dir else None
     try:
-        if not Path(params_file).is_file():
+        if not resolve_path(params_file).is_file():
             available = sorted(path.name for path in PROJECT_ROOT.glob("params/*.yaml"))
             raise MissingFileError(
                 f"params file {args.params_file} not found from the working directory {Path.cwd()}; the project's "
