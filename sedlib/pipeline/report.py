@@ -39,6 +39,8 @@ import yaml
 
 from sedlib import PROJECT_ROOT
 from sedlib.pipeline.embed import ARTICLE, FIGURES_DIR, ReportError, embedded_cells, expand_article, safe_name
+from sedlib.pipeline.provenance import write_markdown as write_provenance_markdown
+from sedlib.pipeline.stages import STAGE_NAMES
 
 QUARTO_CONFIG = "_quarto.yml"
 
@@ -342,6 +344,7 @@ def render_report(
         )
     run_dir = Path(run_dir)
     stage_report_sources(PROJECT_ROOT if project_root is None else project_root, run_dir)
+    write_provenance_markdown(run_dir, list(STAGE_NAMES))
     if engine == "quarto" or (engine == "auto" and quarto is not None):
         return render_with_quarto(run_dir, formats, quarto)
     return render_with_pandoc(run_dir, formats)

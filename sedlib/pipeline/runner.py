@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ from pathlib import Path
 from sedlib import file_sha256, progress, source_hash
 from sedlib.config import PROJECT_ROOT, ConfigError, RunConfig, load_config, parse_overrides
 from sedlib.errors import SedlibError, user_error_names
+from sedlib.pipeline.provenance import record_stage
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
@@ -332,7 +334,7 @@ def _run_stages(
             continue
         _check_source_data(config, step)
         print(f"[{step.name}] running: {reason or 'forced (--force)'}", flush=True)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _children_cpu_seconds()
         notebook = run.path("notebook", step.name)
         failed = notebook.with_suffix(".failed.ipynb")
         try:
@@ -358,7 +360,15 @@ def _run_stages(
             step.name,
             {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
-        print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+        seconds = time.perf_counter() - started
+        record_stage(run, step.name, seconds, _children_cpu_seconds() - cpu_started)
+        print(f"[{step.name}] done in {seconds:.0f} s", flush=True)
+
+
+def _children_cpu_seconds() -> float:
+    """User and system CPU seconds of this process's finished children (a stage's kernel and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _check_source_data(config: RunConfig, step: Stage) -> None:
