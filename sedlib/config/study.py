@@ -57,8 +57,9 @@ class RunConfig:
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
             (`sedlib.protocols`); every table names it.
-        seeds: train every model once per seed (tables give mean ± std over them); distinct and
-            non-negative; empty for one run per model with its ``train.seed``.
+        seeds: train every main model once per seed (tables give mean ± std over them), each with its own
+            initialisation and data order, and each sweep point once; distinct and non-negative; empty
+            for one run per model with its ``train.seed``.
         data: which images are cached (`DataConfig`).
         cache: how their features are computed and stored (`CacheConfig`).
         head: the trainable head (`HeadSettings`).
