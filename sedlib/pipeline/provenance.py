@@ -28,8 +28,9 @@ from pathlib import Path
 from sedlib import PROJECT_ROOT
 from sedlib.device import cpu_cores
 from sedlib.pipeline.rundir import RunDir
+from sedlib.pipeline.stages import PROVENANCE
 
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = PROVENANCE
 PROVENANCE_FORMAT = "sedlib.provenance/1"
 #: The report's rendering of `PROVENANCE_FILE`, written beside the staged article (`report/index.qmd` includes it).
 PROVENANCE_MARKDOWN = "provenance.md"

@@ -187,7 +187,10 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 REPORT = "report"
 """The step after the stages: `sedlib.pipeline.report` renders the executed notebooks (`report_files`)."""
 
-BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock")
+PROVENANCE = "provenance.json"
+"""What each stage ran with and how long it took (`sedlib.pipeline.provenance`), written by the runner."""
+
+BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock", PROVENANCE)
 """The run directory's own files (`sedlib.pipeline.rundir`), besides each stage's record ``stages/<stage>.json``."""
 
 
@@ -296,13 +299,15 @@ def record_path(stage_name: str) -> str:
 def report_files() -> list[str]:
     """The files `sedlib.pipeline.report.render_report` writes into a run directory with pandoc + Typst.
 
-    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
-    the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
-    one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
+    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml``, the files of
+    the project's ``report/`` folder and the provenance it includes), and under ``report/`` the page,
+    the PDF, their sources and one image per embedded figure. Quarto, when installed, writes its own
+    set under ``report/``.
     """
+    from sedlib.pipeline.provenance import PROVENANCE_MARKDOWN
     from sedlib.pipeline.report import rendered_files, staged_sources
 
-    return [*staged_sources(), *rendered_files()]
+    return [*staged_sources(), PROVENANCE_MARKDOWN, *rendered_files()]
 
 
 @cache

@@ -29,6 +29,7 @@ from sedlib.config import PRETRAINED_HEAD_MODEL, ModelRun, ModelSpec, RunConfig
 from sedlib.device import cpu_cores, resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import SedlibError
+from sedlib.pipeline.provenance import cpu_model
 from sedlib.pipeline.rundir import ArtefactError, RunDir
 from sedlib.pipeline.splits import (
     DISAGREEMENT_SPLIT,
@@ -40,6 +41,7 @@ from sedlib.pipeline.splits import (
 )
 from sedlib.pipeline.stages import MODEL_FILES
 from sedlib.progress import forward_to, tqdm
+from sedlib.step_cost import measure_step_cost
 from sedlib.train import train_ensemble
 
 
@@ -402,9 +404,6 @@ def measure_study_step_cost(config: RunConfig, models: dict[str, TrainedModel]) 
     Returns:
         ``(times, model, where)``: the measured rows, the model's name, and the device in words.
     """
-    from sedlib.pipeline.provenance import cpu_model
-    from sedlib.step_cost import measure_step_cost
-
     name = step_cost_model(config)
     trained = models[next(run.name for run in config.model_runs() if run.model == name)]
     device = resolve_device(config.device)
