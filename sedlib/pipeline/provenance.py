@@ -175,7 +175,7 @@ def markdown(record: Mapping | None, stage_names: list[str] | None = None) -> st
         (
             "threads",
             f"torch {env['torch_threads']} (inter-op {env['torch_interop_threads']}), "
-            f"OMP_NUM_THREADS {_shown(env['omp_num_threads'])}",
+            f"OMP_NUM_THREADS {env['omp_num_threads'] or 'unset'}",
         ),
         ("GPU", env["gpu"] or "none"),
     ]

@@ -71,7 +71,7 @@ def test_markdown_shows_environment_stage_times_and_other_environments():
     }  # fmt: skip
     text = provenance.markdown(record, ["01_cache", "02_train_a2d", "03_eval_ood_gen"])
     assert "| commit | abc123 (with uncommitted changes) |" in text  # the last stage's environment
-    assert "torch's kernels: AVX2" in text and "| GPU | none |" in text
+    assert "torch's kernels: AVX2" in text and "| GPU | none |" in text and "OMP_NUM_THREADS unset" in text
     assert "| 01_cache | 10 | 15 |" in text and "| 02_train_a2d | 30 | 60 |" in text
     assert "| all | 40 | 75 |" in text  # 10 + 30.4 and 15 + 59.6, rounded after summing
     other = "Stage 01_cache ran in another environment: commit old, uncommitted_changes no, cpu_capability AVX512."
