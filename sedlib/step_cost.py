@@ -4,8 +4,8 @@ SED's stochastic pairs (``iid``) run and update two members per step whatever M 
 cost about the same at M = 2 and M = 20; the ``all`` schedule runs every member and all M(M-1)/2
 pairs, so its step must grow with M (the positive control: if it does not, the measurement cannot
 see a cost that grows). `measure_step_cost` times both schedules at each M on the study's own heads
-and training settings, in interleaved rounds so that a slow moment of the machine falls on every
-configuration alike; `step_cost_ratios` gives t(M_high) / t(M_low) per schedule with a 95 % interval
+and training settings, in interleaved rounds so that a slow moment of the machine falls on both sizes
+of a schedule alike; `step_cost_ratios` gives t(M_high) / t(M_low) per schedule with a 95 % interval
 over the rounds.
 
 Stage 02 runs it after training (`notebooks/02_train_a2d.py`) and shows it as a measurement of the
@@ -16,7 +16,6 @@ identical between two runs (the key findings, the abstract) reads them.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections.abc import Iterator, Sequence
 
@@ -55,10 +54,11 @@ def measure_step_cost(
 ) -> pd.DataFrame:
     """Time training steps of each schedule at each ensemble size, in ``rounds`` interleaved rounds.
 
-    Each configuration is built once (random heads of ``heads``' shape with ``members`` members, the
-    trainer of ``train`` with the schedule replaced) and warmed up; then every round times each
-    configuration in turn for at least ``seconds`` and ``min_steps`` steps, on random features (the
-    cost of a step does not depend on their values).
+    For each schedule, each size is built once (random heads of ``heads``' shape with ``members``
+    members, the trainer of ``train`` with the schedule replaced) and warmed up; then every round
+    times each size in turn for at least ``seconds`` and ``min_steps`` steps, on random features (the
+    cost of a step does not depend on their values). The sizes of a schedule are interleaved, so that
+    a slow moment of the machine falls on all of them alike.
 
     Args:
         heads: the heads' shape (its ``num_members`` is replaced by each of ``members``).
@@ -87,33 +87,34 @@ def measure_step_cost(
 
 
 def _measure(heads, train, members, schedules, rounds, seconds, min_steps, warmup_steps, rows, device) -> pd.DataFrame:
-    """`measure_step_cost` with the threads set."""
+    """`measure_step_cost` with the threads set: one schedule at a time (its ratio compares its own sizes)."""
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(rows, heads.feature_dim, generator=generator).to(device)
     labels = torch.randint(0, heads.num_classes, (rows,), generator=generator).to(device)
-    setups = {}
-    for schedule, count in itertools.product(schedules, members):
-        config = dataclasses.replace(train, schedule=schedule)
-        ensemble = HeadEnsemble(dataclasses.replace(heads, num_members=count), generator=generator).to(device)
-        trainer = EnsembleTrainer(ensemble, config)
-        plans = _plans(schedule, rows, count, config.batch_size, device)
-        for _ in range(warmup_steps):
-            trainer.step(next(plans), features, labels)
-        setups[schedule, count] = trainer, plans
     timed = []
-    for round_index in range(rounds):
-        for (schedule, count), (trainer, plans) in setups.items():
-            _synchronize(device)
-            steps, started = 0, time.perf_counter()
-            while steps < min_steps or time.perf_counter() - started < seconds:
+    for schedule in schedules:
+        setups = {}  # only this schedule's ensembles and optimiser states are held at once
+        for count in members:
+            config = dataclasses.replace(train, schedule=schedule)
+            ensemble = HeadEnsemble(dataclasses.replace(heads, num_members=count), generator=generator).to(device)
+            trainer = EnsembleTrainer(ensemble, config)
+            plans = _plans(schedule, rows, count, config.batch_size, device)
+            for _ in range(warmup_steps):
                 trainer.step(next(plans), features, labels)
-                steps += 1
+            setups[count] = trainer, plans
+        for round_index in range(rounds):
+            for count, (trainer, plans) in setups.items():
                 _synchronize(device)
-            elapsed = time.perf_counter() - started
-            timed.append(
-                {"round": round_index, "schedule": schedule, "members": count, "steps": steps,
-                 "step_ms": 1000 * elapsed / steps}
-            )  # fmt: skip
+                steps, started = 0, time.perf_counter()
+                while steps < min_steps or time.perf_counter() - started < seconds:
+                    trainer.step(next(plans), features, labels)
+                    steps += 1
+                    _synchronize(device)
+                elapsed = time.perf_counter() - started
+                timed.append(
+                    {"round": round_index, "schedule": schedule, "members": count, "steps": steps,
+                     "step_ms": 1000 * elapsed / steps}
+                )  # fmt: skip
     return pd.DataFrame(timed)
 
 

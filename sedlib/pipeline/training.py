@@ -409,8 +409,8 @@ def measure_study_step_cost(config: RunConfig, models: dict[str, TrainedModel]) 
     device = resolve_device(config.device)
     threads = 1 if device.type == "cpu" else None
     times = measure_step_cost(
-        trained.ensemble.config, trained.spec.train, STEP_COST_MEMBERS, rounds=7, seconds=0.1, min_steps=2,
-        device=device, threads=threads,
+        trained.ensemble.config, trained.spec.train, STEP_COST_MEMBERS, rounds=7, seconds=0.1, min_steps=1,
+        warmup_steps=1, device=device, threads=threads,
     )  # fmt: skip
     where = f"{cpu_model()}, one thread" if threads else torch.cuda.get_device_name(device)
     return times, name, where
