@@ -58,7 +58,14 @@ from sedlib.pipeline.hardness import alpha_classes, alpha_gallery, alpha_overvie
 from sedlib.pipeline.notebook import open_stage
 from sedlib.pipeline.plots import alpha_distribution, image_grid, training_curves
 from sedlib.pipeline.tables import markdown_table
-from sedlib.pipeline.training import main_logs, train_models, training_overview
+from sedlib.pipeline.training import (
+    STEP_COST_MEMBERS,
+    main_logs,
+    measure_study_step_cost,
+    train_models,
+    training_overview,
+)
+from sedlib.step_cost import step_cost_markdown, step_cost_ratios
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 
@@ -116,3 +123,26 @@ shares_model, shares = alpha_classes(config, run, top_fraction=0.01)
 run.save_csv("alpha_class_shares", shares)
 shown = f"{shares_model}:\n\n{shares.to_markdown(index=False, floatfmt='.3f')}" if shares_model else "*No model has α.*"
 display(Markdown(shown))
+
+# %% [markdown]
+# ## The cost of a step against M (a measurement)
+#
+# SED's stochastic pairs run and update two members per step, so a step should cost about the same
+# at any ensemble size; the all-pairs objective runs every member and all $M(M-1)/2$ pairs, so its
+# step must grow with $M$ (the positive control: it shows that the measurement can see a growing
+# cost). Both are timed here after training, on the heads and settings of one model of the study,
+# in interleaved rounds (`sedlib.step_cost`). This is a measurement of the machine the run used, not
+# one of the reproducible results: it varies between runs, and nothing else in the report reads it.
+
+# %%
+#| label: tbl-step-cost
+#| tbl-cap: "Milliseconds per training step at two ensemble sizes, and their ratio with its 95 % interval over the rounds: stochastic pairs (iid) and every pair (all, the positive control)."
+step_times, step_model, where = measure_study_step_cost(config, models)
+run.save_csv("step_cost", step_times)
+low, high = STEP_COST_MEMBERS
+display(
+    Markdown(
+        f"{step_model}'s heads and settings:\n\n"
+        + step_cost_markdown(step_cost_ratios(step_times, low, high), low, high, where)
+    )
+)

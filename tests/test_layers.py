@@ -35,6 +35,7 @@ LAYERS = {
             "detectors",
             "published",
             "bench",
+            "step_cost",
         )
     ),  # fmt: skip
     "inputs": ("sedlib.backbones", "sedlib.features", "sedlib.data"),

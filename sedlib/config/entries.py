@@ -48,9 +48,9 @@ class ModelRun:
             the run has several ``seeds``.
         model: the model's name (a key of ``models``), shared by its replicas.
         label: the model's label (tables average its replicas under it).
-        seed: the training seed; None for the backbone's pretrained head.
-        spec: what to train (``train.seed`` set to ``seed``; its label names the seed when there are
-            several).
+        seed: the seed of ``seeds`` (else ``train.seed``); None for the backbone's pretrained head.
+        spec: what to train (with ``seeds``, ``train.seed`` = ``seed`` x `sedlib.config.study.SEED_SPACING`;
+            its label names the seed when there are several).
     """
 
     name: str

@@ -50,6 +50,9 @@ from sedlib.errors import MissingFileError
 
 logger = logging.getLogger("sedlib.config")
 
+#: Seed ``s`` of ``seeds`` trains with ``train.seed`` = ``s * SEED_SPACING`` (`RunConfig.model_runs`).
+SEED_SPACING = 1000
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -61,8 +64,9 @@ class RunConfig:
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
             (`sedlib.protocols`); every table names it.
-        seeds: train every model once per seed (tables give mean ± std over them); distinct and
-            non-negative; empty for one run per model with its ``train.seed``.
+        seeds: train every main model once per seed (tables give mean ± std over them), each with its own
+            initialisation and data order, and each sweep point once; distinct and non-negative; empty
+            for one run per model with its ``train.seed``.
         data: which images are cached (`DataConfig`).
         cache: how their features are computed and stored (`CacheConfig`).
         head: the trainable head (`HeadSettings`).
@@ -124,6 +128,8 @@ class RunConfig:
         if declared and evaluation.reference_model not in declared:
             problems.append(f"eval.reference_model: {evaluation.reference_model!r} is not one of the models {declared}")
         problems += _study_problems(params.protocol, data, cache, head, evaluation, models)
+        if params.seeds and any(spec.train.epochs >= SEED_SPACING for spec in models.values()):
+            problems.append(f"seeds: with seeds, every model's epochs must be below {SEED_SPACING} (their data orders)")
         if problems:
             raise ConfigError.listing(source, problems)
         return cls(
@@ -165,7 +171,14 @@ class RunConfig:
         return list(first.values())
 
     def model_runs(self, pretrained_head: bool = False) -> list[ModelRun]:
-        """Every replica to train: each model once per seed (or once, with its own ``train.seed``).
+        """Every replica to train: each main model once per seed (or once, with its own ``train.seed``).
+
+        Seed ``s`` trains with ``train.seed`` = ``s`` x `SEED_SPACING`: epoch ``e`` of a run draws its
+        shuffle and pairs with ``train.seed + e`` (`sedlib.train.epoch_seed`, as published), so seeds 0
+        and 1 used as they are would see the same shuffles one epoch apart; spaced, every seed has its
+        own initialisation and data order. The models that only a sweep adds (`sweep_models`) train
+        once, with the first seed: a sweep shows a trend over its values, and a seed per point would
+        multiply the study's cost.
 
         Args:
             pretrained_head: also list the backbone's head first (``eval.pretrained_head``), as the
@@ -181,10 +194,14 @@ class RunConfig:
             if not self.seeds:
                 runs.append(ModelRun(name, name, spec.label, spec.train.seed, spec))
                 continue
+            if name in self.sweep_models:
+                train = dataclasses.replace(spec.train, seed=self.seeds[0] * SEED_SPACING)
+                runs.append(ModelRun(name, name, spec.label, self.seeds[0], dataclasses.replace(spec, train=train)))
+                continue
             for seed in self.seeds:
                 replica = f"{name}-seed{seed}" if len(self.seeds) > 1 else name
                 label = f"{spec.label} (seed {seed})" if len(self.seeds) > 1 else spec.label
-                train = dataclasses.replace(spec.train, seed=seed)
+                train = dataclasses.replace(spec.train, seed=seed * SEED_SPACING)
                 runs.append(
                     ModelRun(replica, name, spec.label, seed, ModelSpec(replica, label, spec.num_members, train))
                 )

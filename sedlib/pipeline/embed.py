@@ -41,6 +41,8 @@ _IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
 _MIME_PRIORITY = ("text/markdown", *_IMAGE_TYPES, "text/html", "text/plain")
 
 
+#: Quarto's include shortcode (https://quarto.org/docs/authoring/includes.html): a file relative to the article.
+INCLUDE_PATTERN = re.compile(r"\{\{<\s*include\s+(?P<path>[^\s>]+)\s*>\}\}")
 EMBED_PATTERN = re.compile(r"\{\{<\s*embed\s+(?P<address>\"[^\"]*\"|'[^']*'|[^\s>]+)(?P<options>[^>]*?)\s*>\}\}")
 
 
@@ -334,8 +336,16 @@ def replace_crossrefs(text: str, targets: Mapping[str, EmbeddedCell]) -> str:
     return "".join(pieces)
 
 
+def _included(run_dir: Path, relative: str) -> str:
+    """The text of a file an include shortcode names (relative to the staged article)."""
+    path = run_dir / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (included by {ARTICLE}) does not exist")
+    return path.read_text()
+
+
 def expand_article(article: str, run_dir: Path, figures_dir: Path) -> tuple[dict, str]:
-    """Replace every embed shortcode of an article by the cell's Markdown, and resolve cross references.
+    """Expand an article's include and embed shortcodes (a file's text, a cell's Markdown); resolve references.
 
     Figures and tables are numbered in order of appearance, separately. Cross references are
     resolved in the article's own text and in the embedded outputs, before or after their target.
@@ -353,6 +363,7 @@ def expand_article(article: str, run_dir: Path, figures_dir: Path) -> tuple[dict
         ReportError: see :func:`embed_cell`, :func:`replace_crossrefs`; or a cell is embedded twice.
     """
     metadata, body = split_front_matter(article)
+    body = INCLUDE_PATTERN.sub(lambda match: _included(run_dir, match["path"]), body)
     notebooks: dict[str, dict] = {}
     counters = dict.fromkeys(_KINDS.values(), 0)
     targets: dict[str, EmbeddedCell] = {}

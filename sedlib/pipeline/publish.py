@@ -1,8 +1,9 @@
 """Copying a run's headline results into the repository's ``results/<run_name>/``, where the README shows them.
 
 `publish` copies the files of `PUBLISHED` (the abstract, the key findings and their evidence, the
-generated texts, the result tables and the summary figure the README embeds), each after verifying it
-against the content hash recorded when it was written, into one flat folder. ``python -m sedlib.run
+generated texts, the result tables and the summary figure the README embeds, the step-cost measurement)
+and the run's provenance, each after verifying it against the content hash recorded when it was
+written, into one flat folder. ``python -m sedlib.run
 params/<run>.yaml --publish`` runs the study, renders the report, then publishes; ``make results`` does
 it for ``params/default.yaml`` and ``params/full_cpu.yaml``. The folder's hand-written ``README.md``
 stays as it is.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from sedlib import PROJECT_ROOT
 from sedlib.config import RunConfig
+from sedlib.pipeline.provenance import PROVENANCE_FILE
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import ARTEFACTS, TABLES, artefact_paths
 
@@ -34,6 +36,7 @@ PUBLISHED = (
     ("diversity", ""),
     ("calibration", ""),
     ("alpha_class_shares", ""),
+    ("step_cost", ""),
     *((kind, table) for table in TABLES if table != "published_comparison" for kind in ("table_markdown", "table_csv")),
     ("figure", "summary"),
     ("figure", "sweeps"),
@@ -45,13 +48,17 @@ studies have no published run), and so are the sweeps of a run without sweeps.""
 
 
 def _published(config: RunConfig) -> list[str]:
-    """The run-directory paths of the files `publish` copies for ``config`` (those the run declares)."""
+    """The run-directory paths of the files `publish` copies for ``config`` (those the run declares).
+
+    The run's provenance (`sedlib.pipeline.provenance`) comes last: the machine, versions and commit
+    that made the published files.
+    """
     paths = []
     for kind, name in PUBLISHED:
         relative = ARTEFACTS[kind].template.format(name=name)
         if relative in artefact_paths(config, kind) and not (name == "sweeps" and not config.sweeps):
             paths.append(relative)
-    return paths
+    return [*paths, PROVENANCE_FILE]
 
 
 def published_names(config: RunConfig) -> list[str]:

@@ -42,6 +42,9 @@ import yaml
 from sedlib import PROJECT_ROOT
 from sedlib.errors import MissingFileError
 from sedlib.pipeline.embed import ARTICLE, FIGURES_DIR, ReportError, embedded_cells, expand_article, safe_name
+from sedlib.pipeline.provenance import PROVENANCE_MARKDOWN
+from sedlib.pipeline.provenance import write_markdown as write_provenance_markdown
+from sedlib.pipeline.stages import STAGE_NAMES
 
 QUARTO_CONFIG = "_quarto.yml"
 
@@ -140,11 +143,12 @@ def staged_sources(project_root: Path | str = PROJECT_ROOT) -> list[str]:
 def report_files() -> list[str]:
     """The files `render_report` writes into a run directory with pandoc + Typst.
 
-    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml`` and the files of
-    the project's ``report/`` folder), and under ``report/`` the page, the PDF, their sources and
-    one image per embedded figure. Quarto, when installed, writes its own set under ``report/``.
+    The article's sources staged beside the notebooks (``index.qmd``, ``_quarto.yml``, the files of
+    the project's ``report/`` folder and the provenance it includes), and under ``report/`` the page,
+    the PDF, their sources and one image per embedded figure. Quarto, when installed, writes its own
+    set under ``report/``.
     """
-    return [*staged_sources(), *rendered_files()]
+    return [*staged_sources(), PROVENANCE_MARKDOWN, *rendered_files()]
 
 
 def rendered_files(project_root: Path | str = PROJECT_ROOT) -> list[str]:
@@ -357,6 +361,7 @@ def render_report(
         )
     run_dir = Path(run_dir)
     stage_report_sources(PROJECT_ROOT if project_root is None else project_root, run_dir)
+    write_provenance_markdown(run_dir, list(STAGE_NAMES))
     if engine == "quarto" or (engine == "auto" and quarto is not None):
         return render_with_quarto(run_dir, formats, quarto)
     return render_with_pandoc(run_dir, formats)

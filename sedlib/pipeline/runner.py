@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -60,6 +61,7 @@ from sedlib.errors import (
     user_error_class,
 )
 from sedlib.pipeline.closure import changed_files, code_fingerprint, import_closure
+from sedlib.pipeline.provenance import record_stage
 from sedlib.pipeline.rundir import RunDir
 from sedlib.pipeline.stages import STAGE_NAMES, STAGES, Stage, declared_outputs, declared_reads, owner
 
@@ -387,7 +389,7 @@ def _run_stages(
             continue
         _check_source_data(config, step)
         print(f"[{step.name}] running: {reason or 'forced (--force)'}", flush=True)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _children_cpu_seconds()
         notebook = run.path("notebook", step.name)
         failed = notebook.with_suffix(".failed.ipynb")
         try:
@@ -414,7 +416,15 @@ def _run_stages(
             step.name,
             {"inputs": inputs, "outputs": {r: hashes(r) for r in outputs}},
         )
-        print(f"[{step.name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+        seconds = time.perf_counter() - started
+        record_stage(run, step.name, seconds, _children_cpu_seconds() - cpu_started)
+        print(f"[{step.name}] done in {seconds:.0f} s", flush=True)
+
+
+def _children_cpu_seconds() -> float:
+    """User and system CPU seconds of this process's finished children (a stage's kernel and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _take_over(base: RunDir, run: RunDir, step: Stage, inputs: dict, outputs: list[str], hashes: _Hashes) -> bool:

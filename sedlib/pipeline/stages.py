@@ -73,6 +73,7 @@ ARTEFACTS: dict[str, Artefact] = {
         "models/{name}_alpha.npz", "the hardness weights of every training row and epoch", each="hardness_replica"
     ),
     "models_overview": Artefact("models/overview.csv", "the trained ensembles at a glance"),
+    "step_cost": Artefact("results/step_cost.csv", "the measured time of a training step at two ensemble sizes"),
     "alpha_class_shares": Artefact("results/alpha_class_shares.csv", "the classes among the largest hardness weights"),
     "evaluations": Artefact("results/evaluations.h5", "per-sample predictions and scores of every model and split"),
     "ood_gen": Artefact("results/ood_gen.csv", "accuracy per model, aggregation and split"),
@@ -144,7 +145,7 @@ STAGES = (
         "02_train_a2d",
         "training the ensembles",
         ("data", "seeds", "head", "train", "models", "sweeps"),
-        (*MODEL_FILES, "model_log", "model_alpha", "models_overview", "alpha_class_shares"),
+        (*MODEL_FILES, "model_log", "model_alpha", "models_overview", "alpha_class_shares", "step_cost"),
         figures=("training_curves", "alpha_distribution", "alpha_gallery"),
         reads=FEATURE_FILES,
     ),
@@ -185,7 +186,10 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 REPORT = "report"
 """The step after the stages: `sedlib.pipeline.report` renders the executed notebooks (`report_files` there)."""
 
-BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock")
+PROVENANCE = "provenance.json"
+"""What each stage ran with and how long it took (`sedlib.pipeline.provenance`), written by the runner."""
+
+BOOKKEEPING = ("run.json", "params.yaml", "artefacts.json", ".lock", PROVENANCE)
 """The run directory's own files (`sedlib.pipeline.rundir`), besides each stage's record ``stages/<stage>.json``."""
 
 

@@ -30,6 +30,7 @@ from sedlib.device import cpu_cores, resolve_device
 from sedlib.ensemble import HeadConfig, HeadEnsemble
 from sedlib.errors import TrainingDivergedError
 from sedlib.pipeline.closure import module_code_hash
+from sedlib.pipeline.provenance import cpu_model
 from sedlib.pipeline.rundir import ArtefactError, RunDir
 from sedlib.pipeline.splits import (
     DISAGREEMENT_SPLIT,
@@ -41,6 +42,7 @@ from sedlib.pipeline.splits import (
 )
 from sedlib.pipeline.stages import MODEL_FILES
 from sedlib.progress import forward_to, tqdm
+from sedlib.step_cost import measure_step_cost
 from sedlib.train import train_ensemble
 
 
@@ -369,6 +371,45 @@ def training_overview(config: RunConfig, models: dict[str, TrainedModel]) -> pd.
 def main_logs(config: RunConfig, models: dict[str, TrainedModel]) -> dict[str, pd.DataFrame]:
     """Label -> training log of each main model's first seed (the curves stage 02 draws; no sweep points)."""
     return {model_run.label: models[model_run.name].log for model_run in config.first_replicas()}
+
+
+#: The ensemble sizes whose step cost stage 02 measures (`measure_study_step_cost`): the paper's "O(1) per step".
+STEP_COST_MEMBERS = (2, 20)
+
+
+def step_cost_model(config: RunConfig) -> str:
+    """The model whose heads and settings the step-cost measurement uses.
+
+    The model the ``num_members`` sweep varies, else the first with a diversity term (``lam`` > 0) on
+    pairs, else the first model.
+    """
+    sweep = config.sweeps.get("num_members")
+    if sweep is not None:
+        return sweep.model
+    diverse = [name for name in config.main_models() if name in config.models and config.models[name].train.lam > 0]
+    paired = [name for name in diverse if config.models[name].train.schedule != "independent"]
+    return next(iter(paired), next(name for name in config.main_models() if name in config.models))
+
+
+def measure_study_step_cost(config: RunConfig, models: dict[str, TrainedModel]) -> tuple[pd.DataFrame, str, str]:
+    """Time a training step of `step_cost_model` at each of `STEP_COST_MEMBERS`, ``iid`` and ``all``.
+
+    Runs `sedlib.step_cost.measure_step_cost` on the study's device with the model's heads and
+    training settings; on the CPU with one thread, as each training worker uses.
+
+    Returns:
+        ``(times, model, where)``: the measured rows, the model's name, and the device in words.
+    """
+    name = step_cost_model(config)
+    trained = models[next(run.name for run in config.model_runs() if run.model == name)]
+    device = resolve_device(config.device)
+    threads = 1 if device.type == "cpu" else None
+    times = measure_step_cost(
+        trained.ensemble.config, trained.spec.train, STEP_COST_MEMBERS, rounds=7, seconds=0.1, min_steps=1,
+        warmup_steps=1, device=device, threads=threads,
+    )  # fmt: skip
+    where = f"{cpu_model()}, one thread" if threads else torch.cuda.get_device_name(device)
+    return times, name, where
 
 
 def _replicated(head: HeadEnsemble | None, members: int) -> HeadEnsemble | None:

@@ -547,6 +547,22 @@ def test_sweeps_reuse_models_with_the_same_settings_and_add_the_others():
     assert again.sweeps == config.sweeps and again.sweep_models == config.sweep_models
 
 
+def test_seeds_replicate_the_main_models_and_train_sweep_points_once_with_the_first_seed():
+    sweeps = {"lam": {"model": "sed", "values": [0, 0.5, 0.8]}}
+    config = RunConfig.from_dict({**SWEEP_BASE, "seeds": [3, 4], "sweeps": sweeps})
+    runs = {run.name: run for run in config.model_runs()}
+    assert list(runs) == ["de-seed3", "de-seed4", "sed-seed3", "sed-seed4", "sed-lam0.8"]
+    assert runs["sed-lam0.8"].seed == 3 and runs["sed-lam0.8"].spec.train.lam == 0.8
+    # seeds 3 and 4 as given would draw epoch e with 3 + e and 4 + e: the same shuffles one epoch apart
+    assert [runs[name].spec.train.seed for name in runs] == [3000, 4000, 3000, 4000, 3000]
+    assert runs["sed-seed4"].spec.train == dataclasses.replace(config.models["sed"].train, seed=4000)
+
+
+def test_seeds_need_fewer_epochs_than_their_spacing():
+    with pytest.raises(ConfigError, match="every model's epochs must be below 1000"):
+        RunConfig.from_dict({**SWEEP_BASE, "seeds": [0, 1], "train": {"epochs": 1000}})
+
+
 @pytest.mark.parametrize(
     "sweeps, message",
     [

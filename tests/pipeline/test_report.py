@@ -203,6 +203,20 @@ def test_figures_and_tables_are_numbered_separately_in_order_of_appearance(run_d
     assert "**Figure 2:** Second." in body and "**Table 1:**" in body
 
 
+def test_include_shortcode_inserts_the_file_before_embeds_expand(run_dir):
+    (run_dir / "part.md").write_text("Included text; see @tbl-acc.\n")
+    text = expand(run_dir, "{{< include part.md >}}\n\n{{< embed notebooks/01_tiny.ipynb#tbl-acc >}}\n")
+    assert "Included text; see [Table 1](#tbl-acc)." in text and "{{<" not in text
+    with pytest.raises(FileNotFoundError, match="missing.md .included by index.qmd. does not exist"):
+        expand(run_dir, "{{< include missing.md >}}")
+
+
+def test_render_writes_the_provenance_the_article_includes(project, run_dir):
+    (project / "report" / "index.qmd").write_text(ARTICLE + "\n{{< include provenance.md >}}\n")
+    report.render_report(run_dir, project, engine="pandoc", formats=("html",))
+    assert "No provenance record" in (run_dir / "report" / "index.md").read_text()
+
+
 def test_unknown_label_lists_the_labels_that_exist(run_dir):
     with pytest.raises(ReportError, match=r"no cell labelled 'fig-nope'.*'fig-curve'.*'summary'.*'tbl-acc'"):
         expand(run_dir, "{{< embed notebooks/01_tiny.ipynb#fig-nope >}}")

@@ -50,3 +50,11 @@ def test_models_trained_one_per_core_equal_those_trained_one_after_the_other(smo
         assert log.equals(pd.read_csv(smoke_run.root / f"models/{name}_log.csv").drop(columns=timings)), name
         validated = log["val_acc_ensemble"].notna()
         assert validated.iloc[-1] and validated.all() == (name in drawn), name
+
+
+def test_step_cost_uses_the_swept_model_else_the_first_diverse_pair_model():
+    assert training.step_cost_model(load_config("params/smoke.yaml")) == "sed_a2d"  # its num_members sweep
+    full = load_config("params/full_cpu.yaml")  # no sweeps: deep_ensemble (lam 0) comes first
+    assert not full.sweeps and training.step_cost_model(full) == "sed_a2d"
+    only_baselines = load_config("params/smoke.yaml", {"sweeps": None, "models": {"sed_a2d": {"lam": 0.0}}})
+    assert training.step_cost_model(only_baselines) == "deep_ensemble"
