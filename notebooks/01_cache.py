@@ -48,10 +48,10 @@ overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epo
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.pipeline.cache import cache_features, example_inputs
-from sedlib.pipeline.input_plots import image_rows
-from sedlib.pipeline.notebook import open_stage
-from sedlib.pipeline.splits import plan_splits
+from sedlib.data.splits import plan_splits
+from sedlib.rundir.notebook import open_stage
+from sedlib.study.extract import cache_features, example_inputs
+from sedlib.study.input_plots import image_rows
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 print(f"splits to cache: {len(plan_splits(config))}")

@@ -54,18 +54,18 @@ overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epo
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.pipeline.hardness import alpha_classes, alpha_gallery, alpha_overview
-from sedlib.pipeline.notebook import open_stage
-from sedlib.pipeline.plots import alpha_distribution, image_grid, training_curves
-from sedlib.pipeline.tables import markdown_table
-from sedlib.pipeline.training import (
+from sedlib.method.step_cost import step_cost_markdown, step_cost_ratios
+from sedlib.rundir.notebook import open_stage
+from sedlib.study.hardness import alpha_classes, alpha_gallery, alpha_overview
+from sedlib.study.models import (
     STEP_COST_MEMBERS,
     main_logs,
     measure_study_step_cost,
     train_models,
     training_overview,
 )
-from sedlib.step_cost import step_cost_markdown, step_cost_ratios
+from sedlib.study.plots import alpha_distribution, image_grid, training_curves
+from sedlib.study.tables import markdown_table
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 
@@ -131,7 +131,7 @@ display(Markdown(shown))
 # at any ensemble size; the all-pairs objective runs every member and all $M(M-1)/2$ pairs, so its
 # step must grow with $M$ (the positive control: it shows that the measurement can see a growing
 # cost). Both are timed here after training, on the heads and settings of one model of the study,
-# in interleaved rounds (`sedlib.step_cost`). This is a measurement of the machine the run used, not
+# in interleaved rounds (`sedlib.method.step_cost`). This is a measurement of the machine the run used, not
 # one of the reproducible results: it varies between runs, and nothing else in the report reads it.
 
 # %%

@@ -40,10 +40,11 @@ overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epo
 # %%
 from IPython.display import Markdown, display
 
-from sedlib.pipeline.evaluation import evaluate_models, store_evaluations
-from sedlib.pipeline.notebook import open_stage
-from sedlib.pipeline.plots import corruption_breakdown
-from sedlib.pipeline.tables import (
+from sedlib.rundir.notebook import open_stage
+from sedlib.study.models import load_models
+from sedlib.study.plots import corruption_breakdown
+from sedlib.study.predictions import evaluate_models, store_evaluations
+from sedlib.study.tables import (
     calibration_table,
     calibration_wide,
     generalisation_tables,
@@ -52,7 +53,6 @@ from sedlib.pipeline.tables import (
     protocol_note,
     table1,
 )
-from sedlib.pipeline.training import load_models
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)

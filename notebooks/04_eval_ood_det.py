@@ -23,7 +23,7 @@
 # $$
 # It ranges from 1 (all members put their mass on the same class) to $M$ (every member is confident
 # in a different class). It is compared with the confidence of the averaged prediction (**BMA**, its
-# maximum softmax probability; low = OOD) and with every other score of `sedlib.scores`: #unique
+# maximum softmax probability; low = OOD) and with every other score of `sedlib.eval.scores`: #unique
 # predictions, mutual information, predictive and expected entropy, energy, max logit and the A2D
 # disagreement.
 #
@@ -43,20 +43,13 @@ overrides: dict = {}  # values merged over the params file, e.g. {"train": {"epo
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sedlib.pipeline.evaluation import detector_table, save_detector_scores, stored_evaluations
-from sedlib.pipeline.notebook import open_stage
-from sedlib.pipeline.plots import roc_curves, score_histograms
-from sedlib.pipeline.splits import plan_splits
-from sedlib.pipeline.tables import (
-    detection_table,
-    detection_wide,
-    diversity_table,
-    main_rows,
-    markdown_table,
-    protocol_note,
-    table3,
-)
-from sedlib.pipeline.training import load_models
+from sedlib.data.splits import plan_splits
+from sedlib.rundir.notebook import open_stage
+from sedlib.study.detection import detection_table, detector_table, diversity_table, save_detector_scores
+from sedlib.study.models import load_models
+from sedlib.study.plots import roc_curves, score_histograms
+from sedlib.study.predictions import stored_evaluations
+from sedlib.study.tables import detection_wide, main_rows, markdown_table, protocol_note, table3
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)
@@ -80,7 +73,7 @@ display(Markdown(markdown_table(table3(main_rows(detection, config)))))
 # %% [markdown]
 # ## Every score, and post-hoc detectors beside them
 #
-# Every score of `sedlib.scores` for every model, and the post-hoc detectors of `sedlib.detectors`
+# Every score of `sedlib.eval.scores` for every model, and the post-hoc detectors of `sedlib.eval.detectors`
 # fitted on the first training pass: Mahalanobis, relative Mahalanobis and KNN on the backbone
 # features (one row, shared by all models), ViM on the weight soup of every model but the sweep
 # points. AUROC (higher is better), FPR at 95 % TPR (lower is better) and AUPR with OOD as the

@@ -34,8 +34,10 @@ import time
 
 from IPython.display import Markdown, display
 
-from sedlib.pipeline.evaluation import stored_detector_scores, stored_evaluations
-from sedlib.pipeline.findings import (
+from sedlib.data.splits import plan_splits
+from sedlib.rundir.notebook import open_stage
+from sedlib.study.detection import stored_detector_scores
+from sedlib.study.findings import (
     abstract,
     claim_evidence,
     evidence_table,
@@ -43,11 +45,10 @@ from sedlib.pipeline.findings import (
     split_clusters,
     value_intervals,
 )
-from sedlib.pipeline.notebook import open_stage
-from sedlib.pipeline.plots import summary_figure, sweep_figure
-from sedlib.pipeline.splits import plan_splits
-from sedlib.pipeline.summary import method_comparison, results_summary
-from sedlib.pipeline.tables import (
+from sedlib.study.plots import summary_figure, sweep_figure
+from sedlib.study.predictions import stored_evaluations
+from sedlib.study.summary import method_comparison, results_summary
+from sedlib.study.tables import (
     detection_wide,
     main_rows,
     markdown_table,

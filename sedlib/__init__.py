@@ -5,10 +5,10 @@ A small library behind the project's notebooks. It implements the method of
     Rubinstein, Scimeca, Teney, Oh. *Scalable Ensemble Diversification for OOD
     Generalization and Detection*. arXiv:2409.16797, https://arxiv.org/abs/2409.16797
 
-on cached features of a frozen backbone: an ensemble of small heads (`sedlib.ensemble`),
-the SED objective (`sedlib.losses`), the pair schedules and training loop (`sedlib.train`),
-per-sample OOD scores (`sedlib.scores`), metrics (`sedlib.metrics`) and streamed evaluation
-(`sedlib.evaluate`). `python -m sedlib.bench` measures training speed.
+on cached features of a frozen backbone: an ensemble of small heads (`sedlib.method.ensemble`),
+the SED objective (`sedlib.method.losses`), the pair schedules and training loop (`sedlib.method.train`),
+per-sample OOD scores (`sedlib.eval.scores`), metrics (`sedlib.eval.metrics`) and streamed evaluation
+(`sedlib.eval.evaluate`). `python -m sedlib.bench` measures training speed.
 """
 
 import hashlib

@@ -1,6 +1,6 @@
 """Performance benchmark: ``python -m sedlib.bench``.
 
-Times the real training step (`sedlib.train.EnsembleTrainer.step`) on random features of the
+Times the real training step (`sedlib.method.train.EnsembleTrainer.step`) on random features of the
 paper's shape (768-d DeiT-3-B features, heads 768 -> 3072 -> 768 -> 1000) with the published
 hyperparameters: the 50-member SGD run (batch 16) and the 5-member AdamW run (batch 32), under the
 ``iid``, ``matching`` and ``all`` schedules. For each it prints pair-steps per second (one pair of
@@ -14,7 +14,7 @@ how far the step is from two floors computed on the same device:
   optimiser state, read their gradients) at the measured copy bandwidth.
 
 ``--eval`` also times evaluation: 50 members on random eval rows with every score of
-`sedlib.scores`, streamed, projected to the 1.6M rows of the published evaluation. ``--scaling``
+`sedlib.eval.scores`, streamed, projected to the 1.6M rows of the published evaluation. ``--scaling``
 measures the cost of one step and its memory against the ensemble size M for each schedule, the
 O(1)-versus-O(M^2) claim of the paper (Sec. 3.3), and can draw it (``--figure``).
 
@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 
 from sedlib.config.training import SCHEDULES
-from sedlib.ensemble import HeadConfig, HeadEnsemble
-from sedlib.evaluate import evaluate_split
-from sedlib.published import PUBLISHED, PublishedRun
-from sedlib.schedules import plan_epoch
-from sedlib.train import EnsembleTrainer
+from sedlib.eval.evaluate import evaluate_split
+from sedlib.method.ensemble import HeadConfig, HeadEnsemble
+from sedlib.method.published import PUBLISHED, PublishedRun
+from sedlib.method.schedules import plan_epoch
+from sedlib.method.train import EnsembleTrainer
 
 SCALES = {
     "paper": {},
@@ -181,7 +181,7 @@ def benchmark(
 
 
 def benchmark_evaluation(heads: HeadConfig, device: torch.device, rows: int, batch_size: int = 4096) -> dict:
-    """Time `sedlib.evaluate.evaluate_split` (ensemble, soup, calibration, every score) on random rows.
+    """Time `sedlib.eval.evaluate.evaluate_split` (ensemble, soup, calibration, every score) on random rows.
 
     Returns:
         A row: members, rows, seconds, rows per second, and the projected seconds for the

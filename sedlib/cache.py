@@ -2,7 +2,7 @@
 
 import sys
 
-from sedlib.pipeline.cache import main
+from sedlib.study.extract import main
 
 if __name__ == "__main__":
     sys.exit(main())

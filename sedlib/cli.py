@@ -19,10 +19,10 @@ import sys
 
 #: subcommand -> (module with ``main(argv)``, arguments put before the user's, what it does)
 COMMANDS = {
-    "run": ("sedlib.pipeline.runner", [], "run a study: the five notebooks, then the report"),
-    "report": ("sedlib.pipeline.report", [], "render a run directory's report"),
+    "run": ("sedlib.run", [], "run a study: the five notebooks, then the report"),
+    "report": ("sedlib.report.render", [], "render a run directory's report"),
     "check": ("sedlib.config.schema", ["--check"], "check params files without running anything"),
-    "cache": ("sedlib.pipeline.cache", [], "stage 01 without its notebook (the entry point under torchrun)"),
+    "cache": ("sedlib.study.extract", [], "stage 01 without its notebook (the entry point under torchrun)"),
 }
 
 

@@ -4,7 +4,7 @@ An error of `sedlib` that a user can cause or fix (a bad params file, image fold
 an unreadable image or weights file, a damaged artefact, a run directory held by another run, a
 diverged training run, a full disk) is a `UserError` and says, in plain words, which file, params key
 or folder is concerned and what to do. Every such class is defined here, so that the runner
-(`sedlib.pipeline.runner`) recognises one by its type: in its own process with ``isinstance``, and from
+(`sedlib.run`) recognises one by its type: in its own process with ``isinstance``, and from
 a notebook's kernel, which reports only the class name, with `user_error_class`. The runner shows a
 user error's message as it is, and the class name of any other error beside its message, since that
 one is likely a bug.

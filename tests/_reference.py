@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from sedlib.config import TrainConfig
-from sedlib.ensemble import HeadEnsemble
-from sedlib.schedules import StepPlan
+from sedlib.method.ensemble import HeadEnsemble
+from sedlib.method.schedules import StepPlan
 
 
 class ReferenceHead(nn.Module):

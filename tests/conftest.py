@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sedlib.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
+from sedlib.method.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """``params/smoke.yaml`` run once through the five notebooks and the report (about a minute); read-only."""
-    from sedlib.pipeline import runner as runner
-    from sedlib.pipeline.rundir import RunDir
+    from sedlib import run as runner
+    from sedlib.rundir.directory import RunDir
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), engine="pandoc")

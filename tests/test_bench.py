@@ -35,7 +35,7 @@ def test_step_shape_counts_members_and_pairs():
 
 def test_floors_by_hand():
     from sedlib.bench import step_floors
-    from sedlib.ensemble import HeadConfig
+    from sedlib.method.ensemble import HeadConfig
 
     heads = HeadConfig(num_members=4, feature_dim=2, hidden_dim=3, num_classes=5)
     rates = {"matmul_flops_per_s": 1.0, "copy_bytes_per_s": 1.0}
@@ -50,7 +50,7 @@ def test_floors_by_hand():
 
 
 def test_parameter_count_of_the_floor_matches_the_heads():
-    from sedlib.ensemble import HeadConfig, HeadEnsemble
+    from sedlib.method.ensemble import HeadConfig, HeadEnsemble
 
     heads = HeadConfig(num_members=1, feature_dim=2, hidden_dim=3, num_classes=5)
     assert sum(p.numel() for p in HeadEnsemble(heads).parameters()) == 42
@@ -66,7 +66,7 @@ def test_scaling_mode_writes_table_and_figure(tmp_path, capsys):
 
 def test_evaluation_timing_projects_to_the_published_rows(capsys):
     from sedlib.bench import PUBLISHED_EVAL_ROWS, benchmark_evaluation
-    from sedlib.ensemble import HeadConfig
+    from sedlib.method.ensemble import HeadConfig
 
     row = benchmark_evaluation(
         HeadConfig(num_members=3, feature_dim=8, hidden_dim=16, num_classes=4), torch.device("cpu"), 500, 128

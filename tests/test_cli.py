@@ -39,7 +39,7 @@ def test_an_installed_copy_runs_the_smoke_study_from_a_checkout(tmp_path):
     site = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
     subprocess.run([*pip, "--target", str(site), str(PROJECT_ROOT)], check=True, cwd=tmp_path)
-    assert not (site / "sedlib" / "pipeline" / "runner.py").samefile(PROJECT_ROOT / "sedlib" / "pipeline" / "runner.py")
+    assert not (site / "sedlib" / "run.py").samefile(PROJECT_ROOT / "sedlib" / "run.py")
     environment = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
     probe = [sys.executable, "-c", "import sedlib; print(sedlib.__file__, sedlib.PROJECT_ROOT)"]
     where = subprocess.run(probe, cwd=PROJECT_ROOT / "notebooks", env=environment, capture_output=True, text=True)

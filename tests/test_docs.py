@@ -15,14 +15,14 @@ Every page is ``README.md`` and each ``docs/*.md``. The rules:
      repository and a ``/`` (``params/...``, ``notebooks/...``) is a path.
 
    A path exists relative to the project root, or is a file or folder that a run directory holds by the
-   declaration in `sedlib.pipeline.stages` (``results/ood_gen.csv``, ``models/overview.csv``,
+   declaration in `sedlib.rundir.declaration` (``results/ood_gen.csv``, ``models/overview.csv``,
    ``report/index.html``, ``results/figures/``). Not paths: a word with a placeholder or pattern character
    (``<``, ``>``, ``*``, ``{``, ``}``, ``$``, ``|``, ``…``), URLs and absolute paths, and what exists only
    at run time or on the user's machine: ``runs/...`` and ``data/...``. Inline code that is the text of a
    link to a URL names a file elsewhere (another repository) and is not checked. A bare file name without
    a ``/`` (``sed.json``, ``artefacts.json``) is not checked: link the file to have it checked.
 3. Modules. Every dotted name ``sedlib.x.y`` in code resolves: the longest prefix that importlib finds is a
-   module (`importlib.util.find_spec`), the rest are attributes (``sedlib.losses.sed_pair_loss``), so the
+   module (`importlib.util.find_spec`), the rest are attributes (``sedlib.method.losses.sed_pair_loss``), so the
    pages follow the package layout.
 4. Nothing refers outside the repository: every Markdown file a page names anywhere, in prose or code,
    is one of the repository's (by name) or one a run directory holds, and no link climbs out of the
@@ -105,7 +105,8 @@ def _paths(text: str) -> list[str]:
 @cache
 def _run_directory() -> tuple[set[str], set[str]]:
     """The fixed file names and the folders of a run directory, from its declaration."""
-    from sedlib.pipeline import report, stages
+    from sedlib.report import render as report
+    from sedlib.rundir import declaration as stages
 
     files = {*stages.BOOKKEEPING, *report.report_files()}
     templates = [artefact.template for artefact in stages.ARTEFACTS.values()] + [stages.record_path("x"), *files]
@@ -114,7 +115,7 @@ def _run_directory() -> tuple[set[str], set[str]]:
 
 
 def _in_run_directory(path: str) -> bool:
-    from sedlib.pipeline.stages import owner
+    from sedlib.rundir.declaration import owner
 
     files, folders = _run_directory()
     return path in files or path in folders or owner(path) is not None
@@ -183,7 +184,7 @@ def _path_problems(page: Path, text: str | None = None) -> list[str]:
 @cache
 def _markdown_names() -> set[str]:
     """The names of the repository's Markdown files and of those a run directory holds (its declaration)."""
-    from sedlib.pipeline.stages import ARTEFACTS, TABLES
+    from sedlib.rundir.declaration import ARTEFACTS, TABLES
 
     names = {path.name for path in ROOT.rglob("*.md") if not path.relative_to(ROOT).parts[0].startswith((".", "runs"))}
     names |= {PurePosixPath(artefact.template).name for artefact in ARTEFACTS.values()}
@@ -242,7 +243,7 @@ def test_the_checks_catch_what_they_are_for():
     text = (
         "[missing](no-such-page.md) [anchor](design.md#no-such-heading) [fine](design.md#data-flow)\n"
         "[outside](../../elsewhere.md) [web](https://example.org/x.md) [`scripts/x.py`](https://example.org)\n"
-        "`params/no_such.yaml` `runs/<run>/x.csv` `results/evaluations.h5` `sedlib.losses.no_such_function`\n"
+        "`params/no_such.yaml` `runs/<run>/x.csv` `results/evaluations.h5` `sedlib.method.losses.no_such_function`\n"
         "```bash\npython -m sedlib.no_such_module params/default.yaml notebooks/missing.py\n```\n"
     )
     assert [problem.split(": ", 1)[1] for problem in _link_problems(page, text)] == [
@@ -258,7 +259,7 @@ def test_the_checks_catch_what_they_are_for():
         "docs/broken.md: NOTES.md is no Markdown file of the repository"
     ]
     assert sorted(problem.split("`")[1] for problem in _module_problems(page, text)) == [
-        "sedlib.losses.no_such_function",
+        "sedlib.method.losses.no_such_function",
         "sedlib.no_such_module",
     ]
 

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
-from sedlib.pipeline.stages import STAGES
+from sedlib.rundir.declaration import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [stage.name for stage in STAGES]
@@ -105,7 +105,7 @@ def test_every_embedded_label_exists():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_file_name_is_typed_in_a_notebook(name):
-    """Output paths come from the run directory's declaration (`sedlib.pipeline.stages`), never from a literal."""
+    """Output paths come from the run directory's declaration (`sedlib.rundir.declaration`), never from a literal."""
     notebook = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     for cell in code_cells(notebook):
         for node in ast.walk(ast.parse(cell.source)):

@@ -7,7 +7,7 @@ fine-tuned on ImageNet-1k at 224 px), inputs normalised with the ImageNet mean (
 std (0.229, 0.224, 0.225), built for 224 px unless `load_backbone` is given another ``image_size`` (the
 position embedding is then resampled and the features are no longer the paper's). SED trains, per
 member, only the MLP half of the last transformer block, the final LayerNorm and the linear classifier
-(`sedlib.ensemble`), so the frozen extractor is cut *inside* block 12 (`deit3_cut_features`):
+(`sedlib.method.ensemble`), so the frozen extractor is cut *inside* block 12 (`deit3_cut_features`):
 
 1. patch embedding; the position embedding is added to the patch tokens only and the CLS token is
    prepended afterwards (DeiT-3's ``no_embed_class``);
@@ -17,7 +17,7 @@ member, only the MLP half of the last transformer block, the final LayerNorm and
 
 What remains of the network (block 12's ``x + ls2(mlp(norm2(x)))``, the final ``norm`` and ``head``)
 acts on each token separately, and DeiT-3 classifies from the CLS token (``global_pool='token'``, no
-``fc_norm``), so one cached vector per image loses nothing: `sedlib.ensemble.head_forward` with the
+``fc_norm``), so one cached vector per image loses nothing: `sedlib.method.ensemble.head_forward` with the
 model's own block-12 MLP, norm and head (`FrozenBackbone.pretrained_head`, LayerNorm eps 1e-6, hidden
 width 3072) gives the full model's logits (``tests/backbones/test_backbones.py`` checks this within 1e-4 in fp32).
 Block 12's attention stays frozen because it mixes tokens: training it would need all 197 tokens of

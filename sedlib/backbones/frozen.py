@@ -82,7 +82,7 @@ class FrozenBackbone(nn.Module):
         fixed_input_size: `forward` and `classify` require ``image_size`` x ``image_size`` inputs (DeiT-3);
             ``False``: any size is accepted (EfficientNet, even with an ``image_size``).
         head_shape: `HeadShape` of the model's own trainable head, or ``None`` when it has none of the
-            form of `sedlib.ensemble.head_forward` (EfficientNet); `head_hidden_dim` and `head_norm_eps`
+            form of `sedlib.method.ensemble.head_forward` (EfficientNet); `head_hidden_dim` and `head_norm_eps`
             read it.
         mean: per-channel input mean, a 3-tuple.
         std: per-channel input standard deviation, a 3-tuple.
@@ -176,7 +176,7 @@ class FrozenBackbone(nn.Module):
         return self.model(self.normalize(x))
 
     def pretrained_head(self) -> dict[str, Tensor] | None:
-        """The model's own trainable head, ready to initialise or compare `sedlib.ensemble.HeadEnsemble`.
+        """The model's own trainable head, ready to initialise or compare `sedlib.method.ensemble.HeadEnsemble`.
 
         ``head_forward({k: v[None] for k, v in head.items()}, backbone(x), head_shape.norm_eps)[0]``
         equals ``classify(x)``.

@@ -42,14 +42,14 @@ HEAD_PARAMETER_NAMES = (
     "head.weight",
     "head.bias",
 )
-"""Names of a pretrained head's tensors, those of `sedlib.ensemble.HeadEnsemble` (without its member axis)."""
+"""Names of a pretrained head's tensors, those of `sedlib.method.ensemble.HeadEnsemble` (without its member axis)."""
 
 
 @dataclass(frozen=True)
 class HeadShape:
-    """Shape of a backbone's own trainable head, the function `sedlib.ensemble.head_forward` computes.
+    """Shape of a backbone's own trainable head, the function `sedlib.method.ensemble.head_forward` computes.
 
-    Together they fill a `sedlib.ensemble.HeadConfig`:
+    Together they fill a `sedlib.method.ensemble.HeadConfig`:
     ``HeadConfig(num_members, feature_dim, hidden_dim, num_classes, norm_eps=norm_eps)``.
 
     Attributes:

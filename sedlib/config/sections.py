@@ -4,7 +4,7 @@ Each section is a frozen pydantic dataclass whose fields declare their types and
 (`sedlib.config.fields`); a rule that ties several keys of a section together raises
 `sedlib.config.training.SettingError` naming its key. The names the sections accept (datasets,
 corruptions, backbones, detectors) are declared here, at the bottom of the package, so that reading a
-params file imports no backbone, detector or training code; `sedlib.backbones` and `sedlib.detectors`
+params file imports no backbone, detector or training code; `sedlib.backbones` and `sedlib.eval.detectors`
 register exactly these names (a test checks it).
 """
 
@@ -45,7 +45,7 @@ CORRUPTIONS: tuple[str, ...] = (
 )
 """The 15 ImageNet-C corruptions, in the benchmark's order (`sedlib.data.corruptions` applies them)."""
 DETECTOR_NAMES = ("mahalanobis", "relative_mahalanobis", "knn", "vim")
-"""The post-hoc detectors of `sedlib.detectors`, by the name a params file gives them."""
+"""The post-hoc detectors of `sedlib.eval.detectors`, by the name a params file gives them."""
 BACKBONE_HEAD_WIDTHS: dict[str, int | None] = {"efficientnet_lite0": None, "deit3_base": 3072}
 """The registered backbones of `sedlib.backbones`, each with the hidden width of its own head of the SED head's
 form (None: it has none, so ``eval.pretrained_head`` and ``head.init: pretrained`` are not available)."""
@@ -229,7 +229,7 @@ class CacheConfig:
         loader_workers: DataLoader worker processes that decode image files (ImageNet study).
         import_dir: a folder with the authors' released feature files
             (`sedlib.data.published_features`); the splits found there are imported instead of computed.
-        rank_timeout_minutes: under torchrun (`sedlib.pipeline.distributed`), how long a process waits for
+        rank_timeout_minutes: under torchrun (`sedlib.study.distributed`), how long a process waits for
             the others: for the slowest shard of a split, or for rank 0 to join the previous one.
     """
 
@@ -295,7 +295,7 @@ class HeadSettings:
 
 @checked_dataclass(frozen=True, config=CHECKED)
 class MarginConfig:
-    """The smallest difference that matters, per measure, behind the verdicts of stage 05 (`sedlib.bootstrap.verdict`).
+    """The smallest difference that matters, per measure, behind stage 05's verdicts (`sedlib.eval.bootstrap.verdict`).
 
     A difference whose 95 % interval lies inside ``± margin`` reads *equivalent*: whatever its sign, it is
     smaller than what matters. Fractions: 0.01 is one point of accuracy or AUROC.
@@ -318,20 +318,20 @@ class EvalConfig:
 
     Attributes:
         batch_size: rows per evaluation batch.
-        scores: names from `sedlib.scores.SCORES`; empty for all.
+        scores: names from `sedlib.eval.scores.SCORES`; empty for all.
         reference_model: the model whose diversity the others are compared with (the deep ensemble);
             empty for the first model.
         histogram_scores: scores drawn as histograms in stage 04.
         pretrained_head: also evaluate the backbone's own pretrained classifier head ("row zero":
             how the untouched model does), for backbones that have one and data with its classes.
-        detectors: post-hoc detectors of `sedlib.detectors` set beside the ensemble scores (fitted
+        detectors: post-hoc detectors of `sedlib.eval.detectors` set beside the ensemble scores (fitted
             on the first training pass): ``mahalanobis``, ``relative_mahalanobis``, ``knn`` on the
             backbone features, ``vim`` on each model's soup head; empty for none.
         knn_k: the k of the KNN detector.
         knn_train_rows: KNN keeps a seeded sample of this many training rows, at least ``knn_k`` (None
             for all).
         bootstrap_resamples: resamples of the evaluated rows behind the 95 % interval of every
-            difference the key findings judge (stage 05, `sedlib.bootstrap`), from 100 (rough
+            difference the key findings judge (stage 05, `sedlib.eval.bootstrap`), from 100 (rough
             interval ends) to 100000; seeded, so a run gives the same intervals every time.
         margins: the smallest differences that matter, per measure (`MarginConfig`): ``accuracy``,
             ``auroc``, ``pds``.

@@ -63,7 +63,7 @@ class RunConfig:
         description: one line for the report.
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
-            (`sedlib.protocols`); every table names it.
+            (`sedlib.eval.protocols`); every table names it.
         seeds: train every main model once per seed (tables give mean ± std over them), each with its own
             initialisation and data order, and each sweep point once; distinct and non-negative; empty
             for one run per model with its ``train.seed``.
@@ -174,7 +174,7 @@ class RunConfig:
         """Every replica to train: each main model once per seed (or once, with its own ``train.seed``).
 
         Seed ``s`` trains with ``train.seed`` = ``s`` x `SEED_SPACING`: epoch ``e`` of a run draws its
-        shuffle and pairs with ``train.seed + e`` (`sedlib.train.epoch_seed`, as published), so seeds 0
+        shuffle and pairs with ``train.seed + e`` (`sedlib.method.train.epoch_seed`, as published), so seeds 0
         and 1 used as they are would see the same shuffles one epoch apart; spaced, every seed has its
         own initialisation and data order. The models that only a sweep adds (`sweep_models`) train
         once, with the first seed: a sweep shows a trend over its values, and a seed per point would

@@ -1,6 +1,6 @@
 """Training settings (`TrainConfig`): the hyperparameters of one run, checked when it is built.
 
-`TrainConfig` is a plain dataclass: the training loop (`sedlib.train`), the benchmark and the tests
+`TrainConfig` is a plain dataclass: the training loop (`sedlib.method.train`), the benchmark and the tests
 build it directly, and each field's metadata declares what it accepts (``choices``, or ``bounds``,
 `range_violation`), which the constructor checks before the rules that tie several fields together.
 A params file's ``train`` and ``models`` entries are checked against the same declarations
@@ -20,7 +20,7 @@ SCHEDULES = ("iid", "matching", "all")
 #: Every schedule `TrainConfig` accepts: the pair schedules and the deep-ensemble baseline.
 TRAIN_SCHEDULES = SCHEDULES + ("independent",)
 DISAGREEMENT_DATA = ("train", "unlabelled")
-#: The disagreement kernels of `sedlib.losses.sed_pair_loss`.
+#: The disagreement kernels of `sedlib.method.losses.sed_pair_loss`.
 KERNELS = ("a2d", "divdis")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
@@ -106,7 +106,7 @@ class TrainConfig:
     """Hyperparameters of one training run.
 
     The defaults follow the published 5-member runs (AdamW, lr 1e-3, batch 32, lambda 0.5, 11 epochs
-    with a frozen first one, cosine period 15); `sedlib.published` holds the four runs exactly.
+    with a frozen first one, cosine period 15); `sedlib.method.published` holds the four runs exactly.
 
     Each field's metadata declares what it accepts: ``choices`` (a string setting), or ``bounds``, a mapping
     with any of ``ge``, ``gt``, ``le``, ``lt`` (a number, or each value of a tuple). The constructor checks them,
@@ -142,7 +142,7 @@ class TrainConfig:
             optimiser state and the loss's softmax stay fp32).
         kernel: the disagreement kernel, ``a2d`` (published) or ``divdis`` (the pairwise mutual
             information of DivDis, weighted by the hardness weights as described in
-            `sedlib.losses.divdis_pair_repulsion`).
+            `sedlib.method.losses.divdis_pair_repulsion`).
         disagreement_data: the samples of the repulsion: ``train`` (published: the labelled batch
             itself) or ``unlabelled`` (a batch of ``batch_size`` rows of the ``unlabelled_features``
             given to `EnsembleTrainer.fit`, as in naive A2D / DivDis; needs ``hardness`` false).

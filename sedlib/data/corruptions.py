@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sedlib._compat import import_imagecorruptions  # imports torch: only when corrupting
 from sedlib.config import CORRUPTIONS
 from sedlib.progress import tqdm
 
@@ -158,8 +159,6 @@ def corrupt_images(
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     _check_arguments(images, corruption, severity, seed, indices)
     from PIL import Image
-
-    from sedlib._compat import import_imagecorruptions  # imports torch: only when corrupting
 
     function = glass_blur if corruption == "glass_blur" else import_imagecorruptions().corruption_dict[corruption]
     output = np.empty_like(images)

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sedlib._compat import import_torchvision
 from sedlib.config import DataConfig, resolve_path
 from sedlib.data.transforms import random_resized_crop_box
 from sedlib.errors import FolderLayoutError, ImageReadError, MissingFileError
@@ -514,8 +515,6 @@ def ood_folder(root: str | os.PathLike, name: str) -> ImageFolderSet:
 @functools.cache
 def _functional() -> ModuleType:
     """The module ``torchvision.transforms.functional``, imported through `sedlib._compat.import_torchvision`."""
-    from sedlib._compat import import_torchvision
-
     import_torchvision()
     import torchvision.transforms.functional
 

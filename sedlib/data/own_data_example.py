@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sedlib.backbones.efficientnet import efficientnet_lite0_pretrained
 from sedlib.data.sources import FASHION_MNIST_CLASSES, load_animal_mnist, load_digits, load_fashion_mnist
 
 EXAMPLE_CLASSES = ("T-shirt/top", "Trouser", "Sneaker", "Bag")
@@ -108,8 +109,6 @@ def write_lite0_weights(path: str | Path) -> Path:
         pretrained_cfg_overlay={"file": path})`` loads.
     """
     from safetensors.torch import save_file
-
-    from sedlib.backbones.efficientnet import efficientnet_lite0_pretrained
 
     model, _ = efficientnet_lite0_pretrained("tf_efficientnet_lite0", {})
     path = Path(path)

@@ -48,9 +48,7 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
-"""The directory that holds the ``sedlib`` package (the checkout's root)."""
 _FASHION_MNIST_PREFIX = {"train": "train", "test": "t10k"}
-_FASHION_MNIST_SIZES = {"train": 60000, "test": 10000}
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 

@@ -26,7 +26,7 @@ full disk or a missing write permission stops the write with a `FeatureStoreErro
 file and says what to do; the partial file keeps every chunk finished before it.
 
 `join_splits` writes a split from finished files of consecutive row ranges of it (the shards that
-several processes wrote, `sedlib.pipeline.distributed`), through `write_split`: the joined file is the file
+several processes wrote, `sedlib.study.distributed`), through `write_split`: the joined file is the file
 one process would have written, with the same checks.
 
 The read side is `sedlib.features.store`, the write side `sedlib.features.writing`; both are imported here.

@@ -377,7 +377,7 @@ class PassReader:
 
     ``reader[p]`` reads pass ``p`` as a ``(rows, d)`` tensor of the stored dtype; HDF5 verifies the
     checksum of every chunk read, and non-finite values raise `CorruptFeaturesError`. ``shape`` is
-    ``(passes, rows, d)``, so `sedlib.train` treats it like an array of passes without loading them all.
+    ``(passes, rows, d)``, so `sedlib.method.train` treats it like an array of passes without loading them all.
 
     Attributes:
         path: the split's file.

@@ -21,7 +21,7 @@ from sedlib.backbones import (
 )
 from sedlib.backbones.spec import map_state_dict_by_order
 from sedlib.data.transforms import DEFAULT_IMAGE_SIZE, to_model_input
-from sedlib.ensemble import HeadConfig, HeadEnsemble, head_forward
+from sedlib.method.ensemble import HeadConfig, HeadEnsemble, head_forward
 from tests.conftest import random_images
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

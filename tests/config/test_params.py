@@ -18,7 +18,7 @@ from sedlib.config import (
 )
 from sedlib.config import main as config_main
 from sedlib.data.imagenet import dataset_folder
-from sedlib.published import AUGMENTATION_PASSES, PUBLISHED
+from sedlib.method.published import AUGMENTATION_PASSES, PUBLISHED
 
 MINIMAL = {"run_name": "t", "models": {"de": {"num_members": 3, "lam": 0.0}}}
 TRAIN_KEYS = [item.name for item in dataclasses.fields(TrainConfig)]
