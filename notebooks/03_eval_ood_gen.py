@@ -43,16 +43,8 @@ from IPython.display import Markdown, display
 from sedlib.rundir.notebook import open_stage
 from sedlib.study.models import load_models
 from sedlib.study.plots import corruption_breakdown
-from sedlib.study.predictions import evaluate_models, store_evaluations
-from sedlib.study.tables import (
-    calibration_table,
-    calibration_wide,
-    generalisation_tables,
-    main_rows,
-    markdown_table,
-    protocol_note,
-    table1,
-)
+from sedlib.study.predictions import calibration_table, evaluate_models, generalisation_tables, store_evaluations
+from sedlib.study.tables import calibration_wide, main_rows, markdown_table, protocol_note, table1
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)

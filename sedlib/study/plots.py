@@ -20,8 +20,8 @@ from sklearn.metrics import roc_curve
 from sedlib.eval.scores import SCORES
 from sedlib.study.detection import ood_sets, pooled_samples
 from sedlib.study.input_plots import note_figure
-from sedlib.study.predictions import Evaluations
-from sedlib.study.tables import AGGREGATIONS, SUMMARY_KEYS, over_seeds, seed_means
+from sedlib.study.predictions import AGGREGATIONS, Evaluations
+from sedlib.study.tables import SUMMARY_KEYS, over_seeds, seed_means
 
 
 def training_curves(logs: Mapping[str, pd.DataFrame]) -> Figure:
@@ -135,7 +135,7 @@ def summary_figure(
     Models without a PDS row (one member) show BMA only.
 
     Args:
-        table1: `sedlib.study.tables.generalisation_tables` summary.
+        table1: `sedlib.study.predictions.generalisation_tables` summary.
         detection: `sedlib.study.detection.detection_table`.
         diversity: `sedlib.study.detection.diversity_table`.
         intervals: `sedlib.study.findings.value_intervals`, drawn as error bars on the bars; none when None.

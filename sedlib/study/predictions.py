@@ -3,8 +3,13 @@
 `evaluate_models` streams each split through each model (`sedlib.eval.evaluate.evaluate_split`), and
 stage 03 keeps the per-sample results in ``results/evaluations.h5`` (`store_evaluations`) with a
 fingerprint of the models, splits, settings and code it was made from; stages 04 and 05 read them back
-(`stored_evaluations`), refusing a file made from anything else. The post-hoc detectors are stage 04's
-(`sedlib.study.detection`).
+(`stored_evaluations`), refusing a file made from anything else. From them, `generalisation_tables` computes the
+Table-1 analog (SED paper, Table 1): accuracy of the prediction ensemble (mean logits), the uniform soup, the best
+single member and the mean member on the clean test split and its corrupted copies, with C-1 / C-5 = unweighted means
+over the corruptions at severity 1 / 5. The best member is given twice: as the published code picks it (an oracle,
+chosen on each test split and each corruption separately) and as a standard protocol picks it (the member with the
+best validation accuracy, then evaluated everywhere). `calibration_table` gives ECE, NLL and Brier score. The
+post-hoc detectors are stage 04's (`sedlib.study.detection`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from sedlib import file_sha256
 from sedlib.config import PRETRAINED_HEAD_MODEL, RunConfig
 from sedlib.data.imagenet import subset_mask
-from sedlib.data.splits import plan_splits
+from sedlib.data.splits import corruption_split, plan_splits
 from sedlib.eval.evaluate import (
     SplitEvaluation,
     StaleEvaluationsError,
@@ -29,6 +36,7 @@ from sedlib.eval.evaluate import (
     save_evaluations,
     stored_splits,
 )
+from sedlib.eval.metrics import accuracy
 from sedlib.progress import tqdm
 from sedlib.rundir.closure import module_code_hash
 from sedlib.rundir.directory import RunDir
@@ -141,3 +149,102 @@ def stored_evaluations(config: RunConfig, run: RunDir, splits: list[str]) -> dic
         raise StaleEvaluationsError(f"{path} has no evaluations of {missing}; rerun notebooks/03_eval_ood_gen")
     evaluations = load_evaluations(path, evaluation_fingerprint(config, run, stored))
     return {key: value for key, value in evaluations.items() if key[1] in splits}
+
+
+AGGREGATIONS = {
+    "ensemble": "Ensemble (mean logits)",
+    "soup": "Soup (uniform)",
+    "greedy_soup": "Soup (greedy, val)",
+    "best_single_oracle": "Best single (oracle per split)",
+    "best_single_val": "Best single (val-selected)",
+    "mean_single": "Mean single",
+}
+
+
+def _accuracies(evaluation: SplitEvaluation, val_member: int) -> dict[str, float]:
+    samples = evaluation.samples
+    greedy = samples.get("greedy_soup_prediction")
+    return {
+        "ensemble": accuracy(samples["ensemble_prediction"], samples["label"]),
+        "soup": accuracy(samples["soup_prediction"], samples["label"]),
+        "greedy_soup": float("nan") if greedy is None else accuracy(greedy, samples["label"]),
+        "best_single_oracle": evaluation.best_single,
+        "best_single_val": float(evaluation.member_accuracy[val_member]),
+        "mean_single": evaluation.mean_single,
+    }
+
+
+def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy of every model and aggregation on the clean and corrupted test splits.
+
+    Args:
+        evaluations: ``(model, split) -> SplitEvaluation`` covering ``val``, ``test``, every
+            corruption split and every class-subset split (ImageNet-A/R) of the run.
+        config: the run (models, corruptions, severities, subset sets).
+
+    Returns:
+        ``(summary, per_corruption)``. ``summary``: one row per (model, aggregation) with columns
+        ``model``, ``label``, ``aggregation``, ``test``, ``C-<s>`` for each severity and one column
+        per class-subset set (accuracy in [0, 1], under the run's protocol). ``per_corruption``:
+        long format, columns ``model``, ``label``, ``aggregation``, ``corruption``, ``severity``,
+        ``accuracy``.
+    """
+    summary, per_corruption = [], []
+    for model_run in config.model_runs(pretrained_head=True):
+        name, ids = model_run.name, replica_columns(model_run)
+        val_member = int(np.argmax(evaluations[name, "val"].member_accuracy))
+        test = _accuracies(evaluations[name, "test"], val_member)
+        rows = {aggregation: {"test": value} for aggregation, value in test.items()}
+        for severity in config.data.severities:
+            for corruption in config.data.corruptions:
+                values = _accuracies(evaluations[name, corruption_split(corruption, severity)], val_member)
+                for aggregation, value in values.items():
+                    per_corruption.append(
+                        {
+                            **ids,
+                            "aggregation": aggregation,
+                            "corruption": corruption,
+                            "severity": severity,
+                            "accuracy": value,
+                        }
+                    )
+        long = pd.DataFrame(
+            [r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])],
+            columns=[*ids, "aggregation", "corruption", "severity", "accuracy"],
+        )
+        for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
+            rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
+        for subset in config.data.subset_sets:
+            for aggregation, value in _accuracies(evaluations[name, subset], val_member).items():
+                rows[aggregation][subset] = value
+        for aggregation in AGGREGATIONS:
+            summary.append({**ids, "aggregation": aggregation, **rows[aggregation]})
+    columns = [*replica_columns(config.model_runs()[0]), "aggregation", "corruption", "severity", "accuracy"]
+    return pd.DataFrame(summary), pd.DataFrame(per_corruption, columns=columns)
+
+
+CALIBRATED = {"ensemble": "Ensemble (mean logits)", "soup": "Soup (uniform)", "mean_member": "Mean member"}
+
+
+def calibration_table(evaluations: Evaluations, config: RunConfig) -> pd.DataFrame:
+    """ECE, NLL and Brier score of the ensemble, the uniform soup and the mean member.
+
+    Splits: the clean test split and ``C-<s>`` (the mean of the values over the corruptions at
+    severity s), as in the generalisation table.
+
+    Returns:
+        Columns ``model``, ``label``, ``seed``, ``aggregation`` (a key of `CALIBRATED`), ``split``,
+        ``ece``, ``nll``, ``brier``.
+    """
+    groups = {"test": ["test"]}
+    groups.update({f"C-{s}": [corruption_split(c, s) for c in config.data.corruptions] for s in config.data.severities})
+    rows = []
+    for model_run in config.model_runs(pretrained_head=True):
+        for split, splits in groups.items():
+            values = [evaluations[model_run.name, name].calibration() for name in splits]
+            for aggregation in CALIBRATED:
+                metrics = {
+                    key: float(np.mean([v[aggregation][key] for v in values])) for key in ("ece", "nll", "brier")
+                }
+                rows.append({**replica_columns(model_run), "aggregation": aggregation, "split": split, **metrics})
+    return pd.DataFrame(rows)

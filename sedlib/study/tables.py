@@ -1,14 +1,11 @@
-"""Paper-style tables from per-sample evaluations (stages 03-05).
+"""The report's tables: the numbers of stages 03-05 laid out and formatted, computing nothing new.
 
-* `generalisation_tables`: the Table-1 analog (SED paper, Table 1): accuracy of the prediction
-  ensemble (mean logits), the uniform soup, the best single member and the mean member on the clean
-  test split and its corrupted copies, with C-1 / C-5 = unweighted means over the corruptions at
-  severity 1 / 5. The best member is given twice: as the published code picks it (an oracle, chosen
-  on each test split and each corruption separately) and as a standard protocol picks it (the member
-  with the best validation accuracy, then evaluated everywhere).
-* `calibration_table`: ECE, NLL and Brier score of the prediction ensemble per split.
-* `table1`, `table3`, `detection_wide`, `sweep_table`: the report's layouts of these and of the detection
-  tables of `sedlib.study.detection`.
+* `table1`, `table3`, `detection_wide`, `calibration_wide`: the Table-1 and Table-3 analogs and the calibration
+  table of the results that `sedlib.study.predictions` and `sedlib.study.detection` compute, averaged over seeds
+  (`over_seeds`) with their spread.
+* `sweep_table`, `sweep_markdown`: the sweeps of stage 05 and their Pareto front.
+* `published_comparison`: ours beside the paper's published numbers, read from their data file and labelled so.
+* `protocol_note`, `no_shift_note`: the sentences every table carries about the protocol and missing shifts.
 
 Tables are pandas DataFrames, their numbers formatted as text with one precision per column;
 `markdown_table` renders them as pipe tables, which survive into both the HTML and the PDF report.
@@ -22,21 +19,8 @@ import numpy as np
 import pandas as pd
 
 from sedlib.config import SWEEP_SYMBOLS, RunConfig
-from sedlib.data.splits import corruption_split
-from sedlib.eval.evaluate import SplitEvaluation
-from sedlib.eval.metrics import accuracy
 from sedlib.method.published import PUBLISHED, compare_with_published
-from sedlib.study.predictions import Evaluations, replica_columns
-
-AGGREGATIONS = {
-    "ensemble": "Ensemble (mean logits)",
-    "soup": "Soup (uniform)",
-    "greedy_soup": "Soup (greedy, val)",
-    "best_single_oracle": "Best single (oracle per split)",
-    "best_single_val": "Best single (val-selected)",
-    "mean_single": "Mean single",
-}
-
+from sedlib.study.predictions import AGGREGATIONS, CALIBRATED
 
 SUMMARY_KEYS = ("model", "label", "seed", "aggregation")
 """The columns of a generalisation summary that are not splits."""
@@ -74,95 +58,6 @@ def _mean_std_cells(mean: pd.DataFrame, std: pd.DataFrame, columns: list[str], s
             for a, b in zip(m, d)
         ]
     return table
-
-
-def _accuracies(evaluation: SplitEvaluation, val_member: int) -> dict[str, float]:
-    samples = evaluation.samples
-    greedy = samples.get("greedy_soup_prediction")
-    return {
-        "ensemble": accuracy(samples["ensemble_prediction"], samples["label"]),
-        "soup": accuracy(samples["soup_prediction"], samples["label"]),
-        "greedy_soup": float("nan") if greedy is None else accuracy(greedy, samples["label"]),
-        "best_single_oracle": evaluation.best_single,
-        "best_single_val": float(evaluation.member_accuracy[val_member]),
-        "mean_single": evaluation.mean_single,
-    }
-
-
-def generalisation_tables(evaluations: Evaluations, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Accuracy of every model and aggregation on the clean and corrupted test splits.
-
-    Args:
-        evaluations: ``(model, split) -> SplitEvaluation`` covering ``val``, ``test``, every
-            corruption split and every class-subset split (ImageNet-A/R) of the run.
-        config: the run (models, corruptions, severities, subset sets).
-
-    Returns:
-        ``(summary, per_corruption)``. ``summary``: one row per (model, aggregation) with columns
-        ``model``, ``label``, ``aggregation``, ``test``, ``C-<s>`` for each severity and one column
-        per class-subset set (accuracy in [0, 1], under the run's protocol). ``per_corruption``:
-        long format, columns ``model``, ``label``, ``aggregation``, ``corruption``, ``severity``,
-        ``accuracy``.
-    """
-    summary, per_corruption = [], []
-    for model_run in config.model_runs(pretrained_head=True):
-        name, ids = model_run.name, replica_columns(model_run)
-        val_member = int(np.argmax(evaluations[name, "val"].member_accuracy))
-        test = _accuracies(evaluations[name, "test"], val_member)
-        rows = {aggregation: {"test": value} for aggregation, value in test.items()}
-        for severity in config.data.severities:
-            for corruption in config.data.corruptions:
-                values = _accuracies(evaluations[name, corruption_split(corruption, severity)], val_member)
-                for aggregation, value in values.items():
-                    per_corruption.append(
-                        {
-                            **ids,
-                            "aggregation": aggregation,
-                            "corruption": corruption,
-                            "severity": severity,
-                            "accuracy": value,
-                        }
-                    )
-        long = pd.DataFrame(
-            [r for r in per_corruption if (r["model"], r["seed"]) == (ids["model"], ids["seed"])],
-            columns=[*ids, "aggregation", "corruption", "severity", "accuracy"],
-        )
-        for (aggregation, severity), group in long.groupby(["aggregation", "severity"]):
-            rows[aggregation][f"C-{severity}"] = float(group["accuracy"].mean())
-        for subset in config.data.subset_sets:
-            for aggregation, value in _accuracies(evaluations[name, subset], val_member).items():
-                rows[aggregation][subset] = value
-        for aggregation in AGGREGATIONS:
-            summary.append({**ids, "aggregation": aggregation, **rows[aggregation]})
-    columns = [*replica_columns(config.model_runs()[0]), "aggregation", "corruption", "severity", "accuracy"]
-    return pd.DataFrame(summary), pd.DataFrame(per_corruption, columns=columns)
-
-
-CALIBRATED = {"ensemble": "Ensemble (mean logits)", "soup": "Soup (uniform)", "mean_member": "Mean member"}
-
-
-def calibration_table(evaluations: Evaluations, config: RunConfig) -> pd.DataFrame:
-    """ECE, NLL and Brier score of the ensemble, the uniform soup and the mean member.
-
-    Splits: the clean test split and ``C-<s>`` (the mean of the values over the corruptions at
-    severity s), as in the generalisation table.
-
-    Returns:
-        Columns ``model``, ``label``, ``seed``, ``aggregation`` (a key of `CALIBRATED`), ``split``,
-        ``ece``, ``nll``, ``brier``.
-    """
-    groups = {"test": ["test"]}
-    groups.update({f"C-{s}": [corruption_split(c, s) for c in config.data.corruptions] for s in config.data.severities})
-    rows = []
-    for model_run in config.model_runs(pretrained_head=True):
-        for split, splits in groups.items():
-            values = [evaluations[model_run.name, name].calibration() for name in splits]
-            for aggregation in CALIBRATED:
-                metrics = {
-                    key: float(np.mean([v[aggregation][key] for v in values])) for key in ("ece", "nll", "brier")
-                }
-                rows.append({**replica_columns(model_run), "aggregation": aggregation, "split": split, **metrics})
-    return pd.DataFrame(rows)
 
 
 def calibration_wide(calibration: pd.DataFrame) -> pd.DataFrame:
@@ -370,7 +265,7 @@ def sweep_table(summary: pd.DataFrame, detection: pd.DataFrame, config: RunConfi
     """One row per point of every sweep (`sedlib.config.Sweep`): accuracy and detection, means over seeds.
 
     Args:
-        summary: `generalisation_tables` summary (all models, sweep points included).
+        summary: `sedlib.study.predictions.generalisation_tables` summary (all models, sweep points included).
         detection: `detection_table` rows (all models).
         config: the run and its ``sweeps``.
 

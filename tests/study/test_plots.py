@@ -46,7 +46,7 @@ def test_summary_figure_draws_the_intervals_as_error_bars():
     from sedlib.study.detection import detection_table, diversity_table
     from sedlib.study.findings import value_intervals
     from sedlib.study.plots import summary_figure
-    from sedlib.study.tables import generalisation_tables
+    from sedlib.study.predictions import generalisation_tables
 
     evaluations = fake_evaluations(0.5)
     summary, _ = generalisation_tables(evaluations, CONFIG)

@@ -11,7 +11,7 @@ from sedlib.eval.bootstrap import VERDICTS
 from sedlib.report.render import report_files
 from sedlib.rundir.declaration import STAGE_NAMES, declared_files, declared_outputs
 from sedlib.study.findings import CLAIMS
-from sedlib.study.tables import AGGREGATIONS
+from sedlib.study.predictions import AGGREGATIONS
 from sedlib.study.verdicts import run_verdicts, verdict_differences
 
 pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)

@@ -7,18 +7,9 @@ from sedlib.config import RunConfig
 from sedlib.eval.evaluate import SplitEvaluation, evaluate_split
 from sedlib.study.detection import detection_table, diversity_table, ood_sets
 from sedlib.study.findings import EVIDENCE_COLUMNS
+from sedlib.study.predictions import calibration_table, generalisation_tables
 from sedlib.study.summary import method_comparison, results_summary
-from sedlib.study.tables import (
-    calibration_table,
-    calibration_wide,
-    detection_wide,
-    generalisation_tables,
-    main_rows,
-    sweep_markdown,
-    sweep_table,
-    table1,
-    table3,
-)
+from sedlib.study.tables import calibration_wide, detection_wide, main_rows, sweep_markdown, sweep_table, table1, table3
 
 CONFIG = RunConfig.from_dict(
     {
