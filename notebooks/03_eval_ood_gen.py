@@ -43,15 +43,14 @@ from IPython.display import Markdown, display
 from sedlib.rundir.notebook import open_stage
 from sedlib.study.models import load_models
 from sedlib.study.plots import corruption_breakdown
-from sedlib.study.predictions import calibration_table, evaluate_models, generalisation_tables, store_evaluations
+from sedlib.study.predictions import calibration_table, evaluations_of, generalisation_tables
 from sedlib.study.tables import calibration_wide, main_rows, markdown_table, protocol_note, table1
 
 config, run = open_stage(params_file, run_dir, overrides, globals())
 models = load_models(config, run)
 
 # %%
-evaluations = evaluate_models(config, run, models)  # every split once; stage 04 reads the OOD sets' results
-store_evaluations(config, run, evaluations)
+evaluations = evaluations_of(config, run, models)  # every split once, kept; stage 04 reads the OOD sets' results
 summary, per_corruption = generalisation_tables(evaluations, config)
 run.save_csv("ood_gen", summary)
 run.save_csv("ood_gen_per_corruption", per_corruption)

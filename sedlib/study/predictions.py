@@ -27,6 +27,7 @@ from sedlib import file_sha256
 from sedlib.config import PRETRAINED_HEAD_MODEL, RunConfig
 from sedlib.data.imagenet import subset_mask
 from sedlib.data.splits import corruption_split, plan_splits
+from sedlib.errors import ArtefactError
 from sedlib.eval.evaluate import (
     SplitEvaluation,
     StaleEvaluationsError,
@@ -74,10 +75,8 @@ def evaluate_models(
     Returns:
         ``(model, split) -> SplitEvaluation`` with per-sample predictions and scores.
     """
-    if splits is None:  # "val" is the test split when data.val_rows is 0 (`load_split`), so name it always
-        splits = ["val"] + [
-            plan.name for plan in plan_splits(config) if plan.kind not in ("train", "val", "disagreement")
-        ]
+    if splits is None:
+        splits = evaluated_splits(config)
     scores = list(config.eval.scores) or None
     val = load_split(config, run, "val")
     val_features = torch.from_numpy(val.features.astype("float32"))
@@ -108,6 +107,41 @@ def evaluate_models(
             bar.update(rows[split_name])
     bar.close()
     return results
+
+
+def evaluated_splits(config: RunConfig) -> list[str]:
+    """The splits stage 03 evaluates: ``val`` and every cached split but ``train`` and the disagreement set.
+
+    ``val`` is the test split when ``data.val_rows`` is 0 (`sedlib.study.cached.load_split`), so it is named always.
+    """
+    return ["val"] + [plan.name for plan in plan_splits(config) if plan.kind not in ("train", "val", "disagreement")]
+
+
+def evaluations_of(
+    config: RunConfig, run: RunDir, models: dict[str, TrainedModel], progress: bool = True
+) -> dict[tuple[str, str], SplitEvaluation]:
+    """Stage 03's evaluations: the kept ones when nothing they depend on changed, else computed again and kept.
+
+    The file ``results/evaluations.h5`` is reused, after its content hash is verified, when its fingerprint
+    (`evaluation_fingerprint`: the model files, the splits' settings, the eval settings and this module's code)
+    is the current one and it holds exactly the splits the study evaluates; so an edit of a figure or a table
+    reruns the notebook without evaluating again. Otherwise every split goes through every model
+    (`evaluate_models`) and the file is replaced (`store_evaluations`). One printed line says which, and why.
+    """
+    splits = evaluated_splits(config)
+    path = run.path("evaluations")
+    try:
+        if path.is_file() and sorted(stored_splits(run.verified(path))) == sorted(splits):
+            evaluations = stored_evaluations(config, run, splits)
+            print(f"evaluations: kept {run.relative(path)} (same models, features, settings and code)", flush=True)
+            return evaluations
+        reason = "never evaluated in this run directory" if not path.is_file() else "the study's splits changed"
+    except (ArtefactError, StaleEvaluationsError) as error:
+        reason = str(error).split("; ")[0]
+    print(f"evaluations: evaluating every split ({reason})", flush=True)
+    evaluations = evaluate_models(config, run, models, splits, progress)
+    store_evaluations(config, run, evaluations)
+    return evaluations
 
 
 def evaluation_fingerprint(config: RunConfig, run: RunDir, splits: list[str]) -> str:
