@@ -29,6 +29,9 @@ Transforms (PIL, bilinear, antialiased; images converted to RGB as torchvision's
 CenterCrop(224) (scaled as `resize_size` for other sizes); ``as_is`` keeps an S x S image unchanged
 (the standard ImageNet-C protocol; the published code applies ``eval`` to ImageNet-C too).
 
+`ImageNetSource` is the paper study's `sedlib.data.datasource.DataSource` (``data.dataset: imagenet``);
+`ImageFolderSource`, its base, reads through `FolderImages` and is shared with your image folders.
+
 The wnid lists in ``sedlib/data/wnids/`` are copies of timm 1.0.31's (Apache-2.0).
 
 Example:
