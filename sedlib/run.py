@@ -51,7 +51,6 @@ from sedlib.config import (
     parse_overrides,
     resolve_path,
 )
-from sedlib.data.get_fashion_mnist import find_fashion_mnist, how_to_get
 from sedlib.data.splits import check_sources
 from sedlib.errors import (
     MissingFileError,
@@ -452,13 +451,11 @@ def _take_over(base: RunDir, run: RunDir, step: Stage, inputs: dict, outputs: li
 def _check_source_data(config: RunConfig, step: Stage) -> None:
     """Before the caching stage starts a kernel: the source data and the backbone are in place.
 
-    The embedded study's Fashion-MNIST files; your folders or feature files and a ``timm:`` backbone's weights
-    (`sedlib.data.splits.check_sources`).
+    The embedded study's Fashion-MNIST files; your folders or feature files and a ``timm:`` backbone's weights:
+    the study's data source checks them (`sedlib.data.splits.check_sources`).
     """
     if step.name != "01_cache":
         return
-    if config.data.dataset == "fashion_mnist" and find_fashion_mnist() is None:
-        raise StageFailedError(f"[{step.name}] cannot run: the Fashion-MNIST files were not found. {how_to_get()}")
     try:
         check_sources(config)
     except UserError as error:

@@ -11,6 +11,9 @@ A semantic-OOD set's labels, if any, are ignored (every row becomes -1). Stage 0
 run's feature store (`sedlib.features`) as it does for a backbone's features, so stages 02-05 run
 unchanged; no backbone runs, and there are no corruption splits (no images to corrupt).
 
+`FeatureFilesSource` is the study's `sedlib.data.datasource.DataSource` (``form: features``): its source
+sets are the files' arrays, and it has no images, no backbone and no corruption.
+
 `check_feature_sets` checks the sets together: one feature width, finite values, labels in
 ``[0, C)`` where ``C`` is the number of ``class_names`` or else one more than the largest training label.
 
@@ -25,14 +28,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from sedlib.errors import FeatureFileError, MissingFileError
+from sedlib.config import resolve_path
+from sedlib.data.datasource import OwnDataSource
+from sedlib.data.plan import SplitPlan
+from sedlib.errors import ConfigError, FeatureFileError, MissingFileError
 
 SUFFIXES = (".npz", ".h5", ".hdf5", ".npy")
 """The file types read (``.npy``: features only, for semantic-OOD sets)."""
@@ -180,3 +188,59 @@ def check_feature_sets(sets: dict[str, FeatureArrays]) -> tuple[str, ...]:
                 f"set ({train.path}: labels 0..{len(names) - 1})"
             )
     return names
+
+
+class FeatureFilesSource(OwnDataSource):
+    """Your feature files (``data.dataset: features``): one file per set, copied row by row into the run's cache."""
+
+    name = "features"
+    description = "your features"
+    form = "features"
+    corruption = "none"
+
+    def feature_sets(self) -> dict[str, FeatureArrays]:
+        """Your feature files by set name, read and checked together (`check_feature_sets`).
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            FeatureFileError: a file cannot be used (named in the message).
+        """
+        data = self.config.data
+        named = {"train": data.train_path, "val": data.val_path, "test": data.test_path}
+        files = [(name, str(resolve_path(path)), True) for name, path in named.items() if path]
+        files += [(name, str(resolve_path(path)), False) for name, path in data.ood_paths.items()]
+        stamps = tuple(Path(path).stat().st_mtime_ns if Path(path).is_file() else 0 for _, path, _ in files)
+        return _read_feature_sets(tuple(files), stamps)
+
+    def source_set(self, plan: SplitPlan) -> FeatureArrays:
+        return self.feature_sets()[self.set_name(plan)]
+
+    def class_names(self) -> tuple[str, ...]:
+        return check_feature_sets(self.feature_sets())
+
+    def check(self, plans: Sequence[SplitPlan]) -> None:
+        """Every file read (`read_feature_file`), every split's rows drawn, no feature beyond ``cache.dtype``."""
+        super().check(plans)
+        if self.config.cache.dtype == "float16":
+            limit = float(np.finfo(np.float16).max)
+            for arrays in self.feature_sets().values():
+                largest = float(np.abs(arrays.features).max(initial=0))
+                if largest > limit:
+                    raise ConfigError(
+                        f"{self.config.source}: {arrays.path} holds features up to {largest:.4g} in magnitude, "
+                        f"beyond float16 ({limit:g}): set cache.dtype: float32"
+                    )
+
+    def describe_source(self, plan: SplitPlan, arrays: FeatureArrays, index: np.ndarray) -> str:
+        return f"{arrays.name}: {len(index)} of {len(arrays)} rows of {arrays.path.name}, seed {self.config.data.seed}"
+
+    def describe_transform(self, plan: SplitPlan) -> str:
+        return "none: the rows of the feature file as given"
+
+
+@functools.lru_cache(maxsize=1)
+def _read_feature_sets(files: tuple[tuple[str, str, bool], ...], stamps: tuple[int, ...]) -> dict:
+    """The files read once per process while unchanged (``stamps``: their modification times)."""
+    sets = {name: read_feature_file(path, name, labelled) for name, path, labelled in files}
+    check_feature_sets(sets)
+    return sets

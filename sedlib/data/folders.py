@@ -15,6 +15,10 @@ compared in Unicode NFC (macOS writes ``é`` decomposed, Linux composed). Files 
 transformed and corrupted by the same code as the ImageNet study's (`sedlib.data.imagenet.FolderImages`);
 an image that cannot be decoded fails when it is read, naming its file.
 
+`FolderSource` is the study's `sedlib.data.datasource.DataSource`: read as the ImageNet study's folders
+(`sedlib.data.imagenet.ImageFolderSource`), named set by set as your feature files
+(`sedlib.data.datasource.OwnDataSource`), with the test images corrupted at cache time as Fashion-MNIST's.
+
 Example:
     >>> import tempfile
     >>> from PIL import Image
@@ -32,9 +36,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sedlib.config import resolve_path
+from sedlib.data.datasource import OwnDataSource
 from sedlib.data.imagenet import (
     OWN_FOLDERS,
     ImageFolderSet,
+    ImageFolderSource,
     class_name,
     layout_advice,
     list_class_folders,
@@ -42,6 +49,7 @@ from sedlib.data.imagenet import (
     require_dir,
     visible,
 )
+from sedlib.data.plan import SplitPlan
 from sedlib.errors import FolderLayoutError
 
 
@@ -124,3 +132,30 @@ def ood_folder_set(path: str | os.PathLike, name: str) -> ImageFolderSet:
         FileNotFoundError: ``path`` is missing or holds no image.
     """
     return ood_folder(path, f"{OWN_FOLDERS}/{name}")
+
+
+class FolderSource(OwnDataSource, ImageFolderSource):
+    """Your image folders (``data.dataset: folder``)."""
+
+    name = "folder"
+    description = "your image folders"
+    corruption = "at_cache"
+
+    def source_set(self, plan: SplitPlan) -> ImageFolderSet:
+        data = self.config.data
+        name = self.set_name(plan)
+        if name not in ("train", "val", "test"):
+            return ood_folder_set(resolve_path(data.ood_paths[name]), name)
+        path = resolve_path(getattr(data, f"{name}_path"))
+        classes = None if name == "train" else self.class_names()
+        return class_folder_set(path, name, classes)
+
+    def class_names(self) -> tuple[str, ...]:
+        """The training set's class folders (`folder_classes`)."""
+        return folder_classes(resolve_path(self.config.data.train_path))
+
+    def describe_transform(self, plan: SplitPlan) -> str:
+        described = super().describe_transform(plan)
+        if plan.kind == "corruption":
+            described += f"; {self.describe_corruption(plan)}"
+        return described

@@ -29,6 +29,9 @@ Transforms (PIL, bilinear, antialiased; images converted to RGB as torchvision's
 CenterCrop(224) (scaled as `resize_size` for other sizes); ``as_is`` keeps an S x S image unchanged
 (the standard ImageNet-C protocol; the published code applies ``eval`` to ImageNet-C too).
 
+`ImageNetSource` is the paper study's `sedlib.data.datasource.DataSource` (``data.dataset: imagenet``);
+`ImageFolderSource`, its base, reads through `FolderImages` and is shared with your image folders.
+
 The wnid lists in ``sedlib/data/wnids/`` are copies of timm 1.0.31's (Apache-2.0).
 
 Example:
@@ -57,7 +60,10 @@ import torch
 from PIL import Image
 
 from sedlib._compat import import_torchvision
-from sedlib.config import DataConfig, resolve_path
+from sedlib.backbones.timm_models import timm_eval_transform
+from sedlib.config import TIMM_PREFIX, DataConfig, resolve_path
+from sedlib.data.datasource import DataSource
+from sedlib.data.plan import SplitPlan, image_size
 from sedlib.data.transforms import random_resized_crop_box
 from sedlib.errors import FolderLayoutError, ImageReadError, MissingFileError
 
@@ -731,3 +737,90 @@ def image_loader(
         generator=torch.Generator().manual_seed(0),
         **batching,
     )
+
+
+# --- the data sources ------------------------------------------------------------------------------
+
+
+class ImageFolderSource(DataSource):
+    """Images read from folders through `FolderImages`.
+
+    ImageNet's (`ImageNetSource`) and your own (`sedlib.data.folders.FolderSource`).
+    """
+
+    form = "folders"
+
+    def folder_transform(self, plan: SplitPlan) -> str:
+        """The `FolderImages` transform of a split (`TRANSFORMS`): ``train`` for the train split, else ``eval``."""
+        return "train" if plan.kind == "train" else "eval"
+
+    def model_eval(self) -> tuple[Callable | None, str | None]:
+        """``(transform, description)`` of a timm model's own eval transform, or ``(None, None)``.
+
+        A timm model's own with ``cache.eval_transform: timm``; else the project's (`eval_transform`).
+        """
+        cache = self.config.cache
+        if cache.eval_transform != "timm":
+            return None, None
+        return timm_eval_transform(cache.backbone, cache.image_size)
+
+    def describe_transform(self, plan: SplitPlan) -> str:
+        cache, data = self.config.cache, self.config.data
+        size = image_size(self.config)
+        return {
+            "train": f"random resized crop {size} scale {list(cache.augmentation_scale)} + flip, seed {data.seed}",
+            "eval": self.model_eval()[1] or f"resize {resize_size(size)} + centre crop {size} (bilinear)",
+            "as_is": f"as stored ({size}x{size}; others resized to {size} and centre-cropped)",
+        }[self.folder_transform(plan)]
+
+    def hash_payload(self, plan: SplitPlan) -> dict:
+        """A ``timm:`` backbone's evaluated splits: which eval transform (``cache.eval_transform``) made them."""
+        payload = super().hash_payload(plan)
+        if self.config.cache.backbone.startswith(TIMM_PREFIX) and plan.kind != "train":
+            payload["eval_transform"] = self.config.cache.eval_transform
+        return payload
+
+
+class ImageNetSource(ImageFolderSource):
+    """The paper's study: ImageNet-1k, ImageNet-C as distributed, ImageNet-A/R, iNaturalist and OpenImage-O."""
+
+    name = "imagenet"
+    description = "ImageNet-1k"
+    corruption = "folders"
+
+    def source_set(self, plan: SplitPlan) -> ImageFolderSet:
+        data = self.config.data
+        if plan.kind in ("train", "val"):
+            return imagenet_split(dataset_folder(data, "imagenet"), "train")
+        if plan.kind == "test":
+            return imagenet_split(dataset_folder(data, "imagenet"), "val")
+        if plan.kind == "corruption":
+            return imagenet_c_split(dataset_folder(data, "imagenet_c"), plan.corruption, plan.severity)
+        name = data.disagreement_set if plan.kind == "disagreement" else plan.name
+        if name in data.subset_sets or plan.kind == "subset":
+            return subset_split(dataset_folder(data, name), name)
+        return ood_folder(dataset_folder(data, name), name)
+
+    def class_names(self) -> tuple[str, ...]:
+        return imagenet_wnids()
+
+    def folder_transform(self, plan: SplitPlan) -> str:
+        """ImageNet-C under the ``standard`` protocol: ``as_is`` (as distributed); ``faithful``: ``eval``."""
+        if plan.kind == "corruption" and self.config.protocol == "standard":
+            return "as_is"
+        return super().folder_transform(plan)
+
+    def hash_payload(self, plan: SplitPlan) -> dict:
+        """The protocol decides the ImageNet-C splits' transform."""
+        payload = super().hash_payload(plan)
+        if plan.kind == "corruption":
+            payload["protocol"] = self.config.protocol
+        return payload
+
+    def protocol_effects(self, protocol: str) -> tuple[str, ...]:
+        if protocol == "faithful":
+            return (
+                "ImageNet-A/R by a 1000-way-argmax vote restricted to the 200 classes",
+                "ImageNet-C resized to 256 and cropped",
+            )
+        return ("ImageNet-A/R logits restricted to the 200 classes before any argmax", "ImageNet-C as distributed")

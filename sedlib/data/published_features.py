@@ -23,6 +23,13 @@ returned as stored (the caller maps them to -1).
 (``scripts/download_cached_data.py`` fetches all evaluation caches; the 15.7 GB train cache is not
 released and must be made with their caching stage).
 
+These files are not a `sedlib.data.datasource.DataSource` but a substitute for single splits of an ImageNet
+study (``cache.import_dir``): they hold some of its splits (never the val or disagreement split, and the train
+split only if you made it), while the study's classes, its other splits, its checks and every split's hash
+remain the ImageNet source's. A source per study would have to fall back on ImageNet's for everything but
+reading rows; instead `sedlib.data.splits.plan_splits` marks each split found here ``imported``
+(`sedlib.data.splits.published_file`), and stage 01 reads those rows through `PublishedFeatures`.
+
 Example:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 The paper caches DeiT-3-B features of ImageNet (four augmented passes of the training set, the
 validation set, ImageNet-C, ImageNet-A/R and the OOD sets) once, and trains every head on the cache.
-Every study follows that plan (``data.dataset``):
+Every study follows that plan (``data.dataset``; its `sedlib.data.datasource.DataSource` says how):
 
 =====================  ====================================  ======================================
 split                  ``fashion_mnist`` (embedded default)   ``imagenet`` (the paper)
@@ -56,11 +56,11 @@ import pandas as pd
 import torch
 
 from sedlib.backbones import FrozenBackbone, extract_features, load_backbone
-from sedlib.backbones.timm_models import timm_eval_transform
 from sedlib.config import RunConfig, from_working_directory, load_config, parse_overrides
 from sedlib.data import corrupt_images
-from sedlib.data.imagenet import FolderImages, image_loader, resize_size
+from sedlib.data.imagenet import FolderImages, image_loader
 from sedlib.data.published_features import PublishedFeatures
+from sedlib.data.registry import data_source
 from sedlib.data.splits import (
     SplitPlan,
     corruption_split,
@@ -82,22 +82,6 @@ from sedlib.study.distributed import Ranks, process_group, run_lock, write_shard
 logger = logging.getLogger("sedlib.study.extract")
 
 
-def _transform(config: RunConfig, plan: SplitPlan) -> str:
-    """The `sedlib.data.imagenet` transform of a split read from image folders."""
-    if plan.kind == "train":
-        return "train"
-    if plan.kind == "corruption" and config.protocol == "standard" and config.data.dataset == "imagenet":
-        return "as_is"
-    return "eval"  # your folders' corruption splits: the test images, corrupted after this transform
-
-
-def _model_eval(config: RunConfig):
-    """``(transform, description)`` of a timm model's own eval transform (``cache.eval_transform: timm``), or None."""
-    if config.cache.eval_transform != "timm":
-        return None, None
-    return timm_eval_transform(config.cache.backbone, config.cache.image_size)
-
-
 def _drop_if_changed(run: RunDir, path: Path, manifest: SplitManifest, rebuild: bool) -> None:
     """Remove a valid feature file whose content changed since this run recorded it, so that it is computed again.
 
@@ -111,44 +95,6 @@ def _drop_if_changed(run: RunDir, path: Path, manifest: SplitManifest, rebuild: 
     if current is not None and current != entry.get("sha256") and reusable(path, manifest, rebuild):
         logger.warning("%s changed since this run wrote it: computing it again from its source", run.relative(path))
         path.unlink(missing_ok=True)  # every rank of a distributed run may get here
-
-
-def _describe_transform(config: RunConfig, plan: SplitPlan) -> str:
-    cache, data = config.cache, config.data
-    size = image_size(config)
-    corrupted = f"{plan.corruption} severity {plan.severity} (imagecorruptions), seed {data.seed}"
-    if data.dataset == "features":
-        return "none: the rows of the feature file as given"
-    if data.dataset == "fashion_mnist":
-        if plan.kind == "train":
-            what = f"augmented: random resized crop scale {list(cache.augmentation_scale)} + flip"
-        elif plan.kind == "corruption":
-            what = corrupted
-        else:
-            what = "clean"
-        return f"grey->RGB {size}px bilinear; {what}"
-    described = {
-        "train": f"random resized crop {size} scale {list(cache.augmentation_scale)} + flip, seed {data.seed}",
-        "eval": _model_eval(config)[1] or f"resize {resize_size(size)} + centre crop {size} (bilinear)",
-        "as_is": f"as stored ({size}x{size}; others resized to {size} and centre-cropped)",
-    }[_transform(config, plan)]
-    if plan.kind == "corruption" and data.dataset == "folder":
-        described += f"; {corrupted}"
-    return described
-
-
-def _corrupt_folder_images(config: RunConfig, plan: SplitPlan, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Your test images corrupted as a corruption split asks (ImageNet-C comes corrupted in its folders).
-
-    Args:
-        config: the run (its seed; whether the data are your folders).
-        plan: the split (a corruption split: its corruption and severity).
-        images: ``(B, S, S, 3)`` uint8, the test rows ``rows`` after the eval transform.
-        rows: ``(B,)`` their row ids, which seed each image's corruption.
-    """
-    if plan.kind != "corruption" or config.data.dataset != "folder":
-        return images
-    return corrupt_images(images, plan.corruption, plan.severity, config.data.seed, rows)
 
 
 def chunk_batches(start: int, rows: int, chunk_rows: int, batch_size: int) -> list[range]:
@@ -182,6 +128,7 @@ class _FolderStream:
 
     def __init__(self, backbone: FrozenBackbone, images, index: np.ndarray, config: RunConfig, plan: SplitPlan):
         self.backbone, self.images, self.index, self.config, self.plan = backbone, images, index, config, plan
+        self.source = data_source(config)
         self.device = next(backbone.parameters()).device
         self.position: tuple[int, int] | None = None
         self.batches = None
@@ -192,12 +139,12 @@ class _FolderStream:
         dataset = FolderImages(
             self.images,
             self.index[start:],
-            _transform(self.config, self.plan),
+            self.source.folder_transform(self.plan),
             image_size=image_size(self.config),
             seed=self.config.data.seed,
             pass_index=pass_index,
             scale=tuple(cache.augmentation_scale),
-            model_eval=_model_eval(self.config)[0],
+            model_eval=self.source.model_eval()[0],
         )
         batches = chunk_batches(start, len(self.index), cache.chunk_rows, cache.batch_size)
         self.batches = iter(
@@ -214,8 +161,8 @@ class _FolderStream:
         have = 0 if self.pending is None else len(self.pending[0])
         while have < stop - start:
             images, labels, index = next(self.batches)
-            if self.plan.kind == "corruption" and self.config.data.dataset == "folder":
-                nhwc = _corrupt_folder_images(self.config, self.plan, images.permute(0, 2, 3, 1).numpy(), index.numpy())
+            if self.plan.kind == "corruption" and self.source.corruption == "at_cache":  # your folders' test images
+                nhwc = self.source.corrupt(self.plan, images.permute(0, 2, 3, 1).numpy(), index.numpy())
                 images = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
             with torch.inference_mode():
                 x = images.to(self.device, non_blocking=True).float().div_(255)
@@ -230,8 +177,8 @@ class _FolderStream:
 
 
 def _array_compute(backbone, images, index: np.ndarray, config: RunConfig, plan: SplitPlan):
-    """Chunks of a Fashion-MNIST-family split: resize, augment or corrupt, extract."""
-    cache, data = config.cache, config.data
+    """Chunks of a split of images in memory (Fashion-MNIST's): resize, augment or corrupt, extract."""
+    cache, data, source = config.cache, config.data, data_source(config)
     device = next(backbone.parameters()).device
     size = image_size(config)
 
@@ -240,15 +187,15 @@ def _array_compute(backbone, images, index: np.ndarray, config: RunConfig, plan:
         batch = to_model_input(images.images[rows], size)
         if plan.kind == "train":
             batch = augment(batch, data.seed, pass_index, rows, scale=tuple(cache.augmentation_scale))
-        elif plan.kind == "corruption":
-            batch = corrupt_images(batch, plan.corruption, plan.severity, data.seed, rows)
+        else:
+            batch = source.corrupt(plan, batch, rows)
         return extract_features(backbone, batch, cache.batch_size, device=device), images.labels[rows], rows
 
     return compute
 
 
 def _given_compute(arrays, index: np.ndarray):
-    """Chunks of your feature file's rows (``data.dataset: features``)."""
+    """Chunks of your feature file's rows (a source of ``form: features``)."""
 
     def compute(pass_index, start, stop):
         rows = index[start:stop]
@@ -296,7 +243,7 @@ def cache_features(config: RunConfig, run: RunDir, progress: bool = True, ranks:
 
 
 def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) -> pd.DataFrame:
-    cache, data = config.cache, config.data
+    cache, source = config.cache, data_source(config)
     device = ranks.device(resolve_device(config.device))
     backbone: FrozenBackbone | None = None
 
@@ -320,32 +267,31 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 published = stack.enter_context(PublishedFeatures(path_in, passes=plan.passes))
                 index = split_rows(config, plan, published.rows)
                 compute = _imported_compute(published, index, plan)
-                source = f"{plan.name} imported from the authors' {path_in.name}, {len(index)} of {published.rows} rows"
+                described = (
+                    f"{plan.name} imported from the authors' {path_in.name}, {len(index)} of {published.rows} rows"
+                )
                 backbone_text = f"{cache.backbone} [as cached by the authors of arXiv:2409.16797]"
                 transform = "the authors' caching transforms (sedlib.published_features)"
                 feature_dim = published.feature_dim
-            elif data.dataset == "features":
+            elif not source.has_images:
                 arrays, index = source_images(config, plan)
                 compute = _given_compute(arrays, index)
-                source = f"{arrays.name}: {len(index)} of {len(arrays)} rows of {arrays.path.name}, seed {data.seed}"
+                described = source.describe_source(plan, arrays, index)
                 backbone_text = "none: features given by the params (data.dataset: features)"
-                transform = _describe_transform(config, plan)
+                transform = source.describe_transform(plan)
                 feature_dim = arrays.features.shape[1]
             else:
                 images, index = source_images(config, plan)
                 net = get_backbone()
-                if data.dataset == "fashion_mnist":
-                    compute = _array_compute(net, images, index, config, plan)
-                    source = f"{images.name} ({images.origin}), {len(index)} rows, seed {data.seed}"
-                else:
-                    compute = _FolderStream(net, images, index, config, plan)
-                    source = f"{images.name}, {len(index)} of {len(images)} rows, seed {data.seed}"
+                stream = _FolderStream if source.form == "folders" else _array_compute
+                compute = stream(net, images, index, config, plan)
+                described = source.describe_source(plan, images, index)
                 backbone_text = f"{net.name} [{net.weights}]"
-                transform = _describe_transform(config, plan)
+                transform = source.describe_transform(plan)
                 feature_dim = net.feature_dim
             manifest = SplitManifest(
                 split=plan.name,
-                source=source,
+                source=described,
                 backbone=backbone_text,
                 transform=transform,
                 passes=plan.passes,
@@ -372,13 +318,13 @@ def _cache_splits(config: RunConfig, run: RunDir, progress: bool, ranks: Ranks) 
                 "kind": plan.kind,
                 "rows": len(index),
                 "passes": plan.passes,
-                "source": "imported" if plan.imported else "given" if data.dataset == "features" else "images",
+                "source": "imported" if plan.imported else "images" if source.has_images else "given",
                 "status": status,
                 "seconds": round(time.perf_counter() - started, 1),
                 "file": path.name,
             }
             # image folders: which resize and crop made the features (timm's own, or the project's)
-            | ({"transform": transform} if data.dataset in ("imagenet", "folder") else {})
+            | ({"transform": transform} if source.form == "folders" else {})
         )
     if ranks.is_main:
         run.record(*(run.path("features", row["split"]) for row in rows))
@@ -423,9 +369,10 @@ def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:
         the class-subset sets and each OOD set. ImageNet sets whose folders are absent (features
         imported from the authors' files) are left out; a study on your own features has none.
     """
-    if config.data.dataset == "features":
+    source = data_source(config)
+    if not source.has_images:
         return {}
-    if config.data.dataset in ("imagenet", "folder"):
+    if source.form == "folders":
         return _folder_examples(config, count)
     size, seed = image_size(config), config.data.seed
     rows = {}
@@ -448,7 +395,7 @@ def example_inputs(config: RunConfig, count: int = 8) -> dict[str, np.ndarray]:
 
 
 def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
-    cache, seed, size = config.cache, config.data.seed, image_size(config)
+    cache, seed, size, source = config.cache, config.data.seed, image_size(config), data_source(config)
     severities = config.data.severities
     severity = max(severities, default=0)
     corruptions = dict.fromkeys((config.data.corruptions[0], config.data.corruptions[-1]) if severities else ())
@@ -466,12 +413,12 @@ def _folder_examples(config: RunConfig, count: int) -> dict[str, np.ndarray]:
             images, index = source_images(config, plan)
         except FileNotFoundError:
             continue
-        transform = "eval" if title == "train" else _transform(config, plan)
+        transform = "eval" if title == "train" else source.folder_transform(plan)
         chosen = _spread(index, count)
         scale = tuple(cache.augmentation_scale)
-        dataset = FolderImages(images, chosen, transform, size, seed, 0, scale, _model_eval(config)[0])
+        dataset = FolderImages(images, chosen, transform, size, seed, 0, scale, source.model_eval()[0])
         shown = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
-        rows[title] = _corrupt_folder_images(config, plan, shown, chosen)
+        rows[title] = source.corrupt(plan, shown, chosen)
     return rows
 
 

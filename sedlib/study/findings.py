@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from sedlib.config import RunConfig
+from sedlib.data.registry import data_source
 from sedlib.data.splits import plan_splits
 from sedlib.errors import ConfigError, StaleEvaluationsError
 from sedlib.eval.bootstrap import (
@@ -578,7 +579,6 @@ def key_findings(evidence: pd.DataFrame, config: RunConfig) -> str:
     return "\n".join(lines)
 
 
-_DATASETS = {"fashion_mnist": "Fashion-MNIST", "imagenet": "ImageNet-1k", "folder": "your image folders"}
 _BACKBONES = {"efficientnet_lite0": "EfficientNet-Lite0", "deit3_base": "DeiT III Base"}
 
 
@@ -599,7 +599,7 @@ def abstract(evidence: pd.DataFrame, config: RunConfig) -> str:
     sed, reference = judged_models(config)
     labels = config.evaluated_models()
     seeds = len(config.seeds) or 1
-    data = _DATASETS.get(config.data.dataset, "your features")
+    data = data_source(config).description
     backbone = _BACKBONES.get(config.cache.backbone, config.cache.backbone.removeprefix("timm:"))
     severities = config.data.severities
     shift = (

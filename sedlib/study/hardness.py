@@ -15,6 +15,7 @@ import pandas as pd
 
 from sedlib.config import RunConfig
 from sedlib.data.imagenet import FolderImages
+from sedlib.data.registry import data_source
 from sedlib.data.splits import SplitPlan, class_names, image_size, source_images
 from sedlib.data.transforms import augment, to_model_input
 from sedlib.errors import MissingFileError
@@ -157,8 +158,8 @@ def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> 
     Returns None when the images are not at hand (ImageNet features imported from the authors' files
     without the image folders, or a study on your own features).
     """
-    cache = config.cache
-    if config.data.dataset == "features":
+    cache, source = config.cache, data_source(config)
+    if not source.has_images:
         return None
     size = image_size(config)
     plan = SplitPlan("train", "train", passes=cache.augmentation_passes)
@@ -168,7 +169,7 @@ def training_images(config: RunConfig, row_ids: np.ndarray, pass_index: int) -> 
         return None
     row_ids = np.asarray(row_ids, dtype=np.int64)
     scale = tuple(cache.augmentation_scale)
-    if config.data.dataset == "fashion_mnist":
+    if source.form == "arrays":
         clean = to_model_input(images.images[row_ids], size)
         return augment(clean, config.data.seed, pass_index, row_ids, scale=scale)
     dataset = FolderImages(images, row_ids, "train", size, config.data.seed, pass_index, scale)

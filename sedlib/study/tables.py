@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sedlib.config import SWEEP_SYMBOLS, RunConfig
+from sedlib.data.registry import data_source
 from sedlib.method.published import PUBLISHED, compare_with_published
 from sedlib.study.predictions import AGGREGATIONS, CALIBRATED
 
@@ -142,23 +143,13 @@ def protocol_note(config: RunConfig, short: bool = False) -> str:
     """
     if short:
         return f"*Protocol: **{config.protocol}**.*" + no_shift_note(config)
-    imagenet = config.data.dataset == "imagenet"
     shifted = bool(config.data.severities)
+    effects = list(data_source(config).protocol_effects(config.protocol))  # e.g. ImageNet-A/R and -C
     if config.protocol == "faithful":
-        parts = ["the published evaluation code, quirks included"]
-        if imagenet:
-            parts += [
-                "ImageNet-A/R by a 1000-way-argmax vote restricted to the 200 classes",
-                "ImageNet-C resized to 256 and cropped",
-            ]
+        parts = ["the published evaluation code, quirks included", *effects]
         parts += ["C-1/C-5 detection metrics averaged over the corruptions"] if shifted else []
     else:
-        parts = ["standard protocols"]
-        if imagenet:
-            parts += [
-                "ImageNet-A/R logits restricted to the 200 classes before any argmax",
-                "ImageNet-C as distributed",
-            ]
+        parts = ["standard protocols", *effects]
         parts += ["C-1/C-5 detection metrics on the pooled corruptions"] if shifted else []
     return (
         f"*Protocol: **{config.protocol}** ({'; '.join(parts)}). Both best-single rows are shown: the oracle "
@@ -172,7 +163,7 @@ def no_shift_note(config: RunConfig) -> str:
         return ""
     why = (
         "data.dataset is features: there are no images to corrupt"
-        if config.data.dataset == "features"
+        if data_source(config).corruption == "none"
         else "data.severities is empty"
     )
     return (
