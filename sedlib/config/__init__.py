@@ -82,7 +82,8 @@ from sedlib.config.sections import (
     backbone_head_width,
 )
 from sedlib.config.study import RunConfig, load_config
-from sedlib.config.training import SettingError, TrainConfig
+from sedlib.config.training import TrainConfig
+from sedlib.errors import SettingError
 
 __all__ = [
     "BACKBONE_HEAD_WIDTHS",
