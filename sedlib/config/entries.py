@@ -81,7 +81,6 @@ class Sweep:
 SWEEP_SYMBOLS = {"lam": "λ", "kappa": "κ", "num_members": "M", "lr": "lr", "weight_decay": "wd"}
 """How a sweep's parameter is written in labels and figures (other parameters by their key)."""
 
-MODEL_KEYS = ("label", "num_members")
 PRETRAINED_HEAD_MODEL = "pretrained_head"
 """Name of the "row zero" model: the frozen backbone's own head, evaluated like the ensembles."""
 
@@ -94,6 +93,9 @@ class ModelKeys:
     """how tables and figures name it; empty for its name."""
     num_members: Count
     """M, the ensemble's size."""
+
+
+MODEL_KEYS = tuple(ModelKeys.__pydantic_fields__)
 
 
 def _without_train_defaults(schema: dict, cls: type) -> None:
