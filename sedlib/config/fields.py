@@ -108,7 +108,12 @@ def tidy(text: str) -> str:
 
 
 def described(schema: dict, cls: type) -> None:
-    """Describe a JSON Schema by the docstrings of ``cls`` and of its fields, inherited ones included."""
+    """Describe a JSON Schema by the docstrings of ``cls`` and of its fields, inherited ones included.
+
+    The properties follow the order of the fields (pydantic puts keyword-only fields last).
+    """
+    if "properties" in schema:
+        schema["properties"] = {name: schema["properties"][name] for name in cls.__pydantic_fields__}
     for name, prop in schema.get("properties", {}).items():
         for base in cls.__mro__:
             field = getattr(base, "__pydantic_fields__", {}).get(name)

@@ -73,7 +73,7 @@ Seeds = Annotated[tuple[Natural, ...], AfterValidator(_distinct), Field(json_sch
 
 
 def _section(cls: type) -> object:
-    """The annotation of a section: its class, or null for its defaults (``sweeps: null``)."""
+    """The annotation of a section: its class, or null for its defaults (``data: null``)."""
     return Annotated[cls | None, AfterValidator(lambda value: cls() if value is None else value)]
 
 
