@@ -54,6 +54,23 @@ class ConfigError(UserError, ValueError):
         return cls("\n  ".join([f"{source}: {len(problems)} problems", *problems]), problems)
 
 
+class SettingError(UserError, ValueError):
+    """An invalid setting of a configuration object built in code (`sedlib.config.TrainConfig`, a section).
+
+    The message names the object and the setting (``TrainConfig.lam must lie in [0, 1], got 2.0``); ``key`` and
+    ``reason`` let a params file report it under the key path its user wrote (``models.sed.lam: must lie in ...``).
+
+    Attributes:
+        key: the setting (a field of the object, with the index of a list item: ``member_lr[1]``).
+        reason: what is wrong with it, starting with a verb (``must lie in [0, 1], got 2.0``).
+    """
+
+    def __init__(self, owner: str, key: str, reason: str) -> None:
+        super().__init__(f"{owner}.{key} {reason}")
+        self.key = key
+        self.reason = reason
+
+
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the params name (or a stage needs) does not exist; the message says where it comes from."""
 
@@ -137,9 +154,16 @@ class DiskFullError(UserError, OSError):
 
 
 def user_error_class(name: str) -> type[UserError] | None:
-    """The `UserError` class called ``name`` (as a notebook kernel reports an error), or None for any other name."""
-    candidate = globals().get(name)
-    return candidate if isinstance(candidate, type) and issubclass(candidate, UserError) else None
+    """The `UserError` class called ``name`` (as a notebook kernel reports an error), or None for any other name.
+
+    The classes are found by their type, among the subclasses of `UserError`, not among this module's names.
+    """
+    classes, found = [UserError], {}
+    while classes:
+        cls = classes.pop()
+        found.setdefault(cls.__name__, cls)
+        classes += cls.__subclasses__()
+    return found.get(name)
 
 
 def is_disk_full(error: BaseException) -> bool:

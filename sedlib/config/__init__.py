@@ -8,14 +8,21 @@ A file may start from another (``extends``). The notebooks receive the file's pa
 ``overrides`` (a nested mapping merged over the file) from papermill; ``--set KEY=VALUE`` on the command
 line gives the same overrides (`parse_overrides`).
 
+Settings. Each setting is declared once, as a field of a frozen pydantic dataclass with its type, its range
+or choices, its default, and the docstring under it that describes it (`sedlib.config.fields.settings`): the
+training settings in `TrainSettings` (`TrainConfig` adds the rules across them), the sections ``data``,
+``cache``, ``head``, ``eval`` in `sedlib.config.sections`, the study's own keys in
+`sedlib.config.study.StudySettings`. The same classes check a params file, are what the code receives
+(`RunConfig`, `TrainConfig`, `DataConfig`, ...) and give the JSON Schema. Built directly by code
+(``TrainConfig(lam=2.0)``, ``dataclasses.replace``), a class raises `SettingError` naming the setting
+(``TrainConfig.lam must lie in [0, 1], got 2.0``). Every user error, `SettingError` and `ConfigError` among
+them, is a `sedlib.errors.UserError`.
+
 Validation. `load_config` (`RunConfig.from_dict` for values already read) checks the whole file with
-pydantic: the sections ``data``, ``cache``, ``head`` and ``eval`` are pydantic dataclasses whose fields
-declare their types and ranges (`sedlib.config.sections`); ``train``, each ``models`` entry and each
-``sweeps`` entry are checked against models made from `sedlib.config.training.TrainConfig`'s fields
-(`sedlib.config.entries`) (their types, and the choices and bounds of
-their metadata), so TrainConfig stays a plain dataclass that checks itself when code builds it. The rules
-that tie several keys together run next (each model's TrainConfig, the sweeps, the backbone's head, the
-protocol). Every problem found is reported at once in a `ConfigError`: the file, then one line per problem
+pydantic (`sedlib.config.study.Params`: every section, entry and key, its type and range; ``train`` and each
+``models`` entry against `TrainSettings`, each ``sweeps`` entry's values against the swept setting's type).
+The rules that tie several keys together run next (each model's TrainConfig, the sweeps, the backbone's head,
+the protocol). Every problem found is reported at once in a `ConfigError`: the file, then one line per problem
 that names the key path as written in the file (``models.sed_a2d.lam: must lie in [0, 1], got 2.0``), so a
 typo never silently falls back to a default and no stage starts on a bad file.
 
@@ -30,9 +37,9 @@ Numbers. PyYAML reads YAML 1.1, where ``1e-3`` (no dot in the mantissa) is a str
 ``-2.5E+3`` are numbers, as people write them (``1_000`` is the integer 1000).
 
 Schema. ``python -m sedlib.config --schema`` prints the JSON Schema of a params file, made from the same
-models and documented by the Attributes sections of the classes below (one source for both). It is
-committed as ``params/params.schema.json`` (a test keeps it current), and the first line of each params
-file points editors at it (``# yaml-language-server: $schema=params.schema.json``). ``python -m
+classes and described by the docstrings of their fields (one source for both). It is committed as
+``params/params.schema.json`` (a test keeps it current), and the first line of each params file points
+editors at it (``# yaml-language-server: $schema=params.schema.json``). ``python -m
 sedlib.config --check FILE...`` checks params files and prints their problems.
 
 The resolved configuration is saved with every run (``runs/<run>/params.yaml``) and hashed per stage, so a
@@ -40,10 +47,11 @@ stage reruns exactly when its inputs change.
 
 The package sits at the bottom of `sedlib`: it imports nothing of the library but `sedlib.errors`, so
 reading a params file loads neither torch nor the training loop, the backbones or the detectors.
-Its modules: `reading` (YAML, ``--set``, merging), `fields` (strict types), `training` (`TrainConfig`),
-`sections` (``data``, ``cache``, ``head``, ``eval`` and the names they accept), `entries` (``train``,
-``models``, ``sweeps``), `study` (`RunConfig`, `load_config`), `messages` (errors in the project's
-words), `schema` (the JSON Schema and ``python -m sedlib.config``).
+Its modules: `reading` (YAML, ``--set``, merging), `fields` (strict types and `settings`, how a group of
+settings is declared), `training` (`TrainSettings`, `TrainConfig`), `sections` (``data``, ``cache``,
+``head``, ``eval`` and the names they accept), `entries` (``models`` and ``sweeps``), `study` (`RunConfig`,
+`load_config`), `messages` (errors in the project's words), `schema` (the JSON Schema and ``python -m
+sedlib.config``).
 
 Example:
     >>> config = RunConfig.from_dict({"run_name": "demo", "models": {"de": {"num_members": 2, "lam": 0.0}}})
@@ -82,7 +90,8 @@ from sedlib.config.sections import (
     backbone_head_width,
 )
 from sedlib.config.study import RunConfig, load_config
-from sedlib.config.training import SettingError, TrainConfig
+from sedlib.config.training import TrainConfig, TrainSettings
+from sedlib.errors import SettingError
 
 __all__ = [
     "BACKBONE_HEAD_WIDTHS",
@@ -111,6 +120,7 @@ __all__ = [
     "SettingError",
     "Sweep",
     "TrainConfig",
+    "TrainSettings",
     "backbone_head_width",
     "load_config",
     "main",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import ValidationError
 
-from sedlib.config.training import SettingError
+from sedlib.errors import SettingError
 
 _MAPPING = "expected a mapping of keys to values, got {input}"
 _REASONS = {
@@ -47,7 +48,7 @@ def _path(loc: tuple) -> str:
     return path
 
 
-def _bare(kind):
+def bare(kind):
     """An annotation without ``Annotated`` metadata and ``| None``."""
     while True:
         if typing.get_origin(kind) is Annotated:
@@ -70,17 +71,42 @@ def _annotation_at(root: type, loc: tuple):
         else:
             args = typing.get_args(kind)
             kind = args[0] if args[-1] is Ellipsis else args[part]
-        kind = _bare(kind)
+        kind = bare(kind)
     return kind
 
 
-def validation_problems(error: ValidationError, root: type) -> list[str]:
-    """One line per problem of a failed validation by the pydantic model ``root``, unknown keys grouped."""
+def problem(item: Mapping) -> tuple[str, str]:
+    """The key path and what is wrong there, for one error of pydantic's ``ValidationError.errors()``.
+
+    Example:
+        >>> problem({"loc": ("train", "lr"), "type": "float_type", "input": "fast", "msg": "..."})
+        ('train.lr', "expected a number, got 'fast'")
+    """
+    loc, kind, context = item["loc"], item["type"], item.get("ctx", {})
+    shown = {**context, "input": shown_value(item["input"])}
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return _path(loc), "is not a setting here"
+    if kind == "value_error" and isinstance(context.get("error"), SettingError):
+        return _path((*loc, context["error"].key)), context["error"].reason
+    if kind == "value_error":
+        return _path(loc), str(context.get("error"))
+    if kind == "out_of_range":
+        return _path(loc), item["msg"]
+    return _path(loc), _REASONS[kind].format(**shown) if kind in _REASONS else f"{item['msg']}, got {shown['input']}"
+
+
+def validation_problems(error: ValidationError, root: type, keys: list | None = None) -> list[str]:
+    """One line per problem of a failed validation by the pydantic model ``root``, unknown keys grouped.
+
+    With ``keys``, the top-level keys in the order the file gives them, the problems follow that order.
+    """
     lines: list[str | tuple] = []
     unknown: dict[tuple, list] = {}
-    for item in error.errors(include_url=False):
-        loc, kind, context = item["loc"], item["type"], item.get("ctx", {})
-        shown = {**context, "input": shown_value(item["input"])}
+    items = error.errors(include_url=False)
+    if keys is not None:
+        items.sort(key=lambda item: keys.index(item["loc"][0]) if item["loc"] and item["loc"][0] in keys else len(keys))
+    for item in items:
+        loc, kind = item["loc"], item["type"]
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             if loc[:-1] not in unknown:
                 lines.append(loc[:-1])
@@ -91,18 +117,11 @@ def validation_problems(error: ValidationError, root: type) -> list[str]:
             lines.append(f"{_path(loc[:-1]) + ': ' if loc[:-1] else ''}the key {loc[-1]!r} must be a string")
         elif kind == "missing" and isinstance(loc[-1], int):
             length = len(typing.get_args(_annotation_at(root, loc[:-1])))
-            lines.append(f"{_path(loc[:-1])}: must hold {length} values, got {shown['input']}")
+            lines.append(f"{_path(loc[:-1])}: must hold {length} values, got {shown_value(item['input'])}")
         elif kind == "missing":
             lines.append(f"{_path(loc[:-1]) + ': ' if loc[:-1] else ''}missing key {loc[-1]!r}")
-        elif kind == "value_error" and isinstance(context.get("error"), SettingError):
-            lines.append(f"{_path((*loc, context['error'].key))}: {context['error'].reason}")
-        elif kind == "value_error":
-            lines.append(f"{_path(loc)}: {context.get('error')}")
-        elif kind == "out_of_range":
-            lines.append(f"{_path(loc)}: {item['msg']}")
         else:
-            reason = _REASONS[kind].format(**shown) if kind in _REASONS else f"{item['msg']}, got {shown['input']}"
-            lines.append(f"{_path(loc)}: {reason}")
+            lines.append(": ".join(problem(item)))
     return [line if isinstance(line, str) else _unknown_keys(root, line, unknown[line]) for line in lines]
 
 

@@ -1,7 +1,7 @@
 """The JSON Schema of a params file, and ``python -m sedlib.config``.
 
-``python -m sedlib.config --schema`` prints the schema, made from the same models that check a file and
-documented by the Attributes sections of their classes (one source for both). It is committed as
+``python -m sedlib.config --schema`` prints the schema, made from the same classes that check a file and
+described by the docstrings of their fields (one source for both). It is committed as
 ``params/params.schema.json`` (a test keeps it current), and the first line of each params file points
 editors at it (``# yaml-language-server: $schema=params.schema.json``). ``python -m sedlib.config
 --check FILE...`` checks params files and prints their problems.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from pydantic import TypeAdapter
 
 from sedlib.config.entries import SWEEP_ENTRIES
 from sedlib.config.reading import ConfigError, from_working_directory
@@ -41,7 +43,7 @@ def params_schema() -> dict:
     The keys a complete study needs (``run_name``, ``models``, each model's ``num_members``, each sweep's
     ``model`` and ``values``) are required only of a file that does not ``extends`` another.
     """
-    schema = _untitled(ParamsFile.model_json_schema())
+    schema = _untitled(TypeAdapter(ParamsFile).json_schema())
     definitions = schema["$defs"]
     sweeps = {name: {"required": definitions[entry.__name__].pop("required")} for name, entry in SWEEP_ENTRIES.items()}
     standalone = {

@@ -1,5 +1,9 @@
 """A whole study (`RunConfig`), checked completely from a params file (`load_config`).
 
+A study's settings are declared once. `StudySettings` holds the keys a params file gives and a
+`RunConfig` keeps as they are (the sections of `sedlib.config.sections` among them); `Params` adds the
+file's ``train``, ``models`` and ``sweeps`` (`sedlib.config.training.TrainSettings`,
+`sedlib.config.entries.ModelEntry`, `sedlib.config.entries.Sweeps`), and `RunConfig` holds them resolved.
 `RunConfig.from_dict` validates the values with pydantic (`Params`: every section, entry and key, its
 type and range), then the rules that tie several keys together (each model's TrainConfig, the sweeps,
 the backbone's head, the protocol). Every problem found is reported at once in a
@@ -12,12 +16,12 @@ import dataclasses
 import difflib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, Field, SkipValidation, TypeAdapter, ValidationError
 
 from sedlib import PROJECT_ROOT
 from sedlib.config.entries import (
@@ -29,9 +33,8 @@ from sedlib.config.entries import (
     ModelSpec,
     Sweep,
     Sweeps,
-    TrainSettings,
 )
-from sedlib.config.fields import Natural, Str, documented
+from sedlib.config.fields import Natural, Str, settings
 from sedlib.config.messages import shown_value, validation_problems
 from sedlib.config.reading import ConfigError, merge, read_yaml, resolve_path
 from sedlib.config.sections import (
@@ -45,8 +48,8 @@ from sedlib.config.sections import (
     HeadSettings,
     backbone_head_width,
 )
-from sedlib.config.training import SettingError, TrainConfig
-from sedlib.errors import MissingFileError
+from sedlib.config.training import TrainConfig, TrainSettings
+from sedlib.errors import MissingFileError, SettingError
 
 logger = logging.getLogger("sedlib.config")
 
@@ -54,47 +57,94 @@ logger = logging.getLogger("sedlib.config")
 SEED_SPACING = 1000
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """A whole study, as read from a params file.
+def _run_name(name: str) -> str:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"must be letters, digits, '-' or '_', got {name!r}")
+    return name
 
-    Attributes:
-        run_name: results go to ``runs/<run_name>/`` (letters, digits, ``-`` and ``_``).
-        description: one line for the report.
-        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
-        protocol: ``faithful`` (the published code's evaluation, quirks included) or ``standard``
-            (`sedlib.eval.protocols`); every table names it.
-        seeds: train every main model once per seed (tables give mean ± std over them), each with its own
-            initialisation and data order, and each sweep point once; distinct and non-negative; empty
-            for one run per model with its ``train.seed``.
-        data: which images are cached (`DataConfig`).
-        cache: how their features are computed and stored (`CacheConfig`).
-        head: the trainable head (`HeadSettings`).
-        eval: the evaluation (`EvalConfig`).
-        train: training defaults shared by all models (`sedlib.config.TrainConfig` keys), as given.
-        models: name -> `ModelSpec`; each entry may override any `train` key. The models that
-            ``sweeps`` adds come after the file's own.
-        sweeps: parameter -> `Sweep`: a model trained at several values of one parameter (the
-            accuracy-detection trade-off of stage 05); the main tables leave out the models that
-            only a sweep adds (`main_models`).
-        sweep_models: the names of those models.
-        source: where the values came from (for messages).
-    """
 
-    run_name: str
-    description: str = ""
-    device: str = "cpu"
-    protocol: str = "standard"
-    seeds: tuple[int, ...] = ()
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
-    head: HeadSettings = dataclasses.field(default_factory=HeadSettings)
-    train: dict = dataclasses.field(default_factory=dict)
-    models: dict[str, ModelSpec] = dataclasses.field(default_factory=dict)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    sweeps: dict[str, Sweep] = dataclasses.field(default_factory=dict)
+def _distinct(seeds: tuple) -> tuple:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the seeds must be distinct non-negative integers, got {list(seeds)}")
+    return seeds
+
+
+Seeds = Annotated[tuple[Natural, ...], AfterValidator(_distinct), Field(json_schema_extra={"uniqueItems": True})]
+
+
+def _section(cls: type) -> object:
+    """The annotation of a section: its class, or null for its defaults (``data: null``)."""
+    return Annotated[cls | None, AfterValidator(lambda value: cls() if value is None else value)]
+
+
+@settings
+class StudySettings:
+    """The settings of a study that a params file gives and its `RunConfig` holds as they are."""
+
+    run_name: Annotated[Str, AfterValidator(_run_name)]
+    """results go to ``runs/<run_name>/`` (letters, digits, ``-`` and ``_``)."""
+    description: Str = ""
+    """one line for the report."""
+    device: Literal[DEVICES] = "cpu"
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when available)."""
+    protocol: Literal[PROTOCOLS] = "standard"
+    """``faithful`` (the published code's evaluation, quirks included) or ``standard`` (`sedlib.eval.protocols`); every
+    table names it."""
+    seeds: Seeds = ()
+    """train every main model once per seed (tables give mean ± std over them), each with its own initialisation and
+    data order, and each sweep point once; distinct and non-negative; empty for one run per model with its
+    ``train.seed``."""
+    data: _section(DataConfig) = Field(None, validate_default=True)
+    """which images are cached (`DataConfig`)."""
+    cache: _section(CacheConfig) = Field(None, validate_default=True)
+    """how their features are computed and stored (`CacheConfig`)."""
+    head: _section(HeadSettings) = Field(None, validate_default=True)
+    """the trainable head (`HeadSettings`)."""
+    eval: _section(EvalConfig) = Field(None, validate_default=True)
+    """the evaluation (`EvalConfig`)."""
+
+
+@settings
+class Params(StudySettings):
+    """The values of a study as `RunConfig.from_dict` takes them: types and ranges, before the rules across keys."""
+
+    train: TrainSettings | None = None
+    """training defaults shared by all models (`sedlib.config.TrainConfig` keys)."""
+    models: dict[Str, ModelEntry] | None = None
+    """name -> an ensemble to train; each entry may override any `train` key."""
+    sweeps: Sweeps | None = None
+    """parameter -> a model trained at several values of one parameter (the accuracy-detection trade-off of stage
+    05); the main tables leave out the models that only a sweep adds."""
+
+
+@settings
+class ParamsFile(Params):
+    """A params file of the SED project (`sedlib.config`): one study, checked before any stage starts."""
+
+    extends: Str = ""
+    """another params file, a path relative to this one, whose values this file's own are merged over (mappings
+    merge key by key, other values replace); such a file may leave out any key."""
+
+
+_PARAMS = TypeAdapter(Params)
+
+
+@settings
+class RunConfig(StudySettings):
+    """A whole study, as read from a params file: its `StudySettings`, and its models and sweeps resolved."""
+
+    train: SkipValidation[dict] = field(default_factory=dict)
+    """training defaults shared by all models (`sedlib.config.TrainConfig` keys), as given."""
+    models: SkipValidation[dict[str, ModelSpec]] = field(default_factory=dict)
+    """name -> `ModelSpec`; each entry may override any `train` key. The models that ``sweeps`` adds come after
+    the file's own."""
+    sweeps: SkipValidation[dict[str, Sweep]] = field(default_factory=dict)
+    """parameter -> `Sweep`: a model trained at several values of one parameter (the accuracy-detection trade-off
+    of stage 05); the main tables leave out the models that only a sweep adds (`main_models`)."""
     sweep_models: tuple[str, ...] = ()
+    """the names of those models."""
     source: str = "params"
+    """where the values came from (for messages)."""
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "params") -> RunConfig:
@@ -107,22 +157,17 @@ class RunConfig:
             got = shown_value(values)
             raise ConfigError(f"{source}: expected a mapping of keys to values at the top level, got {got}")
         try:
-            params = Params.model_validate(_with_own_data_rows(values))
+            params = _PARAMS.validate_python(_with_own_data_rows(values))
         except ValidationError as error:
-            raise ConfigError.listing(source, validation_problems(error, Params)) from None
+            raise ConfigError.listing(source, validation_problems(error, Params, list(values))) from None
         problems = []
-        if not params.run_name.replace("-", "").replace("_", "").isalnum():
-            problems.append(f"run_name: must be letters, digits, '-' or '_', got {params.run_name!r}")
-        if len(set(params.seeds)) != len(params.seeds):
-            problems.append(f"seeds: the seeds must be distinct non-negative integers, got {list(params.seeds)}")
         train, models = _model_specs(params, values, problems)
         declared = [name for name in params.models or {} if name != PRETRAINED_HEAD_MODEL]
         if not declared:
             problems.append("models: must name at least one ensemble to train")
         failed = set(declared) - set(models)
         sweeps, swept_models = _resolve_sweeps(params.sweeps, values.get("sweeps"), models, failed, problems)
-        data, cache, head = params.data or DataConfig(), params.cache or CacheConfig(), params.head or HeadSettings()
-        evaluation = params.eval or EvalConfig()
+        data, cache, head, evaluation = params.data, params.cache, params.head, params.eval
         if declared and not evaluation.reference_model:
             evaluation = dataclasses.replace(evaluation, reference_model=declared[0])
         if declared and evaluation.reference_model not in declared:
@@ -239,38 +284,6 @@ class RunConfig:
         }
 
 
-class Params(BaseModel):
-    """The values of a study as `RunConfig.from_dict` takes them: types and ranges, before the rules across keys."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=documented(RunConfig))
-
-    run_name: Str
-    description: Str = ""
-    device: Literal[DEVICES] = "cpu"
-    protocol: Literal[PROTOCOLS] = "standard"
-    seeds: tuple[Natural, ...] = Field((), json_schema_extra={"uniqueItems": True})
-    data: DataConfig | None = None
-    cache: CacheConfig | None = None
-    head: HeadSettings | None = None
-    train: TrainSettings | None = None
-    models: dict[Str, ModelEntry] | None = None
-    sweeps: Sweeps | None = None
-    eval: EvalConfig | None = None
-
-
-class ParamsFile(Params):
-    """A params file of the SED project (`sedlib.config`): one study, checked before any stage starts.
-
-    Attributes:
-        extends: another params file, a path relative to this one, whose values this file's own are merged
-            over (mappings merge key by key, other values replace); such a file may leave out any key.
-    """
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=documented(RunConfig))
-
-    extends: Str = ""
-
-
 def _with_own_data_rows(values: Mapping) -> dict:
     """The params with `OWN_DATA_ROWS` for the row counts a ``folder`` or ``features`` study leaves out."""
     data = values.get("data")
@@ -308,7 +321,7 @@ def _model_specs(params: Params, values: Mapping, problems: list[str]) -> tuple[
 
 
 def _resolve_sweeps(
-    params: BaseModel | None, values: Mapping | None, models: dict[str, ModelSpec], failed: set, problems: list[str]
+    params: Sweeps | None, values: Mapping | None, models: dict[str, ModelSpec], failed: set, problems: list[str]
 ) -> tuple[dict[str, Sweep], dict[str, ModelSpec]]:
     """The sweeps of a params file and the models they add (those no existing model already is)."""
     sweeps, added = {}, {}
