@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic stand-ins for cached features and heads."""
+"""Shared fixtures: tiny synthetic stand-ins for cached features and heads, the stage executors that stand in
+for notebook kernels (`tests.helpers.executors`), and the one end-to-end smoke run that tests read from."""
 
 import os
 
@@ -47,3 +48,32 @@ def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), engine="pandoc")
     return RunDir(run_dir)
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Stages run by `tests.helpers.executors.FakeExecutor` (no notebook): its ``calls`` lists them in order."""
+    from tests.helpers.executors import FakeExecutor, install
+
+    executor = FakeExecutor()
+    install(monkeypatch, executor)
+    return executor
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Stages run by `tests.helpers.executors.InProcessExecutor`: their notebooks' cells in this process."""
+    from tests.helpers.executors import InProcessExecutor, install
+
+    executor = InProcessExecutor()
+    install(monkeypatch, executor)
+    return executor
+
+
+@pytest.fixture
+def runs_in(tmp_path, monkeypatch):
+    """Default run directories (``runs/<run_name>``) under tmp_path instead of the checkout."""
+    from sedlib.pipeline import rundir
+
+    monkeypatch.setattr(rundir, "RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
