@@ -39,6 +39,17 @@ def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread:
     return centres[labels] + spread * torch.randn(rows, dim, generator=generator), labels
 
 
+@pytest.fixture(scope="session", autouse=True)
+def code_closures_once():
+    """The runner and the training records parse a stage's code closure on every call (`sedlib.pipeline.closure`,
+    a second per stage); sedlib's code does not change while the tests run, so each is parsed once here."""
+    from tests.helpers.executors import cache_closures
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cache_closures(monkeypatch)
+        yield
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """``params/smoke.yaml`` run once through the five notebooks and the report (about a minute); read-only."""

@@ -54,13 +54,18 @@ def cached_import_closure(path, package_dir: Path = closure.PACKAGE_DIR) -> list
     return list(_sedlib_closure(Path(path).resolve()))
 
 
-def install(monkeypatch, executor) -> None:
-    """Run stages with ``executor`` instead of a kernel; compute code closures once per session, and write run
-    directory files without flushing each to disk (an fsync takes milliseconds; durability is not tested here)."""
-    monkeypatch.setattr(runner, "execute_stage", executor)
-    monkeypatch.setattr(rundir, "fsync", lambda path, directory=False: None)
+def cache_closures(monkeypatch) -> None:
+    """Compute each code closure once for the test session (`cached_import_closure`), in the runner and in the
+    training records (`sedlib.pipeline.closure.module_code_hash`)."""
     monkeypatch.setattr(closure, "import_closure", cached_import_closure)
     monkeypatch.setattr(runner, "import_closure", cached_import_closure)
+
+
+def install(monkeypatch, executor) -> None:
+    """Run stages with ``executor`` instead of a kernel, and write run directory files without flushing each to
+    disk (an fsync takes milliseconds; durability is not what these tests check)."""
+    monkeypatch.setattr(runner, "execute_stage", executor)
+    monkeypatch.setattr(rundir, "fsync", lambda path, directory=False: None)
 
 
 class FakeExecutor:
