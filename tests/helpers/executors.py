@@ -131,3 +131,14 @@ class InProcessExecutor:
                 if "parameters" in cell.metadata.get("tags", []):
                     namespace.update(parameters)  # papermill's injected cell
         nbformat.write(notebook, output)
+
+
+def run_in_process(params_file: str, overrides: dict | None = None, run_dir=None, **kwargs):
+    """`sedlib.pipeline.runner.run_study` with every stage's notebook run in this process (`InProcessExecutor`),
+    for module-scoped fixtures (the ``in_process`` fixture does the same for one test). No report: the notebooks
+    run this way keep no outputs to embed."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        install(monkeypatch, InProcessExecutor())
+        return runner.run_study(params_file, overrides=overrides, run_dir=run_dir, report=False, **kwargs)
