@@ -11,6 +11,8 @@ import torch  # noqa: E402
 
 from sedlib.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
 
+collect_ignore = ["helpers/waiting_notebook.py"]  # a notebook for a kernel (it waits), not a module to import
+
 
 @pytest.fixture
 def tiny_config() -> HeadConfig:
