@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic stand-ins for cached features and heads."""
+"""Shared fixtures: tiny synthetic stand-ins for cached features and heads, the stage executors that stand in
+for notebook kernels (`tests.helpers.executors`), and the one end-to-end smoke run that tests read from."""
 
 import os
 
@@ -9,6 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sedlib.method.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
+
+collect_ignore = ["helpers/waiting_notebook.py"]  # a notebook for a kernel (it waits), not a module to import
 
 
 @pytest.fixture
@@ -38,6 +41,17 @@ def clustered_features(rows: int, dim: int, classes: int, seed: int = 0, spread:
     return centres[labels] + spread * torch.randn(rows, dim, generator=generator), labels
 
 
+@pytest.fixture(scope="session", autouse=True)
+def code_closures_once():
+    """The runner and the training records parse a stage's code closure on every call (`sedlib.rundir.closure`,
+    a second per stage); sedlib's code does not change while the tests run, so each is parsed once here."""
+    from tests.helpers.executors import cache_closures
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cache_closures(monkeypatch)
+        yield
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """``params/smoke.yaml`` run once through the five notebooks and the report (about a minute); read-only."""
@@ -47,3 +61,32 @@ def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), engine="pandoc")
     return RunDir(run_dir)
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Stages run by `tests.helpers.executors.FakeExecutor` (no notebook): its ``calls`` lists them in order."""
+    from tests.helpers.executors import FakeExecutor, install
+
+    executor = FakeExecutor()
+    install(monkeypatch, executor)
+    return executor
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Stages run by `tests.helpers.executors.InProcessExecutor`: their notebooks' cells in this process."""
+    from tests.helpers.executors import InProcessExecutor, install
+
+    executor = InProcessExecutor()
+    install(monkeypatch, executor)
+    return executor
+
+
+@pytest.fixture
+def runs_in(tmp_path, monkeypatch):
+    """Default run directories (``runs/<run_name>``) under tmp_path instead of the checkout."""
+    from sedlib.rundir import directory as rundir
+
+    monkeypatch.setattr(rundir, "RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"

@@ -8,26 +8,8 @@ from sedlib import run as runner
 from sedlib.config import ConfigError, load_config
 from sedlib.rundir import closure
 from sedlib.rundir import declaration as stages
-from sedlib.rundir.declaration import STAGE_NAMES, declared_outputs
+from sedlib.rundir.declaration import STAGE_NAMES
 from sedlib.rundir.directory import RunDir
-
-
-@pytest.fixture
-def fake_stages(monkeypatch):
-    """Replace notebook execution by a function that writes every declared output (the same bytes every time)."""
-    calls = []
-
-    def execute(step, run, params_file, overrides, output, terminal):
-        calls.append(step.name)
-        output.write_text(json.dumps({"stage": step.name, "overrides": overrides}))
-        config = load_config(params_file, overrides)
-        files = [path for path in declared_outputs(config, step.name) if not path.startswith("notebooks/")]
-        with run.writing(*files) as temporaries:
-            for relative, temporary in zip(files, temporaries, strict=True):
-                temporary.write_text(f"{relative} of {json.dumps(overrides, sort_keys=True)}")
-
-    monkeypatch.setattr(runner, "execute_stage", execute)
-    return calls
 
 
 def lines(capsys):
@@ -37,27 +19,27 @@ def lines(capsys):
 def test_unchanged_stages_are_skipped_and_changes_propagate(fake_stages, tmp_path, capsys):
     run_dir = tmp_path / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == list(STAGE_NAMES)
-    fake_stages.clear()
+    assert fake_stages.calls == list(STAGE_NAMES)
+    fake_stages.calls.clear()
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == []
+    assert fake_stages.calls == []
     capsys.readouterr()
     # a changed output reruns its stage; the stage writes the same content, so the stages after it stay valid
     (run_dir / "features" / "test.h5").write_text("tampered")
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == ["01_cache"]
+    assert fake_stages.calls == ["01_cache"]
     assert lines(capsys)[0] == "[01_cache] running: features/test.h5 changed since the stage wrote it"
-    fake_stages.clear()
+    fake_stages.calls.clear()
     # a changed training parameter reruns training and everything after it that reads its files, not the cache
     overrides = {"models": {"sed_a2d": {"kappa": 2.0}}}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
-    assert fake_stages == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+    assert fake_stages.calls == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
     assert lines(capsys)[1] == "[02_train_a2d] running: changed since it last ran: params models"
-    fake_stages.clear()
+    fake_stages.calls.clear()
     # an evaluation setting reruns the evaluation stages only
     overrides["eval"] = {"batch_size": 7}
     runner.run_study("params/smoke.yaml", overrides=overrides, run_dir=str(run_dir), report=False)
-    assert fake_stages == ["03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+    assert fake_stages.calls == ["03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
 
 
 @pytest.mark.parametrize(
@@ -78,13 +60,13 @@ def test_an_edit_reruns_exactly_the_stages_whose_code_holds_it(
 ):
     run_dir = str(tmp_path / "run")
     runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
-    fake_stages.clear()
+    fake_stages.calls.clear()
     capsys.readouterr()
     real = closure.file_sha256
     target = (PROJECT_ROOT / edited).resolve()
     monkeypatch.setattr(closure, "file_sha256", lambda path: "edited" if path.resolve() == target else real(path))
     runner.run_study("params/smoke.yaml", run_dir=run_dir, report=False)
-    assert fake_stages == reruns
+    assert fake_stages.calls == reruns
     assert f"[{reruns[0]}] running: changed since it last ran: {edited}" in lines(capsys)
 
 
@@ -102,11 +84,11 @@ def test_an_edit_reruns_exactly_the_stages_whose_code_holds_it(
 def test_a_deleted_output_reruns_its_stage_without_force(fake_stages, tmp_path, capsys, stage, relative):
     run_dir = tmp_path / "run"
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    fake_stages.clear()
+    fake_stages.calls.clear()
     capsys.readouterr()
     (run_dir / relative).unlink()
     runner.run_study("params/smoke.yaml", run_dir=str(run_dir), report=False)
-    assert fake_stages == [stage]  # rewritten with the same content: nothing after it reruns
+    assert fake_stages.calls == [stage]  # rewritten with the same content: nothing after it reruns
     assert f"[{stage}] running: {relative} is missing" in lines(capsys)
     assert (run_dir / relative).is_file()
 
@@ -114,9 +96,9 @@ def test_a_deleted_output_reruns_its_stage_without_force(fake_stages, tmp_path, 
 def test_only_the_chosen_stages_run_and_force_reruns(fake_stages, tmp_path):
     run_dir = str(tmp_path / "run")
     runner.run_study("params/smoke.yaml", stages=["01_cache"], run_dir=run_dir, report=False)
-    assert fake_stages == ["01_cache"]
+    assert fake_stages.calls == ["01_cache"]
     runner.run_study("params/smoke.yaml", stages=["01_cache"], run_dir=run_dir, report=False, force=True)
-    assert fake_stages == ["01_cache", "01_cache"]
+    assert fake_stages.calls == ["01_cache", "01_cache"]
     with pytest.raises(ConfigError, match="unknown stage"):
         runner.run_study("params/smoke.yaml", stages=["06_extra"], run_dir=run_dir, report=False)
 
@@ -125,7 +107,7 @@ def test_a_chosen_stage_whose_inputs_are_missing_is_refused_before_anything_runs
     with pytest.raises(runner.StageFailedError) as error:
         chosen = ["01_cache", "03_eval_ood_gen"]
         runner.run_study("params/smoke.yaml", stages=chosen, run_dir=str(tmp_path), report=False)
-    assert fake_stages == []
+    assert fake_stages.calls == []
     assert str(error.value) == (
         "[03_eval_ood_gen] cannot run: it reads models/deep_ensemble.safetensors, which is missing. Stage "
         f"02_train_a2d writes it: run `python -m sedlib.run params/smoke.yaml --run-dir {tmp_path} --stages 01_cache "
@@ -201,7 +183,7 @@ def test_run_directory_of_another_params_file_is_refused(fake_stages, tmp_path):
     run_dir = tmp_path / "run"
     RunDir.open(load_config("params/default.yaml"), run_dir)
     assert runner.main(["params/smoke.yaml", "--run-dir", str(run_dir), "--no-report"]) == 1
-    assert fake_stages == []
+    assert fake_stages.calls == []
 
 
 def test_publish_refuses_overridden_params(capsys):
@@ -218,7 +200,7 @@ def test_missing_fashion_mnist_stops_the_run_before_any_kernel_starts(fake_stage
     monkeypatch.setattr(get_fashion_mnist, "_CHECKOUT", tmp_path / "project")
     monkeypatch.setattr(get_fashion_mnist, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
     code = runner.main(["params/smoke.yaml", "--run-dir", str(tmp_path / "run"), "--no-report"])
-    assert code == 1 and fake_stages == []
+    assert code == 1 and fake_stages.calls == []
     message = capsys.readouterr().err
     assert "[01_cache] cannot run: the Fashion-MNIST files were not found" in message
     assert "sudo apt-get install dataset-fashion-mnist" in message and "Traceback" not in message
@@ -237,27 +219,18 @@ def test_kernels_get_text_bars_and_the_runner_process_keeps_its_own_setting(monk
     assert os.environ.get(progress.ENVIRONMENT_VARIABLE) == before
 
 
-@pytest.fixture
-def runs_in(tmp_path, monkeypatch):
-    """Default run directories (``runs/<run_name>``) under tmp_path instead of the checkout."""
-    from sedlib.rundir import directory as rundir
-
-    monkeypatch.setattr(rundir, "RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
 def test_a_variant_gets_its_own_directory_takes_over_what_it_can_and_leaves_the_run_as_it_was(
     fake_stages, runs_in, capsys
 ):
     runner.run_study("params/smoke.yaml", report=False)
     canonical = runs_in / "smoke"
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in canonical.rglob("*") if p.is_file()}
-    fake_stages.clear()
+    fake_stages.calls.clear()
     capsys.readouterr()
     overrides = {"models": {"sed_a2d": {"kappa": 2.0}}}
     run = runner.run_study("params/smoke.yaml", overrides=overrides, report=False)
     assert run.root == runs_in / "smoke+models.sed_a2d.kappa=2.0"
-    assert fake_stages == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
+    assert fake_stages.calls == ["02_train_a2d", "03_eval_ood_gen", "04_eval_ood_det", "05_tables"]
     assert lines(capsys)[0] == f"[01_cache] skipped: taken over from {canonical} (the same code, settings and inputs)"
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in canonical.rglob("*") if p.is_file()} == before
     feature = "features/test.h5"
@@ -267,9 +240,9 @@ def test_a_variant_gets_its_own_directory_takes_over_what_it_can_and_leaves_the_
     assert (run.root / model).read_text() != (canonical / model).read_text()  # retrained here, there as it was
     assert json.loads((run.root / "run.json").read_text())["base"] == "smoke"
     assert run.command() == "python -m sedlib.run params/smoke.yaml --set models.sed_a2d.kappa=2.0"
-    fake_stages.clear()
+    fake_stages.calls.clear()
     runner.run_study("params/smoke.yaml", overrides=overrides, report=False)
-    assert fake_stages == []
+    assert fake_stages.calls == []
 
 
 def test_overrides_into_the_params_files_own_run_directory_are_refused(fake_stages, runs_in):
@@ -277,7 +250,7 @@ def test_overrides_into_the_params_files_own_run_directory_are_refused(fake_stag
 
     with pytest.raises(RunDirError, match=r"goes to its own directory, runs/smoke\+train.epochs=3"):
         runner.run_study("params/smoke.yaml", overrides={"train": {"epochs": 3}}, run_dir=str(runs_in / "smoke"))
-    assert fake_stages == [] and not runs_in.exists()
+    assert fake_stages.calls == [] and not runs_in.exists()
 
 
 def test_command_line_paths_are_taken_from_the_working_directory(fake_stages, tmp_path, monkeypatch, capsys):

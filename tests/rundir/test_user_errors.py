@@ -1,6 +1,7 @@
 """Each user error, met through the runner's entry (``python -m sedlib.run``), ends with one line that names the
 folder, file or params key and what to do, never "probably a bug"; those that listing the data or reading the
-params can find stop the run before any notebook kernel starts (these tests start none)."""
+params can find stop the run before any notebook kernel starts (these tests start none; the one error that
+only reading an image finds runs stage 01's notebook in this process, `tests.helpers.executors`)."""
 
 import numpy as np
 import pytest
@@ -120,14 +121,15 @@ def test_a_typo_in_a_model_name_given_with_set(capsys, no_kernel, tmp_path):
     assert "the params file has no model 'sed_a2'; did you mean 'sed_a2d'?" in err
 
 
-@pytest.mark.e2e  # one notebook kernel: an error that only reading the images finds
-def test_an_image_that_cannot_be_read_is_named_by_the_stage(study, capsys):
+def test_an_image_that_cannot_be_read_is_named_by_the_stage(study, capsys, in_process):
+    """An error that only reading the images finds: stage 01's notebook runs (in this process, as in a kernel)."""
     (study.root / "train" / "b" / "empty.png").write_bytes(b"")  # a zero-byte file, as an interrupted copy leaves
     err = study(capsys, {"severities": []}, arguments=["--stages", "01_cache"])
     first = err.splitlines()[0]
     assert first.startswith(f"error: [01_cache] failed: cannot read image {study.root}/train/b/empty.png")
     assert "the file is corrupt or truncated" in first and "data.train_path" in first
     assert err.splitlines()[-1].endswith("continues from here.")
+    assert in_process.calls == ["01_cache"]
 
 
 def test_features_too_large_for_float16(capsys, no_kernel, tmp_path):

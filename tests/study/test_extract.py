@@ -102,6 +102,7 @@ def test_standard_protocol_study_with_imported_splits(tmp_path):
         "cache": {"import_dir": str(imports)},
         "train": {"epochs": 2},
         "seeds": [1, 2],
+        "head": {"hidden_dim": 64},  # the published 3072 costs seconds of initialisation per model and soup
     }
     config = load_config("params/smoke_imagenet.yaml", overrides)
     run = RunDir.open(config, tmp_path / "run")

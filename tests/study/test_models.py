@@ -32,14 +32,24 @@ def test_worker_count_follows_the_cores_the_replicas_and_the_work(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_models_trained_one_per_core_equal_those_trained_one_after_the_other(smoke_run, tmp_path, monkeypatch):
+def test_models_trained_one_per_core_equal_those_trained_one_after_the_other(smoke_run, tmp_path, monkeypatch, capsys):
+    """Every model of the smoke run trained again, shared out over the cores, gives the same bytes; a damaged
+    model among them is trained again, never reused, and the line printed says why."""
     config = load_config("params/smoke.yaml")
     monkeypatch.setattr(training, "PARALLEL_MIN_STEPS", 0)  # the smoke study is small enough to train in-process
     assert training.training_workers(torch.device("cpu"), len(config.model_runs()), 1) > 1, "needs two cores"
     target = tmp_path / "run"
     shutil.copytree(smoke_run.root, target)
-    shutil.rmtree(target / "models")
+    damaged = target / "models" / "deep_ensemble.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    for path in (target / "models").iterdir():
+        if path.name.split(".")[0].removesuffix("_log").removesuffix("_train") != "deep_ensemble":
+            path.unlink()  # every other model is trained afresh
+    capsys.readouterr()
     training.train_models(config, RunDir(target), progress=False)
+    assert "deep_ensemble: training Deep ensemble (M=3, iid pairs): models/deep_ensemble.safetensors changed since" in (
+        capsys.readouterr().out
+    )
     drawn = {model_run.name for model_run in config.first_replicas()}
     for model_run in config.model_runs():
         name = model_run.name

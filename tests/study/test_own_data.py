@@ -1,9 +1,11 @@
 """End to end: the own-data example (image folders, a timm checkpoint from a file), then a study on its features.
 
 The example of docs/own-data.md runs at small sizes (``--set``-style overrides): its folders and weights are
-written by `sedlib.data.own_data_example`, the five notebooks and the report run on them. A second study
-then reads the features that run cached, saved as the user's own ``.npz`` / ``.npy`` / ``.h5`` files
-(``data.dataset: features``), through stages 01-05 without a backbone or corruption splits.
+written by `sedlib.data.own_data_example`, the five notebooks run on them. A second study then reads the
+features that run cached, saved as the user's own ``.npz`` / ``.npy`` / ``.h5`` files (``data.dataset:
+features``), through stages 01-05 without a backbone or corruption splits. Both run their notebooks in this
+process (`tests.helpers.executors.run_in_process`); kernels, executed notebooks and the report are the smoke
+run's to test (`conftest.smoke_run`).
 """
 
 import h5py
@@ -11,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sedlib import run as runner
 from sedlib.config import load_config
 from sedlib.data.own_data_example import (
     EXAMPLE_CLASSES,
@@ -21,9 +22,9 @@ from sedlib.data.own_data_example import (
     write_lite0_weights,
 )
 from sedlib.features import read_split
-from sedlib.report.render import report_files
 from sedlib.rundir.declaration import declared_files
 from sedlib.rundir.directory import RunDir
+from tests.helpers.executors import run_in_process
 
 pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
 
@@ -56,7 +57,7 @@ def example(tmp_path_factory):
         "data": {**SMALL["data"], **data},
         "cache": {**SMALL["cache"], "weights": str(images / WEIGHTS_FILE)},
     }
-    run = runner.run_study(PARAMS, overrides=overrides, run_dir=str(root / "run"), engine="pandoc")
+    run = run_in_process(PARAMS, overrides, str(root / "run"))
     return overrides, run
 
 
@@ -82,14 +83,14 @@ def given_features(example, tmp_path_factory):
         "ood_paths": {"digits": str(folder / "digits.npy"), "animals": str(folder / "animals.h5")},
     }
     overrides = {**SMALL, "data": {**SMALL["data"], **data}}
-    run = runner.run_study(PARAMS, overrides=overrides, run_dir=str(folder / "run"), report=False)
+    run = run_in_process(PARAMS, overrides, str(folder / "run"))
     return overrides, run, split
 
 
 def test_the_example_runs_every_stage_on_its_folders(example):
     overrides, run = example
     config = load_config(PARAMS, overrides)
-    assert files_of(run) == declared_files(config) | set(report_files())
+    assert files_of(run) == declared_files(config)
     train = read_split(run.path("features", "train"))
     assert train.features.shape == (2, 120, 1280)  # 4 classes x 30 images, two augmented passes
     assert "timm:tf_efficientnet_lite0 [file tf_efficientnet_lite0.safetensors sha256:" in train.manifest.backbone
@@ -100,8 +101,7 @@ def test_the_example_runs_every_stage_on_its_folders(example):
     ensemble = ood_gen[ood_gen["aggregation"] == "ensemble"].set_index("model")
     assert (ensemble["test"] > 0.6).all(), ensemble  # four easy classes; chance is 0.25
     assert set(pd.read_csv(run.path("ood_det"))["ood_set"]) == {"C-1", "C-5", "digits", "animals"}
-    html = (run.report / "index.html").read_text()
-    assert "<table" in html and "animals" in html
+    assert "|   animals |" in run.path("table_markdown", "table3_ood_detection").read_text()  # a column of table 3
 
 
 def test_a_study_on_given_features_runs_without_backbone_or_corruptions(given_features):

@@ -1,5 +1,11 @@
 """End to end on the paper's pipeline: fake ImageNet-family folders, a DeiT-3-B with random weights at
-32 px, the five notebooks with papermill under the faithful protocol, and the report (about a minute)."""
+32 px, the five notebooks under the faithful protocol.
+
+The notebooks run in this process (`tests.helpers.executors.InProcessExecutor`): the papermill kernels, the
+executed notebooks and the report are the smoke run's to test (`conftest.smoke_run`), which makes this study
+seconds instead of minutes. The trained heads are narrower than the published 3072 (``head.hidden_dim: 64``;
+the backbone's own head keeps its width) and the only post-hoc detector is kNN: a 3072-wide head makes the
+step-cost measurement and the weight soups of stages 02-03 the most of the run, and neither is what this tests."""
 
 import h5py
 import numpy as np
@@ -14,12 +20,13 @@ from sedlib.data.fake_imagenet import make_fake_imagenet
 from sedlib.data.imagenet import FolderImages, imagenet_split
 from sedlib.method.ensemble import HeadEnsemble
 from sedlib.method.published import published_results
-from sedlib.report.render import report_files
 from sedlib.rundir.declaration import STAGE_NAMES, declared_files
 from sedlib.rundir.directory import RunDir
+from tests.helpers.executors import run_in_process
 
 pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
 PARAMS = "params/smoke_imagenet.yaml"
+SMALLER = {"head": {"hidden_dim": 64}, "eval": {"detectors": ["knn"]}}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +37,8 @@ def fake_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imagenet_run(tmp_path_factory, fake_root):
     run_dir = tmp_path_factory.mktemp("smoke_imagenet") / "run"
-    overrides = {"data": {"root": str(fake_root)}}
-    runner.run_study(PARAMS, overrides=overrides, run_dir=str(run_dir), engine="pandoc")
+    overrides = {"data": {"root": str(fake_root)}, **SMALLER}
+    run_in_process(PARAMS, overrides, str(run_dir))
     return RunDir(run_dir), load_config(PARAMS, overrides)
 
 
@@ -69,15 +76,16 @@ def test_tables_cover_imagenet_a_r_row_zero_and_the_published_numbers(imagenet_r
     np.testing.assert_allclose(merged["published"], merged["value"])
     has_ours = comparison.dropna(subset=["ours"])
     np.testing.assert_allclose(has_ours["difference"], has_ours["ours"] - has_ours["published"])
-    html = (run.report / "index.html").read_text()
-    assert "faithful" in html and "IN-A" in html
+    table1 = run.path("table_markdown", "table1_ood_generalisation").read_text()
+    assert "Protocol: **faithful**" in table1 and "IN-A" in table1
 
 
 def test_second_run_skips_every_stage_and_the_run_holds_the_declared_files(imagenet_run, fake_root, capsys):
     run, config = imagenet_run
-    runner.run_study(PARAMS, overrides={"data": {"root": str(fake_root)}}, run_dir=str(run.root), report=False)
+    overrides = {"data": {"root": str(fake_root)}, **SMALLER}
+    runner.run_study(PARAMS, overrides=overrides, run_dir=str(run.root), report=False)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert lines == [f"[{stage}] skipped: up to date" for stage in STAGE_NAMES]
     found = {path.relative_to(run.root).as_posix() for path in run.root.rglob("*") if path.is_file()}
     # with the backbone's own head, stage 01's extra artefact
-    assert found == declared_files(config) | set(report_files())
+    assert found == declared_files(config)
