@@ -1,7 +1,7 @@
 # make setup   find (as root: install) the Fashion-MNIST files, create .venv and install the pinned environment (Python 3.11),
 #              and the git filter that strips outputs from committed notebooks (nbstripout, .gitattributes)
 # make test    run the test suite (sets up .venv first when missing)
-# make test-fast  the unit tests only, without the papermill and torchrun runs (about 3 minutes)
+# make test-fast  the unit tests only, without the papermill and torchrun runs (about 2 minutes)
 # make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
