@@ -1,13 +1,11 @@
 """Stage 03 keeps its evaluations when nothing they are made from changed, and evaluates again otherwise."""
 
-import shutil
-
 import pytest
 
 from sedlib.config import load_config
-from sedlib.rundir.directory import RunDir
 from sedlib.study.models import load_models
 from sedlib.study.predictions import evaluated_splits, evaluations_of
+from tests.helpers.runs import private_copy
 
 pytestmark = pytest.mark.e2e  # reads the smoke run of the five notebooks (make test-fast leaves it out)
 PARAMS = "params/smoke.yaml"
@@ -15,10 +13,7 @@ PARAMS = "params/smoke.yaml"
 
 @pytest.fixture
 def copy(smoke_run, tmp_path):
-    target = tmp_path / "run"
-    shutil.copytree(smoke_run.root, target)
-    (target / ".lock").write_text("")
-    return RunDir(target)
+    return private_copy(smoke_run, tmp_path / "run")
 
 
 def test_unchanged_evaluations_are_kept_and_equal_to_new_ones(copy, capsys):
