@@ -81,11 +81,10 @@ def test_a_file_written_behind_the_records_back_is_not_trusted(tmp_path):
     (run.root / "results" / "ood_gen.csv").write_text("made by hand")
     with pytest.raises(ArtefactError) as error:
         run.verified(run.path("ood_gen"))
-    assert str(error.value) == (
-        "results/ood_gen.csv has no content hash in artefacts.json (it was not written by this run's code). "
-        f"Stage 03_eval_ood_gen writes it: `python -m sedlib.run params/a.yaml --run-dir {run.root}` reruns that "
-        "stage and every stage after it that needs it."
-    )  # not runs/a, so the command names the directory
+    message = str(error.value)  # the file, why it is not trusted, the stage that writes it and the command
+    assert message.startswith("results/ood_gen.csv has no content hash in artefacts.json")
+    assert "Stage 03_eval_ood_gen writes it" in message
+    assert f"`python -m sedlib.run params/a.yaml --run-dir {run.root}`" in message  # not runs/a: names the directory
 
 
 def test_a_failed_write_leaves_the_earlier_file_and_its_record(tmp_path):

@@ -21,7 +21,10 @@ def test_alpha_figures_draw_every_model_and_say_when_there_is_nothing():
     alpha = np.array([0.5, 1.0, 2.0, np.nan, 9.0], dtype=np.float32)
     figure = alpha_distribution({"SED": (log, alpha), "SED (all)": (log, 2 * alpha)})
     quantiles, histogram = figure.axes
-    assert len(quantiles.lines) == 2 * 4 and len(histogram.patches) == 2
+    names = ["50 %", "90 %", "99 %", "max"]
+    assert [line.get_label() for line in quantiles.lines] == [f"{m}: {q}" for m in ("SED", "SED (all)") for q in names]
+    assert quantiles.lines[3].get_ydata().tolist() == [5.0, 9.0]  # SED's largest alpha per epoch
+    assert [patch.get_label() for patch in histogram.patches] == ["SED", "SED (all)"]  # the last epoch's alpha
     assert "no model" in alpha_distribution({}).axes[0].texts[0].get_text()
     grid = image_grid(np.zeros((5, 8, 8, 3), dtype=np.uint8), [f"c{k}" for k in range(5)], columns=4)
     assert len(grid.axes) == 8 and [axis.get_title() for axis in grid.axes[:5]] == ["c0", "c1", "c2", "c3", "c4"]
@@ -55,7 +58,19 @@ def test_summary_figure_draws_the_intervals_as_error_bars():
     clusters = {split: np.arange(len(evaluation.samples)) for (model, split), evaluation in evaluations.items()}
     intervals = value_intervals(evaluations, clusters, CONFIG)
     plain, with_bars = summary_figure(*frames), summary_figure(*frames, intervals)
-    bars = [[c for c in axis.collections if isinstance(c, LineCollection)] for axis in with_bars.axes[:3]]
-    assert not any(isinstance(c, LineCollection) for axis in plain.axes for c in axis.collections)
-    # two models: accuracy on test, C-1, C-5; #unique on test and three OOD sets; AUROC of BMA and PDS on three sets
-    assert [sum(len(c.get_segments()) for c in panel) for panel in bars] == [2 * 3, 2 * 2 * 3, 2 * 4]
+
+    def drawn(axis) -> list:  # the (low, high) each error bar of a panel spans
+        lines = [c for c in axis.collections if isinstance(c, LineCollection)]
+        return sorted((round(s[:, 1].min(), 6), round(s[:, 1].max(), 6)) for c in lines for s in c.get_segments())
+
+    def interval(measures, scale) -> list:
+        rows = intervals[intervals["measure"].isin(measures)]
+        return sorted((round(scale * low, 6), round(scale * high, 6)) for low, high in zip(rows["low"], rows["high"]))
+
+    assert not any(drawn(axis) for axis in plain.axes)
+    # each panel shows every interval of its values, at its value: accuracy and AUROC in %, #unique as counts
+    assert [drawn(axis) for axis in with_bars.axes[:3]] == [
+        interval(["accuracy"], 100),
+        interval(["auroc_bma", "auroc_pds"], 100),
+        interval(["num_unique"], 1),
+    ]
