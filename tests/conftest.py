@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from sedlib.method.ensemble import HeadConfig, HeadEnsemble  # noqa: E402
 
-collect_ignore = ["helpers/waiting_notebook.py"]  # a notebook for a kernel (it waits), not a module to import
+collect_ignore_glob = ["helpers/*_notebook.py"]  # notebooks for a kernel (one waits), not modules to import
 
 
 @pytest.fixture
