@@ -1,7 +1,7 @@
 # make setup   find (as root: install) the Fashion-MNIST files, create .venv and install the pinned environment (Python 3.11),
 #              and the git filter that strips outputs from committed notebooks (nbstripout, .gitattributes)
-# make test    run the test suite (sets up .venv first when missing)
-# make test-fast  the unit tests only, without the papermill and torchrun runs (about 2 minutes)
+# make test    run the test suite, one pytest-xdist worker per core (sets up .venv first when missing)
+# make test-fast  the unit tests only, without the papermill and torchrun runs (about a minute)
 # make lint    ruff: lint and format check of the whole project (library, notebooks, tests, docs' code)
 # make report  run the default study end to end (five notebooks) and render runs/default/report/
 # make smoke   the same on params/smoke.yaml (about a minute)
@@ -38,11 +38,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# One pytest-xdist worker per core; the tests that share a costly fixture (the smoke run) run on one of them.
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n auto --dist loadgroup
+
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not e2e and not torchrun"
+	$(PYTEST) -m "not e2e and not torchrun"
 
 lint: setup
 	$(BIN)/ruff check .
