@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,10 +146,10 @@ def resolve_path(path: str | Path) -> Path:
     """An absolute path as is; a relative one relative to the project root (notebooks run from anywhere).
 
     This is the rule for paths inside params files and notebook parameters. Paths typed on a command line
-    are taken from the working directory instead (`from_working_directory`).
+    are taken from the working directory instead (`from_working_directory`). Either way ``..`` is taken out,
+    so that one file has one name (the one a run directory records).
     """
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return Path(os.path.normpath(PROJECT_ROOT / path))
 
 
 def from_working_directory(path: str | Path) -> str:
@@ -158,5 +159,7 @@ def from_working_directory(path: str | Path) -> str:
         >>> import os
         >>> from_working_directory("params/smoke.yaml") == os.path.join(os.getcwd(), "params/smoke.yaml")
         True
+        >>> from_working_directory("notebooks/../params/smoke.yaml") == from_working_directory("params/smoke.yaml")
+        True
     """
-    return str(Path.cwd() / path)
+    return os.path.normpath(Path.cwd() / path)

@@ -186,6 +186,13 @@ def test_run_directory_of_another_params_file_is_refused(fake_stages, tmp_path):
     assert fake_stages.calls == []
 
 
+def test_the_params_file_typed_from_another_directory_opens_the_same_run(fake_stages, runs_in, monkeypatch):
+    assert runner.main(["params/smoke.yaml", "--no-report"]) == 0
+    monkeypatch.chdir(PROJECT_ROOT / "notebooks")
+    assert runner.main(["../params/smoke.yaml", "--no-report"]) == 0
+    assert json.loads((runs_in / "smoke" / "run.json").read_text())["params_file"] == "params/smoke.yaml"
+
+
 def test_publish_refuses_overridden_params(capsys):
     with pytest.raises(SystemExit) as stopped:
         runner.main(["params/smoke.yaml", "--publish", "--set", "train.epochs=3"])
