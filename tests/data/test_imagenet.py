@@ -36,11 +36,6 @@ from sedlib.data.imagenet import (
 )
 from sedlib.data.transforms import random_resized_crop_box
 
-import_torchvision()  # before any torchvision import
-from torchvision import transforms as T  # noqa: E402
-from torchvision.datasets import ImageFolder  # noqa: E402
-from torchvision.datasets.folder import IMG_EXTENSIONS  # noqa: E402
-
 WNID_FILES = {"imagenet": "imagenet_1k.txt", "imagenet_a": "imagenet_a.txt", "imagenet_r": "imagenet_r.txt"}
 
 
@@ -54,9 +49,19 @@ def fake(tmp_path_factory) -> Path:
     return make_fake_imagenet(tmp_path_factory.mktemp("fake"), classes=3)
 
 
+def reference_torchvision():
+    """torchvision, the reference these readers are checked against, imported by the tests that compare with it
+    (2 s that every pytest-xdist worker would otherwise pay while collecting)."""
+    import_torchvision()  # before any torchvision import
+    import torchvision.datasets
+    import torchvision.transforms
+
+    return torchvision
+
+
 def imagefolder_order(folder: Path) -> tuple[list[str], list[str]]:
     """torchvision's ImageFolder listing: relative paths and the wnid (class folder) of each."""
-    dataset = ImageFolder(str(folder))
+    dataset = reference_torchvision().datasets.ImageFolder(str(folder))
     paths = [os.path.relpath(path, folder) for path, _ in dataset.samples]
     return paths, [dataset.classes[target] for _, target in dataset.samples]
 
@@ -102,7 +107,7 @@ def test_subset_mask_golden_values():
 
 def test_constants():
     assert set(LAYOUTS) == set(DATASET_FOLDERS) and set(SUBSET_SETS) | set(OOD_FOLDER_SETS) < set(DATASET_FOLDERS)
-    assert inet.IMG_EXTENSIONS == IMG_EXTENSIONS
+    assert inet.IMG_EXTENSIONS == reference_torchvision().datasets.folder.IMG_EXTENSIONS
     assert TRANSFORMS == ("train", "eval", "as_is")
     assert resize_size(224) == 256 and resize_size(112) == 128 and resize_size(32) == 37
 
@@ -334,6 +339,7 @@ def test_eval_transform_equals_torchvision():
     image = photo(300, 200)
     out = eval_transform(image)
     assert out.shape == (3, 224, 224) and out.dtype == torch.uint8
+    T = reference_torchvision().transforms
     reference = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224)])
     assert torch.equal(out, T.functional.pil_to_tensor(reference(image)))
     from torchvision.transforms import v2
@@ -351,6 +357,7 @@ def test_as_is_transform():
     out = as_is_transform(square)
     assert torch.equal(out, pixels(square))
     other = photo(260, 240, seed=2)
+    T = reference_torchvision().transforms
     reference = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224)])
     assert torch.equal(as_is_transform(other), T.functional.pil_to_tensor(reference(other)))
     assert as_is_transform(photo(40, 40), image_size=40).shape == (3, 40, 40)
