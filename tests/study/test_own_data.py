@@ -26,7 +26,7 @@ from sedlib.rundir.declaration import declared_files
 from sedlib.rundir.directory import RunDir
 from tests.helpers.executors import run_in_process
 
-pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
+pytestmark = pytest.mark.e2e  # runs a whole study's notebooks, in-process (make test-fast leaves it out)
 
 PARAMS = "params/own_data_example.yaml"
 SMALL = {  # small enough for the test suite: the whole pipeline, a few seconds of work per stage

@@ -24,7 +24,7 @@ from sedlib.rundir.declaration import STAGE_NAMES, declared_files
 from sedlib.rundir.directory import RunDir
 from tests.helpers.executors import run_in_process
 
-pytestmark = pytest.mark.e2e  # runs the notebooks with papermill (make test-fast leaves it out)
+pytestmark = pytest.mark.e2e  # runs a whole study's notebooks, in-process (make test-fast leaves it out)
 PARAMS = "params/smoke_imagenet.yaml"
 SMALLER = {"head": {"hidden_dim": 64}, "eval": {"detectors": ["knn"]}}
 
