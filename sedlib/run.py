@@ -49,6 +49,7 @@ from sedlib.config import (
     from_working_directory,
     load_config,
     parse_overrides,
+    project_relative,
     resolve_path,
 )
 from sedlib.data.splits import check_sources
@@ -207,15 +208,9 @@ def _record_paths(executed: Path, source: Path, final: Path) -> None:
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
-    notebook.metadata.papermill["input_path"] = _project_path(source)
-    notebook.metadata.papermill["output_path"] = _project_path(final)
+    notebook.metadata.papermill["input_path"] = project_relative(source)
+    notebook.metadata.papermill["output_path"] = project_relative(final)
     nbformat.write(notebook, executed)
-
-
-def _project_path(path: Path | str) -> str:
-    """A path relative to the project root when it lies under it (as a notebook parameter takes it), else absolute."""
-    path = resolve_path(path)
-    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 @contextlib.contextmanager
@@ -280,16 +275,6 @@ def failure_message(step: Stage, error: BaseException, notebook: Path, command: 
     )
 
 
-def _within_project(path: str) -> str:
-    """An absolute path under the project root as relative to it (as params files are named in messages), else as is.
-
-    Example:
-        >>> _within_project(str(PROJECT_ROOT / "params" / "smoke.yaml"))
-        'params/smoke.yaml'
-    """
-    return Path(path).relative_to(PROJECT_ROOT).as_posix() if Path(path).is_relative_to(PROJECT_ROOT) else path
-
-
 def _shown_path(path: Path | str) -> str:
     """A path relative to the working directory when it lies under it (shorter to read and to copy)."""
     path = Path(path)
@@ -344,7 +329,7 @@ def run_study(
     _check_unchosen_inputs(config, located, chosen, command)  # before anything is created
     with located.lock(command):
         run = RunDir.open(config, run_dir, overrides)
-        _run_stages(config, run, _project_path(params_file), chosen, overrides, force, terminal, command)
+        _run_stages(config, run, project_relative(params_file), chosen, overrides, force, terminal, command)
         _note_undeclared(config, run)
         if report:
             _render_report(run, engine)
@@ -527,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--publish copies the results of the params file as it is; run it without --set")
     _stop_on_sigterm()
     logging.basicConfig(format="[run] %(message)s")
-    params_file = _within_project(from_working_directory(args.params_file))
+    params_file = project_relative(from_working_directory(args.params_file))
     run_dir = from_working_directory(args.run_dir) if args.run_dir else None
     try:
         if not resolve_path(params_file).is_file():

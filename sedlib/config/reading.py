@@ -152,6 +152,22 @@ def resolve_path(path: str | Path) -> Path:
     return Path(os.path.normpath(PROJECT_ROOT / path))
 
 
+def project_relative(path: str | Path) -> str:
+    """A file's one name, as a run directory records it and a notebook parameter takes it.
+
+    Relative to the project root when it lies under it (`resolve_path`'s rule for a relative ``path``), else
+    absolute; ``..`` taken out.
+
+    Example:
+        >>> project_relative(PROJECT_ROOT / "notebooks" / ".." / "params" / "smoke.yaml")
+        'params/smoke.yaml'
+        >>> project_relative("/elsewhere/study.yaml")
+        '/elsewhere/study.yaml'
+    """
+    path = resolve_path(path)
+    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
 def from_working_directory(path: str | Path) -> str:
     """A path typed on a command line, made absolute from the working directory (where the user stands).
 

@@ -60,7 +60,14 @@ from pathlib import Path
 import yaml
 
 from sedlib import file_sha256, fsync
-from sedlib.config import PROJECT_ROOT, ParamsDumper, RunConfig, format_overrides, parse_overrides, resolve_path
+from sedlib.config import (
+    ParamsDumper,
+    RunConfig,
+    format_overrides,
+    parse_overrides,
+    project_relative,
+    resolve_path,
+)
 from sedlib.errors import ArtefactError, RunDirError
 from sedlib.rundir.declaration import ARTEFACTS, fixed_names, kind_of, owner, record_path
 from sedlib.rundir.lock import alive, lock_holder, run_lock
@@ -181,10 +188,7 @@ class RunDir:
         """
         root = cls.locate(config, run_dir, overrides).root
         record_file = root / "run.json"
-        params_file = resolve_path(config.source)
-        if params_file.is_relative_to(PROJECT_ROOT):
-            params_file = params_file.relative_to(PROJECT_ROOT)
-        record = {"run_name": config.run_name, "params_file": params_file.as_posix()}
+        record = {"run_name": config.run_name, "params_file": project_relative(config.source)}
         if record_file.exists():
             try:
                 existing = json.loads(record_file.read_text())
