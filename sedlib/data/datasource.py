@@ -67,6 +67,10 @@ class DataSource(ABC):
         """Whether the splits are images (a backbone makes their features) rather than given features."""
         return self.form != "features"
 
+    def ood_set(self, plan: SplitPlan) -> str:
+        """The set an ``ood`` or ``subset`` split is read from (its own name), or the ``disagreement`` split's."""
+        return self.config.data.disagreement_set if plan.kind == "disagreement" else plan.name
+
     @abstractmethod
     def source_set(self, plan: SplitPlan):
         """The whole set a split's rows are drawn from (`sedlib.data.plan.split_rows` draws them)."""
@@ -130,7 +134,7 @@ class OwnDataSource(DataSource):
             return "val" if plan.kind == "val" and data.val_path else "train"
         if plan.kind in ("test", "corruption"):
             return "test"
-        return data.disagreement_set if plan.kind == "disagreement" else plan.name
+        return self.ood_set(plan)
 
     def hash_payload(self, plan: SplitPlan) -> dict:
         """The data paths (``data.*_path``) a split is read from (the training set names the classes)."""
@@ -140,7 +144,7 @@ class OwnDataSource(DataSource):
         elif plan.kind in ("test", "corruption"):
             paths = [data.train_path, data.test_path]
         else:
-            paths = [data.ood_paths[data.disagreement_set if plan.kind == "disagreement" else plan.name]]
+            paths = [data.ood_paths[self.ood_set(plan)]]
         return super().hash_payload(plan) | {"paths": paths}
 
     def check(self, plans: Sequence[SplitPlan]) -> None:

@@ -37,7 +37,7 @@ class FashionMNISTSource(DataSource):
             return load_fashion_mnist("train")
         if plan.kind in ("test", "corruption"):
             return load_fashion_mnist("test")
-        return SOURCES[self.config.data.disagreement_set if plan.kind == "disagreement" else plan.name]()
+        return SOURCES[self.ood_set(plan)]()
 
     def class_names(self) -> tuple[str, ...]:
         return FASHION_MNIST_CLASSES

@@ -796,7 +796,7 @@ class ImageNetSource(ImageFolderSource):
             return imagenet_split(dataset_folder(data, "imagenet"), "val")
         if plan.kind == "corruption":
             return imagenet_c_split(dataset_folder(data, "imagenet_c"), plan.corruption, plan.severity)
-        name = data.disagreement_set if plan.kind == "disagreement" else plan.name
+        name = self.ood_set(plan)
         if name in data.subset_sets or plan.kind == "subset":
             return subset_split(dataset_folder(data, name), name)
         return ood_folder(dataset_folder(data, name), name)

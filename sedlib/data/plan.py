@@ -28,7 +28,7 @@ class SplitPlan:
     Attributes:
         name: file stem, e.g. ``train``, ``test``, ``fog-5``, ``imagenet_a``, ``digits``.
         kind: ``train``, ``val``, ``test``, ``corruption``, ``subset`` (a labelled class subset such
-            as ImageNet-A) or ``ood``.
+            as ImageNet-A), ``ood`` or ``disagreement`` (the unlabelled images of the naive A2D / DivDis baselines).
         passes: augmentation passes (``train`` only; 1 otherwise).
         corruption: corruption name (``corruption`` splits).
         severity: corruption severity (``corruption`` splits).
